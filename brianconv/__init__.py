@@ -1,0 +1,20 @@
+"""brianconv: convert trained PyTorch networks into Brian2 spiking networks.
+
+>>> import brianconv
+>>> "ttfs" in brianconv.available_methods()
+True
+
+The data path: torch model -> :mod:`~brianconv.graph` (layer graph) ->
+:mod:`~brianconv.calibration` -> a coding scheme in :mod:`~brianconv.schemes` ->
+:mod:`~brianconv.description` -> :mod:`~brianconv.builder` (Brian2 objects, runtime or C++
+standalone) -> :class:`~brianconv.simulation.SimulationResult`.
+"""
+
+from . import errors
+from .errors import ConversionError
+from .schemes import available as available_methods
+from .simulation import SimulationResult, SpikingNetwork, convert
+
+__version__ = "0.1.0"
+__all__ = ["convert", "SpikingNetwork", "SimulationResult", "ConversionError", "errors", "available_methods",
+           "__version__"]

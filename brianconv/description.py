@@ -1,0 +1,239 @@
+"""The network description: what a coding scheme produces and the builder turns into Brian2.
+
+A description is plain data: populations (size, equation strings, threshold, reset, values),
+projections (index arrays, weights, ``on_pre`` code) and a time axis. Nothing here imports
+Brian2's devices; :mod:`brianconv.builder` does that. Keeping the description separate means it
+can be printed, saved (``brianconv convert``), hashed for the build cache and inspected in tests.
+
+Time axis
+---------
+Time runs in integer steps of ``dt``. Image ``n`` of a batch enters the input population at
+step ``n * period_steps``. Every population has a ``window_start``: the step at which its
+window for image 0 begins, so its window for image ``n`` is
+``[window_start + n * period_steps, window_start + (n + 1) * period_steps)``. All spikes a
+population emits for image ``n`` fall inside that window, which is how spike counts are
+attributed to images. Each population gets the shared variables ``window_start``,
+``period_steps``, ``local_step`` (the step inside its current window) and ``started`` (1 once its
+first window has begun); see :data:`TIME_AXIS_EQUATIONS`.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from brian2 import Quantity, second
+
+__all__ = ["Population", "Projection", "NetworkDescription", "TIME_AXIS_EQUATIONS"]
+
+#: Shared time-axis variables added to every population's equations (integers, no units):
+#: ``window_start`` (step where this population's window for image 0 begins),
+#: ``period_steps`` (steps between images), ``local_step`` (0 ... period_steps - 1 inside
+#: the current window) and ``started`` (0 before the first window, then 1).
+TIME_AXIS_EQUATIONS = """
+window_start : integer (constant, shared)
+period_steps : integer (constant, shared)
+local_step = (t_in_timesteps - window_start) % period_steps : integer (shared)
+started = int(t_in_timesteps >= window_start) : integer (shared)
+"""
+
+
+@dataclass
+class Population:
+    """A group of neurons: becomes one ``brian2.NeuronGroup``.
+
+    Attributes
+    ----------
+    name : str
+        Unique, a valid Python identifier (also the Brian2 object's name).
+    size : int
+        Number of neurons.
+    equations : str
+        Brian2 model equations (the time axis of :data:`TIME_AXIS_EQUATIONS` is added by the builder).
+    threshold, reset : str or None
+        Brian2 threshold condition and reset code.
+    events : dict
+        Custom events ``name -> (condition, code)``; the code runs in the ``before_synapses`` slot.
+    values : dict
+        Initial values ``variable -> scalar or array`` (Brian2 quantities where the variable has units).
+    window_start : int
+        Step at which the window for image 0 begins (see the module docstring).
+    layer : str or None
+        The :class:`~brianconv.graph.Layer` it represents.
+    shape : tuple
+        Shape of the layer's output, for plots (neurons ordered as ``reshape(-1)``).
+    role : str
+        ``"input"``, ``"hidden"``, ``"output"`` or ``"helper"``.
+    method : str
+        Brian2 integration method.
+    namespace : dict
+        External constants and functions used in the equations.
+    """
+
+    name: str
+    size: int
+    equations: str
+    threshold: str = None
+    reset: str = None
+    events: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+    window_start: int = 0
+    layer: str = None
+    shape: tuple = None
+    role: str = "hidden"
+    method: str = "euler"
+    namespace: dict = field(default_factory=dict)
+
+    @property
+    def full_equations(self):
+        return TIME_AXIS_EQUATIONS + self.equations
+
+
+@dataclass
+class Projection:
+    """Synapses from one population to another: becomes one ``brian2.Synapses``.
+
+    Attributes
+    ----------
+    name, source, target : str
+        Projection name and the names of the source and target populations.
+    connections : brianconv.connectivity.Connections
+        Index arrays and weights.
+    model : str
+        Synaptic equations; the weight variable is ``w``.
+    on_pre : str
+        Code run for every synapse of a spiking source neuron.
+    weight_unit : brian2.Quantity or float
+        Unit multiplying ``connections.weight`` when it is stored in ``w``.
+    delay_steps : int
+        Transmission delay in steps (0: effect in the same step, read by the target one step later).
+    """
+
+    name: str
+    source: str
+    target: str
+    connections: object
+    model: str = "w : 1 (constant)"
+    on_pre: str = ""
+    weight_unit: object = 1.0
+    delay_steps: int = 0
+
+    @property
+    def n_synapses(self):
+        return len(self.connections)
+
+
+@dataclass
+class NetworkDescription:
+    """Everything needed to build and read a converted network.
+
+    Attributes
+    ----------
+    scheme : str
+        Name of the coding scheme that produced it.
+    populations, projections : list
+        :class:`Population` and :class:`Projection` objects; the first population is the input.
+    dt : brian2.Quantity
+        Simulation time step.
+    period_steps : int
+        Steps between two images (the image period).
+    input_population, output_population : str
+        Where the stimulus enters (through the TimedArray ``stimulus(t, i)`` of shape
+        ``(batch + 1, n_inputs)``, read at ``image * period_steps * dt``) and where the result is read.
+    output_variable : str
+        Output variable recorded at every step (``when='end'``).
+    output_unit : brian2.Quantity or float
+        Dividing the recorded variable by this gives values in ANN units.
+    readout_step : int or None
+        Step inside the output window at which the decoded output is final (None: every step).
+    parameters : dict
+        Run-time parameters ``name -> list of (population, variable, value)``: what
+        :meth:`run_values` sets for one value of a user parameter.
+    options : dict
+        The scheme options used (for display and for the cache key).
+    """
+
+    scheme: str
+    populations: list
+    projections: list
+    dt: Quantity
+    period_steps: int
+    input_population: str
+    output_population: str
+    output_variable: str = "v"
+    output_unit: object = 1.0
+    readout_step: int = None
+    options: dict = field(default_factory=dict)
+
+    def population(self, name):
+        for population in self.populations:
+            if population.name == name:
+                return population
+        raise KeyError(f"No population {name!r}; populations: {[p.name for p in self.populations]}")
+
+    @property
+    def n_inputs(self):
+        return self.population(self.input_population).size
+
+    @property
+    def n_outputs(self):
+        return self.population(self.output_population).size
+
+    @property
+    def depth_steps(self):
+        """Steps from the first image's start to the end of the last population's first window."""
+        return max(p.window_start for p in self.populations) + self.period_steps
+
+    def duration_steps(self, batch_size):
+        """Steps needed to simulate ``batch_size`` images one after the other."""
+        return self.depth_steps + (batch_size - 1) * self.period_steps
+
+    @property
+    def n_neurons(self):
+        return sum(p.size for p in self.populations)
+
+    @property
+    def n_synapses(self):
+        return sum(p.n_synapses for p in self.projections)
+
+    def fan_out(self):
+        """Outgoing synapses per neuron, ``population name -> int array (size,)`` (all projections)."""
+        counts = {p.name: np.zeros(p.size, dtype=np.int64) for p in self.populations}
+        for projection in self.projections:
+            counts[projection.source] += projection.connections.fan_out()
+        return counts
+
+    def fingerprint(self, batch_size):
+        """A hash of everything that changes the compiled program (for the build cache)."""
+        digest = hashlib.sha256()
+        header = dict(scheme=self.scheme, dt=float(self.dt / second), period=self.period_steps,
+                      batch=batch_size, inp=self.input_population, out=self.output_population,
+                      var=self.output_variable)
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        for p in self.populations:
+            digest.update(repr((p.name, p.size, p.equations, p.threshold, p.reset, sorted(p.events.items()),
+                                p.window_start, p.method, sorted(p.namespace))).encode())
+            for key in sorted(p.values):
+                digest.update(key.encode() + _bytes(p.values[key]))
+        for q in self.projections:
+            digest.update(repr((q.name, q.source, q.target, q.model, q.on_pre, str(q.weight_unit),
+                                q.delay_steps)).encode())
+            for array in (q.connections.pre, q.connections.post, q.connections.weight):
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:24]
+
+    def summary(self):
+        """A table of populations and projections (sizes, windows, synapses)."""
+        lines = [f"{self.scheme} network: {self.n_neurons} neurons, {self.n_synapses} synapses, "
+                 f"dt = {self.dt}, image period = {self.period_steps} steps"]
+        for p in self.populations:
+            lines.append(f"  population {p.name:<16} {p.size:>8} neurons  {p.role:<7} window starts at step {p.window_start}")
+        for q in self.projections:
+            lines.append(f"  projection {q.name:<16} {q.source} -> {q.target}: {q.n_synapses} synapses")
+        return "\n".join(lines)
+
+
+def _bytes(value):
+    if isinstance(value, Quantity):
+        return np.asarray(value).tobytes() + repr(value.dim).encode()
+    return np.asarray(value).tobytes()

@@ -1,0 +1,11 @@
+"""Coding schemes, registered by name.
+
+A scheme is a subclass of :class:`~brianconv.schemes.base.Scheme` that turns a calibrated
+:class:`~brianconv.graph.LayerGraph` into a :class:`~brianconv.description.NetworkDescription`
+and decodes the recorded output. ``brianconv.convert(model, method=NAME)`` looks schemes up here.
+"""
+
+from .base import RunSetup, Scheme, available, get, register
+from . import ttfs  # noqa: F401  (registers "ttfs")
+
+__all__ = ["Scheme", "RunSetup", "register", "get", "available"]

@@ -1,0 +1,122 @@
+"""The small interface every coding scheme implements, and the registry of schemes."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConversionError, InvalidValueError, UnknownMethodError
+
+__all__ = ["Scheme", "RunSetup", "register", "get", "available"]
+
+_REGISTRY = {}
+
+
+def register(cls):
+    """Class decorator: make a :class:`Scheme` subclass available under ``cls.name``."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} has no 'name' to register it under.")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"A scheme named {cls.name!r} is already registered ({_REGISTRY[cls.name].__module__}); "
+                         f"{cls.__module__}.{cls.__name__} needs another name.")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available():
+    """Names of the registered schemes (sorted)."""
+    return sorted(name for name, cls in _REGISTRY.items() if not getattr(cls, "internal", False))
+
+
+def get(name):
+    """The scheme class registered as ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownMethodError(f"Unknown method {name!r}; available methods: {', '.join(available())}.") from None
+
+
+@dataclass
+class RunSetup:
+    """Values that one simulation run sets, and where to read its results.
+
+    Attributes
+    ----------
+    values : dict
+        ``(population, variable) -> value`` set before the run (Brian2 ``run_args`` in standalone).
+    window_starts : dict
+        ``population -> step`` where its window for image 0 begins in this run.
+    readout_step : int or None
+        Step inside the output window at which the output is final (None: the whole window).
+    parameters : dict
+        The user-facing parameter values of this run (for reports).
+    """
+
+    values: dict = field(default_factory=dict)
+    window_starts: dict = field(default_factory=dict)
+    readout_step: int = None
+    parameters: dict = field(default_factory=dict)
+
+
+class Scheme:
+    """Base class of coding schemes.
+
+    Subclasses set ``name``, ``activations`` (the ANN activations they represent) and implement
+    :meth:`describe` and :meth:`setup`; :meth:`check` and :meth:`decode` have common defaults.
+
+    Parameters
+    ----------
+    **options
+        Scheme options; unknown names raise :class:`~brianconv.errors.InvalidValueError`.
+    """
+
+    name = None
+    activations = frozenset({"relu"})
+    ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool"})
+    defaults = {}
+
+    def __init__(self, **options):
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise InvalidValueError(f"Unknown option(s) {sorted(unknown)} for method {self.name!r}; its options are "
+                                    f"{sorted(self.defaults)}.")
+        self.options = {**self.defaults, **options}
+        self.validate_options()
+
+    def validate_options(self):
+        """Raise :class:`~brianconv.errors.InvalidValueError` for out-of-range options."""
+
+    # -- the interface ---------------------------------------------------------------------
+    def check(self, graph):
+        """Raise :class:`~brianconv.errors.ConversionError` for layers this scheme cannot represent."""
+        for layer in graph:
+            if layer.op not in self.ops:
+                raise ConversionError(f"Method {self.name!r} cannot convert layer {layer.name!r} of type {layer.op!r}; "
+                                      f"it supports {sorted(self.ops)}.")
+            allowed = self.activations if layer is not graph.output else self.activations | {None, "softmax"}
+            if layer.is_weighted and layer is not graph.output and layer.activation is None:
+                raise ConversionError(f"Method {self.name!r}: layer {layer.name!r} has no activation; hidden "
+                                      f"weighted layers need one of {sorted(self.activations)}.")
+            if layer.activation is not None and layer.activation not in allowed:
+                raise ConversionError(f"Method {self.name!r} cannot represent the {layer.activation!r} activation "
+                                      f"of layer {layer.name!r}; it represents {sorted(self.activations)}.")
+
+    def check_input(self, x):
+        """Raise for inputs the code cannot carry (default: none)."""
+
+    def describe(self, graph, calibration):
+        """Return the :class:`~brianconv.description.NetworkDescription` of ``graph``."""
+        raise NotImplementedError
+
+    def setup(self, description, **parameters):
+        """Return the :class:`RunSetup` of one run with the given run-time parameters."""
+        raise NotImplementedError
+
+    def decode(self, description, setup, records, n_images):
+        """Decoded outputs, shape ``(n_images, n_outputs)``, from one batch's records.
+
+        Default: the output variable at ``readout_step`` of each image's output window, divided by
+        ``description.output_unit``.
+        """
+        start = setup.window_starts[description.output_population]
+        steps = start + np.arange(n_images) * description.period_steps + setup.readout_step
+        return records.output[steps] / float(description.output_unit)

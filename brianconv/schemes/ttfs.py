@@ -1,0 +1,327 @@
+"""Scheme ``"ttfs"``: the two-stage time-to-first-spike neuron with a charging current.
+
+After López-Randulfe, Reeb and Knoll, *Conversion of ConvNets to spiking neural networks with
+less than one spike per neuron* (``../shared/papers/lopez-randulfe-ttfs-two-stage-neuron.txt``).
+
+Code
+----
+A value ``x`` in ``[0, x_max]`` is one spike at ``t(x) = t_max / x_max * (x_max - x)`` (Eq. 1);
+zero is no spike. Time is discrete: ``T = t_max / dt`` steps; a value is sent as the integer
+``q = round(x / x_max * T)`` and the spike comes at step ``T - q`` of the sender's window.
+
+Neuron (Eqs. 2-4)
+-----------------
+Each layer has a *silent stage* of ``T`` steps: every input spike switches on a constant
+current ``W_ij * v_th_j / t_max`` (``v_th_j`` the sender's threshold, i.e. its activation scale
+in volts), and the bias is a constant current ``b_i * v_unit / t_max``. At the end of the stage
+``u_i = v_unit * (sum_j W_ij a_j + b_i)``: the ANN pre-activation in volts (``v_unit`` volts per
+ANN unit, 1 mV by default). In the following *spiking stage* the input current is off and the
+charging current ``I_ext = v_th / t_max`` drives ``u`` to the threshold; the neuron fires once,
+after ``m = ceil(T (1 - u / v_th) - 1/2)`` steps, which encodes ``u / v_th`` rounded to the
+nearest step with the input's code. ``u <= 0`` never reaches the threshold in time: that is the
+ReLU, and the silence. ``v_th = lambda * v_unit`` where ``lambda`` is the layer's activation
+scale from calibration, so values above ``lambda`` are clipped to the top of the code.
+One layer's spiking stage is the next layer's silent stage.
+
+Max-pooling: the earliest spike in the window wins (a pool neuron fires one step after its
+first input spike, once). Average pooling is linear and folded into the next projection.
+The output layer only integrates: its membrane potential at the end of its silent stage,
+divided by ``v_unit``, is the ANN logit (quantised), and the prediction is its argmax.
+
+Time axis
+---------
+With ``pipeline=True`` (default) a new image enters every ``2 T`` steps: each layer is busy
+with one image's silent and spiking stage while the others work on earlier/later images. With
+``pipeline=False`` an image passes through all layers before the next enters.
+"""
+
+import warnings
+
+import numpy as np
+from brian2 import mV, ms, second, volt
+
+from ..calibration import activation_scale, calibrate
+from ..connectivity import compose, connections_for
+from ..description import NetworkDescription, Population, Projection
+from ..errors import AccuracyWarning, ConversionError, InvalidValueError
+from .base import RunSetup, Scheme, register
+
+__all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS"]
+
+#: Shared by every TTFS population: the stage length in steps and the scale of the values it sends.
+_COMMON = """
+T_steps : integer (constant, shared)  # t_max in steps of dt
+t_max = T_steps * dt : second (shared)
+v_th : volt (constant, shared)        # threshold = activation scale lambda * v_unit
+"""
+
+#: Input neurons: pixel ``x`` of the current image (from the TimedArray ``stimulus``) becomes one
+#: spike at step ``T - q`` of the window, ``q = round(x / x_max * T)``; ``x = 0`` sends no spike.
+INPUT_EQUATIONS = _COMMON + """
+image = (t_in_timesteps - window_start) // period_steps : integer (shared)
+x = stimulus(image * period_steps * dt, i) : 1    # input value, in [0, x_max]
+q = clip(int(x / x_max * T_steps + 0.5), 0, T_steps) : integer
+x_max : 1 (constant, shared)
+"""
+INPUT_THRESHOLD = "started == 1 and local_step == T_steps - q and q > 0"
+
+#: Two-stage neuron. Silent stage: steps 1..T of the window integrate the input and bias
+#: currents. Spiking stage: steps T+1..2T integrate the charging current ``v_th / t_max``
+#: until the single spike. ``I_syn`` (V/s) is the summed current of the inputs that have spiked.
+NEURON_EQUATIONS = _COMMON + """
+dv/dt = started * (silent * (I_syn + I_bias) + spiking * (1 - fired) * v_th / t_max) : volt
+silent = int(local_step >= 1 and local_step <= T_steps) : integer (shared)
+spiking = int(local_step > T_steps and local_step <= 2 * T_steps) : integer (shared)
+I_syn : volt / second                 # input current: sum of W_ij * v_th_j / t_max over spiked inputs
+I_bias = b * v_unit / t_max : volt / second
+b : 1 (constant)                      # the ANN bias
+fired : 1                             # 1 once the neuron has spiked in this window
+"""
+#: Fire once in the spiking stage when ``v`` reaches the threshold (less half a step of the
+#: charging ramp, so that the spike time rounds rather than truncates).
+NEURON_THRESHOLD = ("started == 1 and local_step >= T_steps and local_step < 2 * T_steps and fired == 0 "
+                    "and v >= v_th * (1 - 0.5 / T_steps)")
+NEURON_RESET = "v = 0 * volt\nfired = 1"
+WINDOW_START = "started == 1 and local_step == 0"
+
+#: Output neurons integrate the silent stage only; ``v / v_unit`` is the ANN output.
+OUTPUT_EQUATIONS = _COMMON + """
+dv/dt = started * silent * (I_syn + I_bias) : volt
+silent = int(local_step >= 1 and local_step <= T_steps) : integer (shared)
+I_syn : volt / second
+I_bias = b * v_unit / t_max : volt / second
+b : 1 (constant)
+"""
+
+#: Spiking max-pool: a pool neuron fires one step after the first spike in its window, once.
+MAXPOOL_EQUATIONS = _COMMON + """
+n_in : 1       # input spikes received in this window
+fired : 1
+"""
+MAXPOOL_THRESHOLD = "started == 1 and n_in > 0 and fired == 0"
+
+ON_PRE = "I_syn_post += w * v_th_pre / t_max_pre"
+
+
+@register
+class TTFS(Scheme):
+    """Time-to-first-spike conversion with the two-stage neuron (at most one spike per neuron).
+
+    Options
+    -------
+    t_max : int
+        Stage length in steps of ``dt`` (the paper's ``t_max``); resolution ``x_max / t_max``.
+    dt : brian2 time
+        Simulation step (0.1 ms).
+    percentile : float
+        Percentile of the calibration activations that sets each layer's threshold
+        ``v_th = lambda * v_unit`` (99.9; 100 = the maximum).
+    threshold : {"percentile", "max", "search"}
+        ``"search"`` picks, for each layer in turn, the percentile in ``search_percentiles`` that
+        minimises the RMSE between that layer's quantised spiking value and the ANN (simulated
+        exactly in numpy on the calibration data).
+    v_unit : brian2 voltage
+        Volts per ANN activation unit (1 mV).
+    pipeline : bool
+        Accept a new image every ``2 t_max`` steps (True) or one image at a time.
+    """
+
+    name = "ttfs"
+    activations = frozenset({"relu"})
+    defaults = dict(t_max=64, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
+                    pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0))
+
+    def validate_options(self):
+        o = self.options
+        if int(o["t_max"]) != o["t_max"] or o["t_max"] < 1:
+            raise InvalidValueError(f"t_max is a number of steps and must be an integer >= 1, got {o['t_max']!r}.")
+        if o["threshold"] not in ("percentile", "max", "search"):
+            raise InvalidValueError(f"threshold must be 'percentile', 'max' or 'search', got {o['threshold']!r}.")
+        if not 0 < o["percentile"] <= 100:
+            raise InvalidValueError(f"percentile must be in (0, 100], got {o['percentile']}.")
+        if not (o["dt"] / second > 0):
+            raise InvalidValueError(f"dt must be a positive time, got {o['dt']}.")
+        if not (o["v_unit"] / volt > 0):
+            raise InvalidValueError(f"v_unit must be a positive voltage, got {o['v_unit']}.")
+
+    # -- checks ----------------------------------------------------------------------------
+    def check(self, graph):
+        super().check(graph)
+        for layer in graph:
+            if layer.op in ("maxpool", "avgpool") and layer.activation not in (None, "relu"):
+                raise ConversionError(f"ttfs: layer {layer.name!r} applies {layer.activation!r} after pooling; "
+                                      "only ReLU can be represented.")
+            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
+                raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after average pooling is not "
+                                      "supported; average-pool after the max-pool instead.")
+        if graph.output.op != "linear" and graph.output.op != "conv":
+            raise ConversionError(f"ttfs: the output layer {graph.output.name!r} must be Linear or Conv2d, "
+                                  f"not {graph.output.op}.")
+
+    def check_input(self, x):
+        if np.min(x) < 0:
+            raise InvalidValueError(f"ttfs codes values in [0, x_max] as spike times and cannot carry the negative "
+                                    f"inputs found (minimum {np.min(x):.3g}). Shift or rescale the data to be "
+                                    "non-negative (and retrain), e.g. use pixels in [0, 1] without mean subtraction.")
+
+    # -- calibration -----------------------------------------------------------------------
+    def calibrate(self, graph, x):
+        """Activation scales: percentile, maximum or error-minimising search (see the options)."""
+        percentile = 100.0 if self.options["threshold"] == "max" else self.options["percentile"]
+        calibration = calibrate(graph, x, percentile)
+        if self.options["threshold"] == "search":
+            _search_scales(graph, x, calibration, int(self.options["t_max"]), self.options["search_percentiles"])
+        for name, fraction in calibration.clipped.items():
+            if fraction > 0.01 and graph[name] is not graph.output:
+                warnings.warn(f"ttfs: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
+                              "threshold and will be clipped.", AccuracyWarning, stacklevel=3)
+        return calibration
+
+    # -- description -----------------------------------------------------------------------
+    def describe(self, graph, calibration):
+        o = self.options
+        T = int(o["t_max"])
+        v_unit = o["v_unit"]
+        names = _population_names(graph)
+        populations, projections, layout = [], [], []
+        x_max = calibration.scales[graph.input.name]
+        populations.append(Population(
+            names[graph.input.name], graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
+            values=dict(T_steps=T, x_max=x_max, v_th=x_max * v_unit), layer=graph.input.name,
+            shape=graph.input.out_shape, role="input"))
+        layout.append((names[graph.input.name], None, "input"))
+        # layer name -> (population carrying its value, pending linear map not yet given to synapses)
+        carriers = {graph.input.name: (names[graph.input.name], None)}
+        for layer in graph.layers[1:]:
+            source, pending = carriers[layer.inputs[0]]
+            if layer.op == "avgpool":
+                pool = connections_for(layer)[0]
+                carriers[layer.name] = (source, pool if pending is None else compose(pending, pool))
+                continue
+            name = names[layer.name]
+            connections = connections_for(layer)[0]
+            if pending is not None:
+                connections = compose(pending, connections)
+            if layer.op == "maxpool":
+                populations.append(Population(
+                    name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
+                    events={"window_start": (WINDOW_START, "n_in = 0\nfired = 0")},
+                    values=dict(T_steps=T, v_th=calibration.scales[layer.name] * v_unit),
+                    layer=layer.name, shape=layer.out_shape))
+                projections.append(Projection(f"{source}_to_{name}", source, name, connections,
+                                              model="", on_pre="n_in_post += 1"))
+                layout.append((name, source, "maxpool"))
+            else:
+                output = layer is graph.output
+                bias = np.repeat(layer.bias, layer.size // len(layer.bias))
+                populations.append(Population(
+                    name, layer.size, OUTPUT_EQUATIONS if output else NEURON_EQUATIONS,
+                    threshold=None if output else NEURON_THRESHOLD, reset=None if output else NEURON_RESET,
+                    events={"window_start": (WINDOW_START, "v = 0 * volt\nI_syn = 0 * volt / second"
+                                             + ("" if output else "\nfired = 0"))},
+                    values=dict(T_steps=T, v_th=calibration.scales[layer.name] * v_unit, b=bias),
+                    layer=layer.name, shape=layer.out_shape, role="output" if output else "hidden",
+                    namespace={"v_unit": v_unit}))
+                projections.append(Projection(f"{source}_to_{name}", source, name, connections, on_pre=ON_PRE))
+                layout.append((name, source, "output" if output else "neuron"))
+            carriers[layer.name] = (name, None)
+        starts = _window_starts(layout, T)
+        for population in populations:
+            population.window_start = starts[population.name]
+        period = 2 * T if o["pipeline"] else max(starts.values()) + 2 * T
+        return NetworkDescription(
+            scheme=self.name, populations=populations, projections=projections, dt=o["dt"], period_steps=period,
+            input_population=populations[0].name, output_population=populations[-1].name, output_variable="v",
+            output_unit=v_unit, readout_step=T,
+            options=dict(self.options, layout=layout, scales=dict(calibration.scales)))
+
+    # -- runs --------------------------------------------------------------------------------
+    def setup(self, description, t_max=None, scales=None):
+        """Run-time values: stage length ``t_max`` (steps, at most the built one) and layer ``scales``.
+
+        Parameters
+        ----------
+        t_max : int, optional
+            Stage length for this run; must fit the built image period.
+        scales : dict, optional
+            ``layer name -> activation scale lambda`` (ANN units) overriding the calibrated ones;
+            the threshold becomes ``lambda * v_unit``.
+        """
+        options = description.options
+        T = int(options["t_max"] if t_max is None else t_max)
+        layout = options["layout"]
+        starts = _window_starts(layout, T)
+        period = description.period_steps
+        needed = 2 * T if options["pipeline"] else max(starts.values()) + 2 * T
+        if T < 1 or needed > period:
+            raise InvalidValueError(f"t_max={t_max} does not fit the built network (t_max <= {options['t_max']}); "
+                                    "convert again with a larger t_max to sweep higher values.")
+        all_scales = dict(options["scales"], **(scales or {}))
+        unknown = set(scales or {}) - set(all_scales)
+        if unknown:
+            raise InvalidValueError(f"Unknown layer(s) {sorted(unknown)} in scales; layers: {sorted(options['scales'])}.")
+        if any(not s > 0 for s in all_scales.values()):
+            raise InvalidValueError("Every activation scale (threshold) must be > 0.")
+        by_population = _scale_per_population(description, all_scales)
+        values = {}
+        for population in description.populations:
+            values[(population.name, "T_steps")] = T
+            values[(population.name, "window_start")] = starts[population.name]
+            values[(population.name, "v_th")] = by_population[population.name] * options["v_unit"]
+        return RunSetup(values, starts, readout_step=T, parameters=dict(t_max=T, scales=scales or {}))
+
+    def quantisation_step(self, description):
+        """Resolution of the code: the value of one step, as a fraction of each layer's scale."""
+        return 1.0 / description.options["t_max"]
+
+
+def _population_names(graph):
+    names = {}
+    for k, layer in enumerate(graph):
+        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
+        names[layer.name] = base if base not in names.values() else f"{base}_{k}"
+    return names
+
+
+def _window_starts(layout, T):
+    """Window start of each population: a population reads its source's output window."""
+    starts, emits = {}, {}
+    for name, source, kind in layout:
+        starts[name] = 0 if source is None else emits[source]
+        emits[name] = starts[name] + {"input": 0, "maxpool": 1, "neuron": T, "output": T}[kind]
+    return starts
+
+
+def _scale_per_population(description, scales):
+    """Each population's scale is that of the layer it carries (pools carry their source's)."""
+    return {population.name: scales[population.layer] for population in description.populations}
+
+
+def _search_scales(graph, x, calibration, T, candidates):
+    """Choose each hidden layer's scale among percentiles to minimise the quantised-value RMSE.
+
+    The spiking value of a layer is simulated exactly in numpy: ``round(clip(a / lambda, 0, 1) * T)
+    * lambda / T``, with the layer's inputs already quantised by the scales chosen upstream.
+    """
+    _, exact = graph.forward(x, record=True)
+    quantised = {graph.input.name: _quantise(exact[graph.input.name], calibration.scales[graph.input.name], T)}
+    import torch
+
+    for layer in graph.layers[1:]:
+        inputs = [torch.as_tensor(quantised[name]) for name in layer.inputs]
+        with torch.no_grad():
+            value = layer.forward(*inputs).numpy()
+        if layer.is_weighted and layer is not graph.output:
+            errors = {}
+            for p in candidates:
+                scale = activation_scale(exact[layer.name], p)
+                errors[scale] = np.sqrt(np.mean((_quantise(value, scale, T) - exact[layer.name]) ** 2))
+            calibration.scales[layer.name] = min(errors, key=errors.get)
+            calibration.clipped[layer.name] = float(np.mean(exact[layer.name] > calibration.scales[layer.name]))
+        elif layer.op in ("maxpool", "avgpool"):
+            calibration.scales[layer.name] = calibration.scales[layer.inputs[0]]
+        quantised[layer.name] = value if layer is graph.output else _quantise(value, calibration.scales[layer.name], T)
+
+
+def _quantise(values, scale, T):
+    return np.floor(np.clip(values / scale, 0, 1) * T + 0.5) * scale / T

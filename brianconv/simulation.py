@@ -1,0 +1,343 @@
+"""Converted networks and their simulation results.
+
+:func:`convert` is the one entry point from a torch model to a :class:`SpikingNetwork`:
+trace the model into a layer graph, check it against the scheme, calibrate, describe. A
+:class:`SpikingNetwork` simulates any number of inputs on Brian2's runtime or C++ standalone
+device and returns a :class:`SimulationResult`.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import schemes
+from .builder import MonitorRequest, build_runtime, build_standalone, create_objects, find_compiler
+from .errors import BuildError, CalibrationError, InvalidValueError, ShapeError
+from .graph import trace
+
+__all__ = ["convert", "SpikingNetwork", "SimulationResult"]
+
+logger = logging.getLogger(__name__)
+DEVICES = ("cpp_standalone", "runtime")
+
+
+def convert(model, method="ttfs", calibration=None, input_shape=None, **options):
+    """Convert a trained torch model into a spiking network.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained ANN (put in eval mode; BatchNorm is folded, Dropout dropped).
+    method : str
+        A registered coding scheme (``brianconv.schemes.available()``).
+    calibration : array or tensor, shape (N, *input_shape)
+        Samples (e.g. a few hundred training images) used to set each layer's scale.
+    input_shape : tuple, optional
+        Shape of one sample; taken from ``calibration`` when omitted.
+    **options
+        Options of the scheme (see its class docstring), e.g. ``t_max=64`` for ``"ttfs"``.
+
+    Returns
+    -------
+    SpikingNetwork
+    """
+    scheme = schemes.get(method)(**options)
+    if calibration is None:
+        raise CalibrationError(f"Method {method!r} needs calibration data: pass calibration=<a few hundred "
+                               "training samples, shape (N, *input_shape)>.")
+    calibration = calibration.detach().cpu().numpy() if hasattr(calibration, "detach") else np.asarray(calibration)
+    if calibration.ndim < 2 or len(calibration) == 0:
+        raise CalibrationError(f"Calibration data must be a non-empty batch (N, *input_shape); got shape "
+                               f"{calibration.shape}.")
+    graph = trace(model, tuple(input_shape) if input_shape is not None else calibration.shape[1:])
+    scheme.check(graph)
+    x = graph.check_input(calibration)
+    scheme.check_input(x)
+    calibrated = scheme.calibrate(graph, x)
+    description = scheme.describe(graph, calibrated)
+    return SpikingNetwork(graph, scheme, calibrated, description)
+
+
+@dataclass
+class SimulationResult:
+    """What :meth:`SpikingNetwork.simulate` returns.
+
+    Attributes
+    ----------
+    predictions : np.ndarray of int, shape (N,)
+        Argmax of the decoded outputs.
+    outputs : np.ndarray, shape (N, n_outputs)
+        Decoded output values, in the ANN's units (comparable with the ANN's logits).
+    ann_outputs : np.ndarray, shape (N, n_outputs)
+        The ANN's outputs on the same inputs (float64 forward pass of the layer graph).
+    spike_counts : dict
+        ``population -> int array (N,)``: spikes of that population for each image.
+    synaptic_ops_per_population : dict
+        ``population -> int array (N,)``: spikes times their exact fan-out, for each image.
+    neurons : dict
+        ``population -> number of neurons``.
+    labels : np.ndarray or None
+        The labels passed to ``simulate``.
+    spikes : dict
+        ``population -> (image, neuron, step)`` arrays for populations monitored with ``spikes=``;
+        ``step`` counts from the start of that population's window for the image.
+    states : dict
+        ``population -> {variable: array (N, window_steps, n_recorded)}`` for ``states=`` monitors,
+        one window (the image period) per image, from the population's window start.
+    parameters : dict
+        The run-time parameters used.
+    output_trace : np.ndarray or None
+        With ``simulate(..., trace=True)``: the output variable in ANN units over each image's
+        output window, shape (N, period_steps, n_outputs) (accuracy as a function of time).
+    device : str
+    timing : dict
+        Wall-clock seconds: ``build``, ``simulate``.
+    """
+
+    predictions: np.ndarray
+    outputs: np.ndarray
+    ann_outputs: np.ndarray
+    spike_counts: dict
+    synaptic_ops_per_population: dict
+    neurons: dict
+    labels: np.ndarray = None
+    spikes: dict = field(default_factory=dict)
+    states: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+    device: str = ""
+    timing: dict = field(default_factory=dict)
+    dt: float = None
+    output_trace: np.ndarray = None
+
+    @property
+    def n_images(self):
+        return len(self.predictions)
+
+    @property
+    def synaptic_ops(self):
+        """Synaptic operations per image, shape (N,): every spike times its fan-out, all populations."""
+        return sum(self.synaptic_ops_per_population.values())
+
+    @property
+    def total_spikes(self):
+        """Spikes per image, shape (N,), all populations (the input included)."""
+        return sum(self.spike_counts.values())
+
+    @property
+    def spikes_per_neuron(self):
+        """Mean spikes per neuron and image, over all populations (the input included)."""
+        return float(np.mean(self.total_spikes) / sum(self.neurons.values()))
+
+    def spikes_per_neuron_by_population(self):
+        """``population -> mean spikes per neuron and image``."""
+        return {name: float(np.mean(count) / self.neurons[name]) for name, count in self.spike_counts.items()}
+
+    @property
+    def ann_predictions(self):
+        return np.argmax(self.ann_outputs, axis=1)
+
+    @property
+    def accuracy(self):
+        """Fraction of correct predictions (needs ``labels``)."""
+        if self.labels is None:
+            raise InvalidValueError("No labels were passed to simulate(); pass labels=... to get accuracies.")
+        return float(np.mean(self.predictions == self.labels))
+
+    @property
+    def ann_accuracy(self):
+        if self.labels is None:
+            raise InvalidValueError("No labels were passed to simulate(); pass labels=... to get accuracies.")
+        return float(np.mean(self.ann_predictions == self.labels))
+
+    @property
+    def agreement(self):
+        """Fraction of images where the SNN and the ANN predict the same class."""
+        return float(np.mean(self.predictions == self.ann_predictions))
+
+    def summary(self):
+        """A few lines with accuracy, spikes and operations."""
+        lines = [f"{self.n_images} images on {self.device}"]
+        if self.labels is not None:
+            lines.append(f"accuracy: ANN {100 * self.ann_accuracy:.2f} %, SNN {100 * self.accuracy:.2f} %")
+        lines.append(f"SNN/ANN agreement: {100 * self.agreement:.2f} %")
+        lines.append(f"spikes per neuron: {self.spikes_per_neuron:.4f}; synaptic operations per image: "
+                     f"{np.mean(self.synaptic_ops):,.0f}")
+        return "\n".join(lines)
+
+
+class SpikingNetwork:
+    """A converted network: its layer graph, scheme, calibration and network description.
+
+    Attributes
+    ----------
+    graph : brianconv.graph.LayerGraph
+    scheme : brianconv.schemes.Scheme
+    calibration : brianconv.calibration.Calibration
+    description : brianconv.description.NetworkDescription
+    """
+
+    def __init__(self, graph, scheme, calibration, description):
+        self.graph = graph
+        self.scheme = scheme
+        self.calibration = calibration
+        self.description = description
+        self._programs = {}
+        self._network = None
+
+    def __repr__(self):
+        return f"<SpikingNetwork {self.description.summary()}>"
+
+    @property
+    def network(self):
+        """The Brian2 objects (runtime device, batches of one image): ``.groups``, ``.synapses``, monitors.
+
+        Inspect equations, thresholds and weights here, e.g. ``snn.network.groups['conv_0'].equations``.
+        """
+        if self._network is None:
+            self._network = build_runtime(self.description, 1).objects
+        return self._network
+
+    def program(self, device="cpp_standalone", batch_size=1, monitors=None, build_root=None):
+        """The compiled program for ``device`` and ``batch_size`` (built once, then reused)."""
+        if device not in DEVICES:
+            raise InvalidValueError(f"device must be one of {DEVICES}, got {device!r}.")
+        monitors = monitors or MonitorRequest()
+        key = (device, batch_size, monitors.key(), str(build_root))
+        if key not in self._programs:
+            start = time.perf_counter()
+            if device == "runtime":
+                self._programs[key] = build_runtime(self.description, batch_size, monitors)
+            else:
+                self._programs[key] = build_standalone(self.description, batch_size, monitors, build_root)
+            self._programs[key].build_seconds = time.perf_counter() - start
+        return self._programs[key]
+
+    def simulate(self, x, device="cpp_standalone", labels=None, batch_size=None, n_workers=1, spikes=(),
+                 states=None, build_root=None, progress=None, trace=False, **parameters):
+        """Simulate the network on inputs ``x``.
+
+        Parameters
+        ----------
+        x : array or tensor, shape (N, *input_shape)
+        device : {"cpp_standalone", "runtime"}
+            C++ standalone (compiled once, then run per batch) or Brian2's runtime device.
+        labels : array of int, shape (N,), optional
+            For accuracies in the result.
+        batch_size : int, optional
+            Images per simulation run (default: N rounded up to a power of two, at most 512).
+            The compiled program depends on it: keep it fixed to reuse builds.
+        n_workers : int
+            Standalone runs executed in parallel processes ("auto": one per core).
+        spikes : sequence of str
+            Populations whose spikes are recorded (see ``SimulationResult.spikes``).
+        states : dict, optional
+            ``population -> (variables, neuron indices)`` recorded at every step.
+        build_root : path, optional
+            Folder for compiled programs (default ``$BRIANCONV_BUILD_DIR`` or ``~/.cache/brianconv/builds``).
+        progress : callable, optional
+            Called with the number of images finished after each batch.
+        trace : bool
+            Keep the decoded output at every step of each image's window (``result.output_trace``).
+        **parameters
+            Run-time parameters of the scheme (e.g. ``t_max=``, ``scales=`` for ttfs).
+
+        Returns
+        -------
+        SimulationResult
+        """
+        x = self.graph.check_input(x)
+        self.scheme.check_input(x)
+        n = len(x)
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (n,):
+                raise ShapeError(f"labels has shape {labels.shape}; expected ({n},) to match the inputs.")
+        batch_size = batch_size or min(1 << int(np.ceil(np.log2(n))), 512)
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise InvalidValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        n_workers = os.cpu_count() if n_workers == "auto" else int(n_workers)
+        setup = self.scheme.setup(self.description, **parameters)
+        monitors = MonitorRequest(tuple(spikes), dict(states or {}))
+        for name in list(monitors.spikes) + list(monitors.states):
+            self.description.population(name)  # raises KeyError naming the populations
+        program = self.program(device, batch_size, monitors, build_root)
+        flat = x.reshape(n, -1)
+        batches = [flat[start:start + batch_size] for start in range(0, n, batch_size)]
+        start_time = time.perf_counter()
+        records = _run_batches(program, batches, setup.values, n_workers, progress)
+        elapsed = time.perf_counter() - start_time
+        return self._assemble(x, labels, batches, records, setup, device, program, elapsed, trace)
+
+    def _assemble(self, x, labels, batches, records, setup, device, program, elapsed, trace):
+        d = self.description
+        outputs, spikes, synops, traces = [], {}, {}, []
+        monitored_spikes, monitored_states = {}, {}
+        for batch, rec in zip(batches, records):
+            outputs.append(self.scheme.decode(d, setup, rec, len(batch)))
+            if trace:
+                start = setup.window_starts[d.output_population]
+                window = rec.output[start:start + len(batch) * d.period_steps] / float(d.output_unit)
+                traces.append(window.reshape(len(batch), d.period_steps, -1))
+            for k, p in enumerate(d.populations):
+                start = setup.window_starts[p.name]
+                spikes.setdefault(p.name, []).append(_per_image(rec.spike_count[:, k], start, d.period_steps, len(batch)))
+                synops.setdefault(p.name, []).append(_per_image(rec.synop_count[:, k], start, d.period_steps, len(batch)))
+            offset = sum(len(o) for o in outputs[:-1])
+            for name, (index, step) in rec.spikes.items():
+                image, local = np.divmod(step - setup.window_starts[name], d.period_steps)
+                keep = (image >= 0) & (image < len(batch)) & (step >= setup.window_starts[name])
+                monitored_spikes.setdefault(name, []).append((image[keep] + offset, index[keep], local[keep]))
+            for name, variables in rec.states.items():
+                start = setup.window_starts[name]
+                for variable, values in variables.items():
+                    windows = values[start:start + len(batch) * d.period_steps]
+                    monitored_states.setdefault(name, {}).setdefault(variable, []).append(
+                        windows.reshape(len(batch), d.period_steps, -1))
+        outputs = np.concatenate(outputs)
+        return SimulationResult(
+            predictions=np.argmax(outputs, axis=1), outputs=outputs, ann_outputs=self.graph.forward(x),
+            spike_counts={k: np.concatenate(v).astype(np.int64) for k, v in spikes.items()},
+            synaptic_ops_per_population={k: np.concatenate(v).astype(np.int64) for k, v in synops.items()},
+            neurons={p.name: p.size for p in d.populations}, labels=labels,
+            spikes={k: tuple(np.concatenate(parts) for parts in zip(*v)) for k, v in monitored_spikes.items()},
+            states={k: {var: np.concatenate(parts) for var, parts in v.items()} for k, v in monitored_states.items()},
+            parameters=setup.parameters, device=device, dt=float(d.dt),
+            output_trace=np.concatenate(traces) if trace else None,
+            timing=dict(build=getattr(program, "build_seconds", 0.0), simulate=elapsed,
+                        compiled=getattr(program, "freshly_built", None)))
+
+
+def _per_image(cumulative, start, period, n_images):
+    """Counts per image from a cumulative count recorded at every step."""
+    padded = np.concatenate([[0.0], cumulative])
+    edges = start + np.arange(n_images + 1) * period  # window of image n: [edges[n], edges[n+1])
+    return np.rint(padded[edges[1:]] - padded[edges[:-1]])
+
+
+def _run_batches(program, batches, values, n_workers, progress):
+    if program.device == "runtime" or n_workers <= 1:
+        records = []
+        for batch in batches:
+            records.append(program.run(batch, values))
+            if progress:
+                progress(len(batch))
+        return records
+    records = [None] * len(batches)
+    running = []
+    for index, batch in enumerate(batches):
+        running.append((index, len(batch), program.start(batch, values)))
+        if len(running) >= n_workers:
+            _finish_first(program, running, records, progress)
+    while running:
+        _finish_first(program, running, records, progress)
+    return records
+
+
+def _finish_first(program, running, records, progress):
+    index, size, handle = running.pop(0)
+    records[index] = program.finish(*handle)
+    if progress:
+        progress(size)

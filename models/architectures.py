@@ -1,0 +1,85 @@
+"""The MNIST nets that brianconv ships trained weights for.
+
+Every net is a plain :class:`torch.nn.Sequential` of standard layers. Inputs are
+``(N, 1, 28, 28)`` float images in ``[0, 1]`` (pixel / 255) with no normalisation
+layer: inputs stay non-negative, as rate-coded spike inputs need. The last layer
+of every net is the ``nn.Linear`` that gives the 10 class logits (no softmax).
+
+``lopez_randulfe_cnn``
+    The MNIST CNN of López-Randulfe et al. The paper gives the layer types (two
+    convolution + max-pooling stages, two dense layers, ReLU activations, dropout
+    of 0.2 before each dense layer, training data augmented by random rotation,
+    scaling and shifting) but not the layer widths. We chose 5x5 kernels without
+    padding, 32 and 64 feature maps, and a hidden dense layer of 128 units::
+
+        Conv2d(1, 32, 5) -> ReLU -> MaxPool2d(2)      # 32x24x24 -> 32x12x12
+        Conv2d(32, 64, 5) -> ReLU -> MaxPool2d(2)     # 64x8x8   -> 64x4x4
+        Flatten -> Dropout(0.2) -> Linear(1024, 128) -> ReLU
+        Dropout(0.2) -> Linear(128, 10)
+
+``small_cnn``
+    A small, fast CNN for tests and teaching (2,570 neurons, about 98.9 %)::
+
+        Conv2d(1, 8, 5, stride=2, padding=2) -> ReLU  # 8x14x14
+        Conv2d(8, 16, 3, stride=2, padding=1) -> ReLU # 16x7x7
+        AvgPool2d(2)                                  # 16x3x3
+        Flatten -> Linear(144, 64) -> ReLU -> Linear(64, 10)
+
+``mlp``
+    ``Flatten -> Linear(784, 128) -> ReLU -> Linear(128, 10)``.
+"""
+
+from torch import nn
+
+__all__ = ["lopez_randulfe_cnn", "small_cnn", "mlp", "ARCHITECTURES"]
+
+
+def lopez_randulfe_cnn():
+    """The López-Randulfe et al. MNIST CNN with our chosen widths (32, 64 maps; 128 hidden units)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, kernel_size=5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, kernel_size=5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(64 * 4 * 4, 128),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(128, 10),
+    )
+
+
+def small_cnn():
+    """A small strided CNN with one average-pooling layer (2,570 neurons)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, kernel_size=5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 3 * 3, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
+
+
+def mlp():
+    """A one-hidden-layer perceptron: 784 -> 128 -> 10."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(28 * 28, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
+#: Name -> constructor returning a fresh, untrained model.
+ARCHITECTURES = {
+    "lopez_randulfe_cnn": lopez_randulfe_cnn,
+    "small_cnn": small_cnn,
+    "mlp": mlp,
+}
