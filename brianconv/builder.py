@@ -188,15 +188,20 @@ def _stimulus_rows(stimulus, batch_size, n_inputs):
 # ---------------------------------------------------------------------------------------------
 
 class RuntimeProgram:
-    """A description on Brian2's runtime device, restored to its initial state before each run."""
+    """A description on Brian2's runtime device, restored to its initial state before each run.
+
+    ``target`` is Brian2's code generation target: ``"cython"``, ``"numpy"`` or None (Cython
+    where a compiler exists, numpy otherwise).
+    """
 
     device = "runtime"
 
-    def __init__(self, description, batch_size, monitors=None):
+    def __init__(self, description, batch_size, monitors=None, target=None):
         self.description = description
         self.batch_size = batch_size
         self.monitors = monitors or MonitorRequest()
-        with _runtime_target():
+        self.target = target
+        with _runtime_target(target):
             self.objects = create_objects(description, batch_size, self.monitors)
             self.objects.network.store("initial")
         self.n_steps = description.duration_steps(batch_size)
@@ -204,7 +209,7 @@ class RuntimeProgram:
     def run(self, stimulus, values=None):
         """Simulate one batch. ``stimulus``: (n <= batch_size, n_inputs); ``values``: {(pop, var): value}."""
         o = self.objects
-        with _runtime_target():
+        with _runtime_target(self.target):
             o.network.restore("initial")
             o.stimulus.values[:] = _stimulus_rows(stimulus, self.batch_size, self.description.n_inputs)
             for (population, variable), value in (values or {}).items():
@@ -222,17 +227,17 @@ class RuntimeProgram:
         )
 
 
-def build_runtime(description, batch_size, monitors=None):
+def build_runtime(description, batch_size, monitors=None, target=None):
     """A :class:`RuntimeProgram` for ``description``."""
-    return RuntimeProgram(description, batch_size, monitors)
+    return RuntimeProgram(description, batch_size, monitors, target)
 
 
 @contextlib.contextmanager
-def _runtime_target():
-    """Runtime device with Cython where a compiler exists, numpy otherwise."""
+def _runtime_target(target=None):
+    """Runtime device with ``target``, by default Cython where a compiler exists and numpy otherwise."""
     old_target = prefs.codegen.target
     old_args = prefs.codegen.cpp.extra_compile_args_gcc
-    prefs.codegen.target = "cython" if find_compiler() and _has_cython() else "numpy"
+    prefs.codegen.target = target or ("cython" if find_compiler() and _has_cython() else "numpy")
     prefs.codegen.cpp.extra_compile_args_gcc = COMPILE_ARGS
     try:
         yield

@@ -17,10 +17,12 @@ import numpy as np
 
 from .errors import DataNotFoundError, InvalidValueError
 
-__all__ = ["load_mnist", "load_sample", "read_idx", "find_mnist_root", "SAMPLE_PATH"]
+__all__ = ["load_mnist", "load_sample", "read_idx", "find_mnist_root", "SAMPLE_PATH", "TRAIN_SAMPLE_PATH"]
 
-#: The bundled sample: the first 1,000 images of the MNIST test set with their labels.
+#: The bundled samples: the first 1,000 images of the MNIST test set, and the last 500 images
+#: of the training set (for calibration, so that the test images are never used to calibrate).
 SAMPLE_PATH = Path(__file__).with_name("data") / "mnist_test_sample.npz"
+TRAIN_SAMPLE_PATH = Path(__file__).with_name("data") / "mnist_train_sample.npz"
 
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -48,12 +50,15 @@ def read_idx(path):
         raw = handle.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise InvalidValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r}).")
-    ndim = raw[3]
+    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise InvalidValueError(f"{path} is truncated: its header announces {ndim} dimensions but ends early.")
     shape = tuple(int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim))
-    data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise InvalidValueError(f"{path} is truncated: header says {shape}, found {data.size} values.")
-    return data.reshape(shape)
+    if len(raw) - offset != int(np.prod(shape)) * dtype.itemsize:
+        raise InvalidValueError(f"{path} is truncated or corrupt: header says {shape} values of {dtype.itemsize} "
+                                f"byte(s), found {len(raw) - offset} bytes of data.")
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
 
 
 def _candidate_dirs(root):
@@ -118,14 +123,18 @@ def load_mnist(split="test", root=None, limit=None):
     return _to_float(images), labels.astype(np.int64)
 
 
-def load_sample(limit=None):
-    """The 1,000 MNIST test images bundled with brianconv (the first 1,000 of the test set).
+def load_sample(split="test", limit=None):
+    """MNIST images bundled with brianconv.
 
-    Returns the same layout as :func:`load_mnist`.
+    ``split="test"``: the first 1,000 images of the test set; ``split="train"``: the last 500
+    images of the training set (use these for calibration). Returns the layout of :func:`load_mnist`.
     """
-    if not SAMPLE_PATH.is_file():
-        raise DataNotFoundError(f"The bundled MNIST sample {SAMPLE_PATH} is missing: reinstall brianconv.")
-    with np.load(SAMPLE_PATH) as archive:
+    if split not in ("test", "train"):
+        raise InvalidValueError(f"split must be 'train' or 'test', not {split!r}.")
+    path = SAMPLE_PATH if split == "test" else TRAIN_SAMPLE_PATH
+    if not path.is_file():
+        raise DataNotFoundError(f"The bundled MNIST sample {path} is missing: reinstall brianconv.")
+    with np.load(path) as archive:
         images, labels = archive["images"], archive["labels"]
     if limit is not None:
         images, labels = images[:limit], labels[:limit]

@@ -46,6 +46,10 @@ _PASS_THROUGH_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn
 _PASS_THROUGH_FUNCTIONS = {F.dropout, torch.flatten}
 _PASS_THROUGH_METHODS = {"view", "reshape", "flatten", "contiguous"}
 _ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
+#: Parametrised activations: ``name -> (parameter, the value the layer graph applies)``. Other
+#: values would make the graph's forward pass differ from the model's, so they are rejected.
+_ACTIVATION_PARAMETERS = {"leaky_relu": ("negative_slope", 0.01), "elu": ("alpha", 1.0),
+                          "gelu": ("approximate", "none"), "softmax": ("dim", None)}
 _SUPPORTED = ("Linear, Conv2d, AvgPool2d, MaxPool2d, BatchNorm1d/2d (folded), Flatten/view/reshape, "
               "Dropout/Identity (dropped), element-wise add, and the activations "
               + ", ".join(sorted(set(ACTIVATIONS.values()))))
@@ -97,6 +101,8 @@ class Layer:
         """This layer's output before its activation, for torch tensors ``(N, *in_shape)``."""
         if self.op == "linear":
             return F.linear(inputs[0].flatten(1), _tensor(self.weight), _tensor(self.bias))
+        if self.op in ("conv", "avgpool", "maxpool"):  # the source may carry another shape (view/reshape)
+            inputs = (inputs[0].reshape((inputs[0].shape[0],) + tuple(self.in_shape)),)
         if self.op == "conv":
             p = self.params
             return F.conv2d(inputs[0], _tensor(self.weight), _tensor(self.bias), p["stride"],
@@ -233,8 +239,8 @@ def trace(model, input_shape):
     except Exception as exc:  # fx raises many types; say what to do
         raise ConversionError(f"torch.fx could not trace {type(model).__name__}: {exc}. Models must have "
                               "a forward pass without data-dependent control flow.") from exc
-    shapes = _propagate_shapes(gm, input_shape)
-    return _Builder(gm, shapes).build()
+    shapes, static = _propagate_shapes(gm, input_shape)
+    return _Builder(gm, shapes, static).build()
 
 
 def _check_parameters(model):
@@ -247,6 +253,7 @@ def _check_parameters(model):
 def _propagate_shapes(gm, input_shape):
     shapes = {}
     env = {}
+    static = set()  # nodes computing sizes (x.size(0), x.shape[0], ...) rather than tensors
     sample = torch.zeros((2,) + tuple(input_shape))
     modules = dict(gm.named_modules())
     with torch.no_grad():
@@ -266,23 +273,34 @@ def _propagate_shapes(gm, input_shape):
                     env[node] = getattr(gm, node.target)
                 elif node.op == "output":
                     env[node] = args[0]
-            except RuntimeError as exc:
+            except (RuntimeError, ValueError) as exc:
                 raise ShapeError(f"The model does not accept inputs of shape {tuple(input_shape)}: "
                                  f"{node.name} failed with {exc}") from exc
             if isinstance(env[node], torch.Tensor):
                 shapes[node] = tuple(env[node].shape[1:])
-    return shapes
+            elif node.op in ("call_function", "call_method") and _is_size(env[node]):
+                static.add(node)
+    return shapes, static
+
+
+def _is_size(value):
+    """True for ints, floats and tuples of them (what x.size(0) or x.shape[1:] return)."""
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value)
 
 
 class _Builder:
     """Walks the fx graph once and emits :class:`Layer` records."""
 
-    def __init__(self, gm, shapes):
+    def __init__(self, gm, shapes, static=()):
         self.gm = gm
         self.shapes = shapes
+        self.static = set(static)  # size computations: no layer, only arguments of view/reshape
         self.modules = dict(gm.named_modules())
         self.layers = []
         self.alias = {}  # fx node -> name of the layer whose output it carries
+        self.stale = set()  # nodes carrying a layer's value from before its activation/BatchNorm was folded in
 
     def build(self):
         for node in self.gm.graph.nodes:
@@ -292,6 +310,7 @@ class _Builder:
                 result = node.args[0]
                 if not isinstance(result, torch.fx.Node):
                     raise ConversionError("The model must return a single tensor.")
+                self._check_fresh(result, node)
                 last = self.alias[result]
                 if last != self.layers[-1].name:
                     raise ConversionError(f"The model's output {last!r} is not its last layer.")
@@ -305,7 +324,18 @@ class _Builder:
         arg = node.args[0] if node.args else None
         if not isinstance(arg, torch.fx.Node) or arg not in self.alias:
             raise ConversionError(f"{self._describe(node)} takes an input brianconv cannot follow.")
+        self._check_fresh(arg, node)
         return self.alias[arg]
+
+    def _check_fresh(self, arg, node):
+        if arg in self.stale:
+            raise ConversionError(f"{self._describe(node)} reads the output of layer {self.alias[arg]!r} from before "
+                                  "its activation or BatchNorm, which brianconv folds into that layer; use only the "
+                                  "activated output.")
+
+    def _retire(self, name):
+        """Nodes carrying layer ``name``'s current value go stale: its activation or BatchNorm follows."""
+        self.stale.update(node for node, alias in self.alias.items() if alias == name)
 
     def _describe(self, node):
         if node.op == "call_module":
@@ -327,6 +357,8 @@ class _Builder:
 
     # -- dispatch ------------------------------------------------------------------------------
     def _visit(self, node):
+        if node in self.static:
+            return None  # x.size(0) and the like: only shapes the arguments of view/reshape
         if node.op == "call_module":
             module = self.modules[node.target]
             handler = _MODULE_HANDLERS.get(type(module))
@@ -369,13 +401,35 @@ class _Builder:
                                   f"(it follows {source!r}).")
         if layer.activation is not None:
             raise ConversionError(f"{self._describe(node)}: two activations in a row ({layer.activation}, {name}).")
+        self._check_activation_parameter(node, name)
+        module = self.modules.get(node.target) if node.op == "call_module" else None
+        if not (getattr(module, "inplace", False) or node.kwargs.get("inplace", False)):
+            self._retire(layer.name)  # an in-place activation changes the earlier value too
         layer.activation = name
         self.alias[node] = layer.name
+
+    def _check_activation_parameter(self, node, name):
+        if name not in _ACTIVATION_PARAMETERS:
+            return
+        parameter, default = _ACTIVATION_PARAMETERS[name]
+        if node.op == "call_module":
+            value = getattr(self.modules[node.target], parameter, default)
+        else:
+            value = node.kwargs.get(parameter, node.args[1] if len(node.args) > 1 else default)
+        feature_axis = value in (None, 1) or (value == -1 and len(self.shapes[node]) == 1)
+        if value != default and not (name == "softmax" and feature_axis):
+            wanted = "dim=1 (the features)" if name == "softmax" else f"{parameter}={default!r}"
+            raise ConversionError(f"{self._describe(node)}: {name} with {parameter}={value!r} is not supported; "
+                                  f"brianconv represents {name} with {wanted} only.")
 
     def _add(self, node):
         sources = [a for a in node.args if isinstance(a, torch.fx.Node)]
         if len(sources) != 2 or len(node.args) != 2 or node.kwargs:
             raise ConversionError(f"{self._describe(node)}: only the sum of two layer outputs is supported.")
+        for a in sources:
+            if a not in self.alias:
+                raise ConversionError(f"{self._describe(node)}: only the sum of two layer outputs is supported.")
+            self._check_fresh(a, node)
         names = [self.alias[a] for a in sources]
         shapes = [self.shapes[a] for a in sources]
         if int(np.prod(shapes[0])) != int(np.prod(shapes[1])):
@@ -428,6 +482,7 @@ class _Builder:
             raise ConversionError(f"{self._describe(node)}: BatchNorm must follow a Linear or Conv2d layer, "
                                   f"not {layer.op}.")
         scale, shift = _batchnorm_affine(module)
+        self._retire(layer.name)
         shape = (-1,) + (1,) * (layer.weight.ndim - 1)
         layer.weight = layer.weight * scale.reshape(shape)
         layer.bias = layer.bias * scale + shift

@@ -21,7 +21,9 @@ from .graph import trace
 __all__ = ["convert", "SpikingNetwork", "SimulationResult"]
 
 logger = logging.getLogger(__name__)
-DEVICES = ("cpp_standalone", "runtime")
+#: ``cpp_standalone``; ``runtime`` (Brian2's runtime device, Cython where a compiler exists, else
+#: numpy); ``cython`` and ``numpy`` choose the runtime code generation target explicitly.
+DEVICES = ("cpp_standalone", "runtime", "cython", "numpy")
 
 
 def convert(model, method="ttfs", calibration=None, input_shape=None, **options):
@@ -92,9 +94,14 @@ class SimulationResult:
     output_trace : np.ndarray or None
         With ``simulate(..., trace=True)``: the output variable in ANN units over each image's
         output window, shape (N, period_steps, n_outputs) (accuracy as a function of time).
+    window_starts : dict
+        ``population -> step`` where its window for an image begins, counted from the image's entry.
+    monitored_indices : dict
+        ``population -> neuron indices`` recorded by ``states=``.
     device : str
     timing : dict
-        Wall-clock seconds: ``build``, ``simulate``.
+        Wall-clock seconds ``build`` (0 when an existing program was reused) and ``simulate``;
+        ``compiled`` is True when this call compiled C++ code.
     """
 
     predictions: np.ndarray
@@ -111,6 +118,8 @@ class SimulationResult:
     timing: dict = field(default_factory=dict)
     dt: float = None
     output_trace: np.ndarray = None
+    window_starts: dict = field(default_factory=dict)
+    monitored_indices: dict = field(default_factory=dict)
 
     @property
     def n_images(self):
@@ -208,8 +217,9 @@ class SpikingNetwork:
         key = (device, batch_size, monitors.key(), str(build_root))
         if key not in self._programs:
             start = time.perf_counter()
-            if device == "runtime":
-                self._programs[key] = build_runtime(self.description, batch_size, monitors)
+            if device != "cpp_standalone":
+                target = None if device == "runtime" else device
+                self._programs[key] = build_runtime(self.description, batch_size, monitors, target)
             else:
                 self._programs[key] = build_standalone(self.description, batch_size, monitors, build_root)
             self._programs[key].build_seconds = time.perf_counter() - start
@@ -222,8 +232,9 @@ class SpikingNetwork:
         Parameters
         ----------
         x : array or tensor, shape (N, *input_shape)
-        device : {"cpp_standalone", "runtime"}
-            C++ standalone (compiled once, then run per batch) or Brian2's runtime device.
+        device : {"cpp_standalone", "runtime", "cython", "numpy"}
+            C++ standalone (compiled once, then run per batch) or Brian2's runtime device (with
+            Cython where a compiler exists; "cython"/"numpy" force the code generation target).
         labels : array of int, shape (N,), optional
             For accuracies in the result.
         batch_size : int, optional
@@ -269,9 +280,9 @@ class SpikingNetwork:
         start_time = time.perf_counter()
         records = _run_batches(program, batches, setup.values, n_workers, progress)
         elapsed = time.perf_counter() - start_time
-        return self._assemble(x, labels, batches, records, setup, device, program, elapsed, trace)
+        return self._assemble(x, labels, batches, records, setup, device, program, elapsed, trace, monitors)
 
-    def _assemble(self, x, labels, batches, records, setup, device, program, elapsed, trace):
+    def _assemble(self, x, labels, batches, records, setup, device, program, elapsed, trace, monitors):
         d = self.description
         outputs, spikes, synops, traces = [], {}, {}, []
         monitored_spikes, monitored_states = {}, {}
@@ -306,8 +317,10 @@ class SpikingNetwork:
             states={k: {var: np.concatenate(parts) for var, parts in v.items()} for k, v in monitored_states.items()},
             parameters=setup.parameters, device=device, dt=float(d.dt),
             output_trace=np.concatenate(traces) if trace else None,
-            timing=dict(build=getattr(program, "build_seconds", 0.0), simulate=elapsed,
-                        compiled=getattr(program, "freshly_built", None)))
+            window_starts=dict(setup.window_starts),
+            monitored_indices={name: np.asarray(indices) for name, (_, indices) in monitors.states.items()},
+            timing=dict(build=program.__dict__.pop("build_seconds", 0.0), simulate=elapsed,
+                        compiled=program.__dict__.pop("freshly_built", False)))
 
 
 def _per_image(cumulative, start, period, n_images):

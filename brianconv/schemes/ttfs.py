@@ -256,10 +256,10 @@ class TTFS(Scheme):
         if T < 1 or needed > period:
             raise InvalidValueError(f"t_max={t_max} does not fit the built network (t_max <= {options['t_max']}); "
                                     "convert again with a larger t_max to sweep higher values.")
-        all_scales = dict(options["scales"], **(scales or {}))
-        unknown = set(scales or {}) - set(all_scales)
+        unknown = set(scales or {}) - set(options["scales"])
         if unknown:
             raise InvalidValueError(f"Unknown layer(s) {sorted(unknown)} in scales; layers: {sorted(options['scales'])}.")
+        all_scales = dict(options["scales"], **(scales or {}))
         if any(not s > 0 for s in all_scales.values()):
             raise InvalidValueError("Every activation scale (threshold) must be > 0.")
         by_population = _scale_per_population(description, all_scales)

@@ -1,0 +1,218 @@
+"""The ttfs scheme: single neuron, layer exactness, max-pool, bias, devices, pipelining.
+
+Error bounds are derived from the code, not picked to pass: a value is sent as
+``q = round(x / lambda * T)`` steps, so one layer's spiking value differs from ``ReLU(z)``
+(clipped at its scale ``lambda``) by at most half a step, ``lambda / (2 T)``.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from brian2 import mV
+
+import brianconv
+from brianconv.errors import InvalidValueError
+
+from conftest import needs_compiler
+
+T = 16
+FLOAT_SLACK = 1e-9  # rounding of the membrane sum (a tie can land on either side)
+
+
+def _quantise(values, scale, steps=T):
+    return np.floor(np.clip(values / scale, 0, 1) * steps + 0.5) * scale / steps
+
+
+def _decoded(result, population, scale, n_images, size, steps=T):
+    """Values carried by a hidden population's spikes: spike at step m of its output window = (T - m) / T."""
+    image, neuron, local = result.spikes[population]
+    values = np.zeros((n_images, size))
+    values[image, neuron] = (steps - (local - steps)) / steps * scale
+    return values
+
+
+@pytest.fixture(scope="module")
+def dense():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4)).eval()
+    x = torch.rand(30, 12)
+    return model, x
+
+
+def test_single_neuron_follows_the_two_stage_trajectory():
+    """One input, one neuron: the silent stage ramps with slope w * v_th_in / t_max, then the charge."""
+    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(0.8)
+        model[0].bias.fill_(0.1)
+        model[2].weight.fill_(1.0)
+        model[2].bias.fill_(0.0)
+    x = torch.tensor([[0.75]])
+    snn = brianconv.convert(model, "ttfs", calibration=torch.tensor([[1.0]]), t_max=T, percentile=100)
+    hidden = snn.description.populations[1].name
+    result = snn.simulate(x, device="numpy", spikes=["input", hidden], states={hidden: (["v"], [0])})
+    v = result.states[hidden]["v"][0, :, 0] / float(mV)
+    q_in = int(np.floor(0.75 * T + 0.5))                    # input sends q = 12 of 16 steps
+    _, _, in_step = result.spikes["input"]
+    assert list(in_step) == [T - q_in]
+    # silent stage: bias ramp from step 1, input ramp from the step after the input spike
+    w, b = snn.graph.layers[1].weight[0, 0], snn.graph.layers[1].bias[0]  # 0.8 and 0.1 as float32
+    steps = np.arange(1, T + 1)
+    expected = b * steps / T + w * 1.0 * np.clip(steps - (T - q_in), 0, None) / T
+    np.testing.assert_allclose(v[1:T + 1], expected, rtol=0, atol=1e-12)
+    u = expected[-1]                                       # = 0.8 * 12/16 + 0.1 = 0.7 (ANN units)
+    scale = snn.calibration.scales[snn.graph.layers[1].name]  # 0.9: the max over the calibration input
+    m = int(np.ceil(T * (1 - u / scale) - 0.5))
+    _, _, spike_step = result.spikes[hidden]
+    assert list(spike_step) == [T + m]
+    # after the spike the neuron is reset and stays silent for the rest of the window
+    assert np.all(v[T + m:2 * T] == 0)
+
+
+def test_dense_layer_spike_times_encode_relu_within_half_a_step(dense):
+    model, x = dense
+    snn = brianconv.convert(model, "ttfs", calibration=x, t_max=T, percentile=100)
+    hidden = snn.description.populations[1].name
+    result = snn.simulate(x, device="numpy", spikes=[hidden])
+    layer = snn.graph.layers[1]
+    scale, in_scale = snn.calibration.scales[layer.name], snn.calibration.scales[snn.graph.input.name]
+    x_q = _quantise(x.numpy().astype(np.float64), in_scale)
+    z = x_q @ layer.weight.T + layer.bias
+    decoded = _decoded(result, hidden, scale, len(x), layer.size)
+    # exact: the layer's own rounding only (against its quantised input)
+    assert np.max(np.abs(decoded - np.clip(np.maximum(z, 0), 0, scale))) <= scale / (2 * T) + FLOAT_SLACK
+    assert np.array_equal(decoded, _quantise(np.maximum(z, 0), scale)) or \
+        np.max(np.abs(decoded - _quantise(np.maximum(z, 0), scale))) <= scale / T + FLOAT_SLACK
+    # against the exact ANN value: add the input's rounding carried through |W|
+    z_exact = x.numpy() @ layer.weight.T + layer.bias
+    bound = scale / (2 * T) + np.abs(layer.weight).sum(axis=1) * in_scale / (2 * T)
+    assert np.all(np.abs(decoded - np.clip(np.maximum(z_exact, 0), 0, scale)) <= bound + FLOAT_SLACK)
+    # ReLU and sparsity: no spike where z <= 0 (beyond the half step)
+    assert np.all(decoded[z <= -scale / (2 * T)] == 0)
+    # the output layer reads its membrane: W2 * decoded + b2, exactly
+    out_layer = snn.graph.layers[2]
+    np.testing.assert_allclose(result.outputs, decoded @ out_layer.weight.T + out_layer.bias, atol=1e-9)
+
+
+def test_conv_and_maxpool_layers(build_root):
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=1, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(3 * 3 * 3, 5)).eval()
+    x = torch.rand(12, 2, 6, 6)
+    snn = brianconv.convert(model, "ttfs", calibration=x, t_max=T, percentile=100)
+    conv, pool = (p.name for p in snn.description.populations[1:3])
+    result = snn.simulate(x, device="numpy", spikes=[conv, pool])
+    layer = snn.graph.layers[1]
+    scale = snn.calibration.scales[layer.name]
+    x_q = _quantise(x.numpy().astype(np.float64), snn.calibration.scales[snn.graph.input.name])
+    with torch.no_grad():
+        z = layer.pre_activation(torch.as_tensor(x_q)).numpy().reshape(len(x), -1)
+    conv_values = _decoded(result, conv, scale, len(x), layer.size)
+    assert np.max(np.abs(conv_values - np.clip(np.maximum(z, 0), 0, scale))) <= scale / (2 * T) + FLOAT_SLACK
+    # max-pool: one step after the earliest spike of each window, i.e. exactly the max of the code
+    image, neuron, local = result.spikes[pool]
+    pooled = np.zeros((len(x), 27))
+    pooled[image, neuron] = (T - (local - 1)) / T * scale
+    expected = torch.nn.functional.max_pool2d(torch.as_tensor(conv_values.reshape(len(x), 3, 6, 6)), 2)
+    np.testing.assert_allclose(pooled, expected.reshape(len(x), -1).numpy(), atol=1e-12)
+    assert np.all(np.bincount(image * 27 + neuron) <= 1), "a pool neuron fired twice for one image"
+
+
+def test_every_neuron_fires_at_most_once_and_pipelining_changes_nothing(dense):
+    model, x = dense
+    kwargs = dict(calibration=x, t_max=T)
+    piped = brianconv.convert(model, "ttfs", pipeline=True, **kwargs)
+    serial = brianconv.convert(model, "ttfs", pipeline=False, **kwargs)
+    assert piped.description.period_steps == 2 * T < serial.description.period_steps
+    names = [p.name for p in piped.description.populations if p.threshold]
+    a = piped.simulate(x, device="numpy", spikes=names)
+    b = serial.simulate(x, device="numpy", spikes=names)
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    for name in names:
+        np.testing.assert_array_equal(a.spike_counts[name], b.spike_counts[name])
+        image, neuron, _ = a.spikes[name]
+        assert np.bincount(image * 1000 + neuron).max() <= 1
+        assert np.all(a.spike_counts[name] <= a.neurons[name])
+    # the counts of the helper counter equal the monitored spikes, and ops equal spikes x fan-out
+    fan_out = piped.description.fan_out()
+    for name in names:
+        image, neuron, _ = a.spikes[name]
+        np.testing.assert_array_equal(np.bincount(image, minlength=len(x)), a.spike_counts[name])
+        ops = np.bincount(image, weights=fan_out[name][neuron], minlength=len(x))
+        np.testing.assert_array_equal(ops, a.synaptic_ops_per_population[name])
+
+
+def test_bias_alone_drives_the_neuron():
+    """A zero input still produces the ReLU of the bias: the bias is a current, not an input spike."""
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.tensor([0.5, -0.5]))
+    calibration = torch.rand(5, 3)
+    snn = brianconv.convert(model, "ttfs", calibration=calibration, t_max=T, percentile=100)
+    hidden = snn.description.populations[1].name
+    result = snn.simulate(torch.zeros(2, 3), device="numpy", spikes=[hidden])
+    decoded = _decoded(result, hidden, 0.5, 2, 2)
+    np.testing.assert_allclose(decoded, [[0.5, 0.0], [0.5, 0.0]])
+
+
+def test_thresholds_and_t_max_change_at_run_time(dense):
+    model, x = dense
+    snn = brianconv.convert(model, "ttfs", calibration=x, t_max=T, percentile=100)
+    full = snn.simulate(x, device="numpy")
+    coarse = snn.simulate(x, device="numpy", t_max=4)
+    assert coarse.parameters["t_max"] == 4
+    error_full = np.sqrt(np.mean((full.outputs - full.ann_outputs) ** 2))
+    error_coarse = np.sqrt(np.mean((coarse.outputs - coarse.ann_outputs) ** 2))
+    assert error_coarse > error_full
+    hidden_layer = snn.graph.layers[1].name
+    low = snn.simulate(x, device="numpy", scales={hidden_layer: snn.calibration.scales[hidden_layer] / 4})
+    assert low.spike_counts[snn.description.populations[1].name].sum() >= full.spike_counts[
+        snn.description.populations[1].name].sum()
+    with pytest.raises(InvalidValueError, match="t_max"):
+        snn.simulate(x, device="numpy", t_max=T + 1)
+    with pytest.raises(InvalidValueError, match="Unknown layer"):
+        snn.simulate(x, device="numpy", scales={"nope": 1.0})
+
+
+def test_small_cnn_on_bundled_mnist_matches_the_ann():
+    from brianconv import datasets, models
+    x, y = datasets.load_sample(limit=40)
+    calibration, _ = datasets.load_sample("train")
+    snn = brianconv.convert(models.load("small_cnn"), "ttfs", calibration=calibration, t_max=32)
+    result = snn.simulate(x, labels=y, device="numpy")
+    assert result.agreement >= 0.95
+    assert result.spikes_per_neuron < 1.0
+    assert np.all(result.synaptic_ops > 0)
+
+
+@needs_compiler
+@pytest.mark.standalone
+def test_runtime_and_standalone_give_identical_spikes(build_root):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 2),
+                          nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.rand(10, 1, 12, 12)
+    snn = brianconv.convert(model, "ttfs", calibration=x, t_max=T)
+    names = [p.name for p in snn.description.populations if p.threshold]
+    runtime = snn.simulate(x, device="numpy", spikes=names, batch_size=4)
+    standalone = snn.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, build_root=build_root)
+    assert standalone.timing["compiled"]
+    np.testing.assert_array_equal(runtime.outputs, standalone.outputs)
+    for name in names:
+        for a, b in zip(runtime.spikes[name], standalone.spikes[name]):
+            np.testing.assert_array_equal(np.sort(a), np.sort(b))
+        np.testing.assert_array_equal(runtime.synaptic_ops_per_population[name],
+                                      standalone.synaptic_ops_per_population[name])
+    # the same network again: no compilation, the cached program is reused; parallel shards agree
+    again = brianconv.convert(model, "ttfs", calibration=x, t_max=T)
+    program = again.program("cpp_standalone", 4, build_root=build_root)
+    binary = program.directory / "main"
+    before = binary.stat().st_mtime_ns
+    sharded = again.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, n_workers=3,
+                             build_root=build_root)
+    assert not sharded.timing["compiled"] and binary.stat().st_mtime_ns == before
+    np.testing.assert_array_equal(sharded.outputs, standalone.outputs)
+    for name in names:
+        np.testing.assert_array_equal(sharded.spike_counts[name], standalone.spike_counts[name])
