@@ -173,6 +173,8 @@ def create_objects(description, batch_size, monitors=None):
                       for name, (variables, indices) in monitors.states.items()}
     network = Network(list(groups.values()), list(synapses.values()), counter, list(counter_synapses.values()),
                       output_monitor, count_monitor, list(spike_monitors.values()), list(state_monitors.values()))
+    for obj in network.objects:  # they belong to this explicit network (Brian2 marks this on the first run)
+        obj._network = network.id
     return BrianObjects(network, groups, synapses, stimulus, output_monitor, count_monitor, spike_monitors,
                         state_monitors, counter_synapses)
 

@@ -233,6 +233,8 @@ def trace(model, input_shape):
     if not isinstance(model, nn.Module):
         raise ConversionError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
     model = model.eval()
+    if torch.fx.Tracer().is_leaf_module(model, ""):  # a bare nn.Linear, nn.Conv2d, ...: trace it as a layer
+        model = nn.Sequential(model)
     _check_parameters(model)
     try:
         gm = torch.fx.symbolic_trace(model)
@@ -254,7 +256,8 @@ def _propagate_shapes(gm, input_shape):
     shapes = {}
     env = {}
     static = set()  # nodes computing sizes (x.size(0), x.shape[0], ...) rather than tensors
-    sample = torch.zeros((2,) + tuple(input_shape))
+    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    sample = torch.zeros((2,) + tuple(input_shape), dtype=dtype)  # a float64 model needs float64 inputs
     modules = dict(gm.named_modules())
     with torch.no_grad():
         for node in gm.graph.nodes:

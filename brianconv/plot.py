@@ -30,7 +30,7 @@ def membrane_traces(result, population, image=0, variable="v", threshold=None, u
     image : int
         Which image of the batch.
     threshold : float, optional
-        Threshold in volts, drawn as a dashed line.
+        Threshold in volts, drawn as a dashed line; spikes are marked on it (triangles).
     unit : float
         Volts per plotted unit (1e-3: millivolts).
 
@@ -57,8 +57,8 @@ def membrane_traces(result, population, image=0, variable="v", threshold=None, u
         img, neuron, local = result.spikes[population]
         for column, index in enumerate(indices):
             hit = (img == image) & (neuron == index)
-            ax.plot(local[hit] * result.dt * 1e3, values[local[hit], column] / unit if hit.any() else [],
-                    "v", color="C%d" % (column % 10), ms=6)
+            top = threshold / unit if threshold is not None else values.max() / unit
+            ax.plot(local[hit] * result.dt * 1e3, np.full(hit.sum(), top), "v", color=f"C{column % 10}", ms=7)
     ax.set_xlabel("time since the window start (ms)")
     ax.set_ylabel(f"{variable} (mV)" if unit == 1e-3 else variable)
     ax.set_title(f"{population}: membrane potential, image {image}")

@@ -134,6 +134,22 @@ def test_flat_input_reshaped_to_an_image_inside_forward():
     assert_matches_torch(graph, model, torch.randn(3, 25))
 
 
+def test_a_bare_layer_is_traced_as_a_one_layer_model():
+    conv = nn.Conv2d(2, 3, 3, stride=2).eval()
+    graph = trace(conv, (2, 7, 7))
+    assert ops(graph) == ["input", "conv"]
+    assert_matches_torch(graph, conv, torch.randn(3, 2, 7, 7))
+
+
+def test_a_float64_model_is_traced():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 3 * 3, 2)).double().eval()
+    graph = trace(model, (1, 5, 5))
+    x = torch.randn(4, 1, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(graph.forward(x), expected, rtol=0, atol=FLOAT64_ATOL)
+
+
 # ---------------------------------------------------------------------------------------------
 # BatchNorm folding
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +316,7 @@ def test_conv_geometry(kwargs, padding):
     assert_matches_torch(graph, model, torch.randn(4, channels, 9, 8))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")  # torch, while tracing
 def test_same_padding_with_an_even_kernel_is_rejected():
     with pytest.raises(ConversionError, match="even kernel"):
         trace(nn.Sequential(nn.Conv2d(1, 2, 4, padding="same")), (1, 8, 8))
@@ -311,7 +328,8 @@ def test_non_zero_padding_mode_is_rejected():
 
 
 @pytest.mark.parametrize("pool", [
-    nn.AvgPool2d(2), nn.AvgPool2d(3, stride=2, padding=1), nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+    nn.AvgPool2d(2), nn.AvgPool2d(3, stride=2, padding=1),
+    nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
     nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1), nn.MaxPool2d((2, 3), stride=(1, 2)),
 ], ids=["avg", "avg-pad", "avg-pad-exclude", "max", "max-pad", "max-rect"])
 def test_pooling_layers(pool):
@@ -404,6 +422,7 @@ def test_nan_or_inf_parameters_are_rejected(where, value):
         trace(model, (3,))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in sqrt:RuntimeWarning")
 def test_negative_running_variance_is_caught_after_folding():
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2), nn.ReLU(), nn.Linear(2, 1))
     with torch.no_grad():

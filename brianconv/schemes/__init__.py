@@ -7,5 +7,6 @@ and decodes the recorded output. ``brianconv.convert(model, method=NAME)`` looks
 
 from .base import RunSetup, Scheme, available, get, register
 from . import ttfs  # noqa: F401  (registers "ttfs")
+from . import rate  # noqa: F401  (registers "rate")
 
 __all__ = ["Scheme", "RunSetup", "register", "get", "available"]

@@ -128,7 +128,7 @@ class TTFS(Scheme):
 
     name = "ttfs"
     activations = frozenset({"relu"})
-    defaults = dict(t_max=64, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
+    defaults = dict(t_max=32, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
                     pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0))
 
     def validate_options(self):

@@ -1,0 +1,489 @@
+"""Scheme ``"rate"``: rate-coded integrate-and-fire conversion with the tools of Rueckauer et al.
+
+After Rueckauer, Lungu, Hu and Pfeiffer, *Theory and tools for the conversion of analog to spiking
+convolutional neural networks* (arXiv:1612.04052; ``../shared/papers/rueckauer-rate-conversion-theory-and-tools.txt``).
+Equation numbers below follow the arXiv version; the shared text copy has its formulas stripped.
+
+Code
+----
+An ANN activation ``a`` of layer ``l`` is represented by the firing rate of an integrate-and-fire
+(IF) neuron: ``a / lambda_l`` spikes per step, where ``lambda_l`` is the layer's activation scale
+(data-based normalisation, below). Rates are measured over an image period of ``T = duration``
+steps of ``dt``, so the maximum rate is ``r_max = 1 / dt`` and a value is known to ``1 / T``.
+
+Neuron (Eqs. 2-3)
+-----------------
+Every step a hidden neuron adds the charge ``z_i = v_unit * (sum_j W~_ij * theta * S_j + b~_i)``
+to its membrane potential ``v`` (volts): ``S_j`` is 1 if input ``j`` spiked in the step, ``theta
+= v_th / v_unit`` is the threshold in ANN units (1 by default), ``W~`` and ``b~`` the normalised
+weights and bias. A spike carries ``v_th`` volts (the sender's threshold) times the weight; the
+bias is the constant current ``I_bias = b~ * v_unit / dt`` (volt/second), and in the first layer
+the input image is the constant current ``I_in = sum_j W~_ij x_j / lambda_0 * v_unit / dt``
+(``input="analog"``). The neuron spikes when ``v >= v_th`` and is then reset
+
+* by subtraction, ``v <- v - v_th`` (Eq. 3, ``reset="subtract"``): for a constant input the
+  spike count after ``T`` steps is ``floor(T * a / (lambda * theta))`` (clipped to ``T``), so the
+  rate is ReLU of the pre-activation with a sampling error in ``[0, 1 / T)`` (Eq. 6); or
+* to zero, ``v <- 0`` (Eq. 2, ``reset="zero"``): the charge above the threshold is lost, one spike
+  takes ``ceil(v_th / z)`` steps and the rate ``1 / ceil(1 / a~)`` falls below ``a~`` (Eq. 5).
+
+Data-based normalisation (Eq. 9): ``W~_l = W_l * lambda_(l-1) / lambda_l`` and ``b~_l = b_l /
+lambda_l`` with ``lambda_l`` the ``percentile``-th percentile (100: the maximum) of the layer's
+positive activations on the calibration data (:func:`brianconv.calibration.normalised_parameters`);
+BatchNorm is already folded into ``W, b`` by the layer graph.
+
+Input
+-----
+``input="analog"`` (default): the input population does not spike in the usual sense; at the
+start of each image every non-zero pixel sends one event that sets the first layer's constant
+input current (``q_in``, charge per step) to ``sum_j W~_ij x_j / lambda_0 * v_unit``. Its spike
+count is therefore the number of non-zero pixels, and its synaptic operations are the
+multiply-accumulates of that one-time current set-up.
+``input="poisson"``: pixel ``j`` spikes in each step with probability ``min(x_j / lambda_0, 1)``
+(rate ``x_j / lambda_0 * r_max``) and each spike carries ``v_unit``. The random numbers come from
+:func:`uniform_hash`, a counter-based generator (the SplitMix64 finaliser applied to ``seed``,
+image index within the batch, neuron index and step): no Brian2 random state is involved, so the
+spike trains are identical on every device and in every run with the same ``seed`` and batch size.
+
+Max-pooling (Sec. 3)
+--------------------
+Each neuron that feeds a max-pool keeps an exponentially weighted running estimate of its
+rate, ``r_j(t) = d * r_j(t-1) + S_j(t)`` with ``d = exp(-dt / maxpool_tau)`` (``maxpool_tau=None``:
+``d = 1``, the spike count since the image began). A pool neuron is a gate: it passes a spike of
+input ``j`` (fires once, one step later) only if ``r_j`` is the highest estimate among its inputs
+at that step. With ``maxpool_limit=True`` (default) it also drops spikes that would push its own
+estimate (same rule) above the leader's; without it, inputs whose estimates alternate in the
+lead both pass and the pool fires faster than any input (for ``d = 1`` the limited gate fires
+exactly ``max_j n_j`` times: the max of the input spike counts). Average pooling is linear and is
+folded into the next projection (:func:`brianconv.connectivity.compose`).
+
+Output
+------
+The output layer only integrates (no threshold): ``v`` accumulates ``z`` like a hidden neuron.
+Its variable ``y = v * lambda_L / (v_unit * k)`` after ``k`` steps is the time-averaged
+potential in ANN units, the SNN's estimate of the logits, recorded at every step
+(``simulate(..., trace=True)`` gives the accuracy at every step from one run); the prediction is
+its argmax at the readout step.
+
+Time axis
+---------
+All state (potentials, input currents, rate estimates) is reset for each image, and every
+population of an image has the same image period. A spike emitted in step ``t`` reaches the next
+layer's membrane during step ``t`` (Brian2 runs synapses after thresholds), so that layer can
+respond in step ``t + 1``: each spiking population's window therefore starts one step after its
+source's (``window_start`` = its depth), and step ``k`` of a layer's window integrates step ``k``
+of its source's window. Because input for step 0 of a window arrives during the previous step, the
+reset of a window happens in the last step of the previous window (before synapses), in the
+custom event ``"update"``, which also applies the spike reset (so that reset to zero does not erase
+input that arrived in the same step).
+"""
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+from brian2 import Function, check_units, declare_types, implementation, ms, mV, second, volt
+
+from ..calibration import calibrate, normalised_parameters
+from ..connectivity import compose, connections_for
+from ..description import NetworkDescription, Population, Projection
+from ..errors import AccuracyWarning, ConversionError, InvalidValueError
+from .base import RunSetup, Scheme, register
+
+__all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
+           "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
+
+# ---------------------------------------------------------------------------------------------
+# equations
+# ---------------------------------------------------------------------------------------------
+
+#: Step flags shared by every population: first and last step of the current window.
+_STEPS = """
+first = int(local_step == 0) : integer (shared)
+last = int(local_step == period_steps - 1) : integer (shared)
+"""
+
+#: Input, ``input="analog"``: the normalised pixel ``x = x_image / lambda_0`` of the current image.
+#: A non-zero pixel emits one event at step 0 of its window; the synapse sets the first layer's
+#: input charge per step, ``q_in += w * x * v_th`` (``v_th = v_unit`` here).
+INPUT_ANALOG_EQUATIONS = _STEPS + """
+v_th : volt (constant, shared)      # charge per unit of normalised input (v_unit)
+x_scale : 1 (constant, shared)      # input scale lambda_0
+image = (t_in_timesteps - window_start) // period_steps : integer (shared)
+x_now = stimulus(image * period_steps * dt, i) / x_scale : 1
+x : 1                               # x_now, held for the synapses
+"""
+INPUT_ANALOG_THRESHOLD = "started == 1 and first == 1 and x_now != 0"
+
+#: Input, ``input="poisson"``: spike with probability ``p = clip(x_image / lambda_0, 0, 1)`` per
+#: step (rate ``p / dt``), from the counter-based uniform number ``u``; a spike carries ``v_th``.
+INPUT_POISSON_EQUATIONS = _STEPS + """
+v_th : volt (constant, shared)      # charge one input spike carries (v_unit)
+x_scale : 1 (constant, shared)
+seed : integer (constant, shared)
+image = (t_in_timesteps - window_start) // period_steps : integer (shared)
+x_now = clip(stimulus(image * period_steps * dt, i) / x_scale, 0, 1) : 1
+u = uniform_hash(seed, image, i, local_step) : 1
+"""
+INPUT_POISSON_THRESHOLD = "started == 1 and u < x_now"
+
+#: Integrate-and-fire neuron: per step ``v += z``, ``z = I dt`` with the bias and analog input
+#: currents ``I = (b * v_unit + q_in) / dt`` plus the synaptic jumps ``w * v_th_pre`` (on_pre).
+#: ``fired`` is the threshold condition (evaluated again by the ``update`` event).
+NEURON_EQUATIONS = _STEPS + """
+dv/dt = started * (b * v_unit + q_in) / dt : volt
+v_th : volt (constant, shared)      # threshold, and the charge one spike carries (times w)
+b : 1 (constant)                    # normalised bias b / lambda
+q_in : volt                         # analog input charge per step (first layer only, else 0)
+fired = int(started == 1 and v >= v_th) : integer
+"""
+NEURON_THRESHOLD = "started == 1 and v >= v_th"
+#: Spike reset (reset="subtract" / "zero"), and the window reset in the last step of a window.
+RESET_CODE = {"subtract": "v = (v - v_th * fired) * (1 - last)",
+              "zero": "v = v * (1 - fired) * (1 - last)"}
+UPDATE_CONDITION = "fired == 1 or last == 1"
+
+#: Added to neurons that feed a max-pool: the running rate estimate ``r(t) = d r(t-1) + S(t)``.
+RATE_ESTIMATE_EQUATIONS = """
+r : 1                               # running rate estimate (spikes, exponentially weighted)
+decay : 1 (constant, shared)        # d = exp(-dt / maxpool_tau), 1 for the plain count
+"""
+RATE_ESTIMATE_CODE = "r = decay * r * (1 - first) + fired"
+
+#: Spiking max-pool gate: ``m`` is the highest estimate among inputs that spiked in the last
+#: step (0: none), ``m_all`` the highest estimate among all inputs one step earlier, ``r_out``
+#: the pool's own estimate. The leader spiked iff ``m >= d * m_all``.
+MAXPOOL_EQUATIONS = _STEPS + """
+v_th : volt (constant, shared)      # charge one spike carries (the source layer's threshold)
+decay : 1 (constant, shared)
+limit : integer (constant, shared)  # 1: never outpace the leader's estimate
+m : 1
+m_all : 1
+r_out : 1
+passed = int(started == 1 and m > 0 and m >= decay * m_all and (limit == 0 or decay * r_out + 1 <= m)) : integer
+"""
+MAXPOOL_THRESHOLD = "passed == 1"
+MAXPOOL_UPDATE = """
+r_out = (decay * r_out + passed) * (1 - last)
+m_all = (m * int(m > decay * m_all) + decay * m_all * int(m <= decay * m_all)) * (1 - last)
+m = 0
+"""
+#: On a source spike: keep the highest estimate of this step's spikers.
+MAXPOOL_ON_PRE = "m_post = m_post * int(m_post >= r_pre) + r_pre * int(r_pre > m_post)"
+
+#: Output accumulator: integrates like a hidden neuron, never fires; ``y`` (ANN units) is the
+#: time-averaged potential after ``local_step + 1`` steps, set before the step's synapses.
+OUTPUT_EQUATIONS = _STEPS + """
+dv/dt = started * (b * v_unit + q_in) / dt : volt
+b : 1 (constant)
+q_in : volt
+scale : 1 (constant, shared)        # lambda_L
+y : 1                               # decoded output: v * lambda_L / (v_unit * steps so far)
+"""
+OUTPUT_UPDATE = """
+y = v * scale / (v_unit * (local_step + 1))
+v = v * (1 - last)
+q_in = q_in * (1 - last)
+"""
+
+ON_PRE = "v_post += w * v_th_pre"
+ANALOG_ON_PRE = "q_in_post += w * x_pre * v_th_pre"
+
+
+# ---------------------------------------------------------------------------------------------
+# counter-based random numbers for Poisson input
+# ---------------------------------------------------------------------------------------------
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_CPP_HASH = """
+static inline uint64_t _brianconv_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static inline double uniform_hash(int32_t seed, int32_t image, int32_t neuron, int32_t step) {
+    const uint64_t g = 0x9E3779B97F4A7C15ULL;
+    uint64_t z = _brianconv_mix((uint64_t)(uint32_t)seed + g);
+    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)image + g));
+    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)neuron + g));
+    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)step + g));
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+"""
+_CYTHON_HASH = """
+from libc.stdint cimport uint64_t, uint32_t
+cdef inline uint64_t _brianconv_mix(uint64_t z):
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+cdef inline double uniform_hash(int seed, int image, int neuron, int step):
+    cdef uint64_t g = <uint64_t>0x9E3779B97F4A7C15ULL
+    cdef uint64_t z = _brianconv_mix(<uint64_t><uint32_t>seed + g)
+    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>image + g))
+    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>neuron + g))
+    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>step + g))
+    return <double>(z >> 11) * (1.0 / 9007199254740992.0)
+"""
+
+
+def _np_mix(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@implementation("cpp", _CPP_HASH)
+@implementation("cython", _CYTHON_HASH)
+@declare_types(seed="integer", image="integer", neuron="integer", step="integer", result="float")
+@check_units(seed=1, image=1, neuron=1, step=1, result=1)
+def uniform_hash(seed, image, neuron, step):
+    """A uniform number in [0, 1) that depends only on its four integer arguments.
+
+    SplitMix64's finaliser chained over ``(seed, image, neuron, step)``; the C++, Cython and
+    numpy implementations give bit-identical results (53-bit resolution).
+
+    >>> float(uniform_hash(0, 0, 0, 0)) == float(uniform_hash(0, 0, 0, 0))
+    True
+    """
+    def word(value):
+        return np.asarray(value, dtype=np.int64).astype(np.uint32).astype(np.uint64) + np.uint64(_GOLDEN)
+
+    with np.errstate(over="ignore"):
+        z = _np_mix(word(seed))
+        for value in (image, neuron, step):
+            z = _np_mix(z ^ word(value))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the scheme
+# ---------------------------------------------------------------------------------------------
+
+@register
+class Rate(Scheme):
+    """Rate-coded IF conversion (Rueckauer et al.): reset by subtraction, analog input, p-norm.
+
+    Options
+    -------
+    duration : int
+        Image period in steps of ``dt`` (200): each image is simulated this long.
+    dt : brian2 time
+        Simulation step (1 ms), so the maximum rate is ``1 / dt``.
+    reset : {"subtract", "zero"}
+        Reset by subtraction of the threshold (default) or to zero.
+    input : {"analog", "poisson"}
+        Constant input current to the first layer (default) or Poisson spike trains.
+    percentile : float
+        Percentile of each layer's positive calibration activations used as its scale
+        ``lambda`` (99.9; 100 = the maximum, "max-norm").
+    v_unit : brian2 voltage
+        Volts per normalised ANN unit (1 mV); the default threshold is ``v_th = v_unit``.
+    maxpool_tau : brian2 time or None
+        Time constant of the max-pool gates' rate estimates (20 ms); None: the spike count since
+        the image began.
+    maxpool_limit : bool
+        The gate never lets the pool outpace its leading input's estimate (True).
+    seed : int
+        Seed of the Poisson input (0); a run-time parameter too.
+
+    Run-time parameters (``simulate(..., v_th=, steps=, seed=)``): see :meth:`setup`.
+    """
+
+    name = "rate"
+    activations = frozenset({"relu"})
+    defaults = dict(duration=200, dt=1 * ms, reset="subtract", input="analog", percentile=99.9, v_unit=1 * mV,
+                    maxpool_tau=20 * ms, maxpool_limit=True, seed=0)
+
+    def validate_options(self):
+        o = self.options
+        if not isinstance(o["duration"], (int, np.integer)) or isinstance(o["duration"], bool) or o["duration"] < 1:
+            raise InvalidValueError(f"duration is a number of steps and must be an integer >= 1, got {o['duration']!r}.")
+        if o["reset"] not in ("subtract", "zero"):
+            raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {o['reset']!r}.")
+        if o["input"] not in ("analog", "poisson"):
+            raise InvalidValueError(f"input must be 'analog' or 'poisson', got {o['input']!r}.")
+        if not 0 < o["percentile"] <= 100:
+            raise InvalidValueError(f"percentile must be in (0, 100], got {o['percentile']}.")
+        if not (o["dt"] / second > 0):
+            raise InvalidValueError(f"dt must be a positive time, got {o['dt']}.")
+        if not (o["v_unit"] / volt > 0):
+            raise InvalidValueError(f"v_unit must be a positive voltage, got {o['v_unit']}.")
+        if o["maxpool_tau"] is not None and not (o["maxpool_tau"] / second > 0):
+            raise InvalidValueError(f"maxpool_tau must be a positive time or None, got {o['maxpool_tau']}.")
+        _check_seed(o["seed"])
+
+    # -- checks ----------------------------------------------------------------------------
+    def check(self, graph):
+        super().check(graph)
+        for layer in graph:
+            if layer.op in ("maxpool", "avgpool") and layer.activation not in (None, "relu"):
+                raise ConversionError(f"rate: layer {layer.name!r} applies {layer.activation!r} after pooling; "
+                                      "only ReLU can be represented.")
+            if layer.op == "maxpool":
+                source = graph[layer.inputs[0]]
+                if not source.is_weighted:
+                    raise ConversionError(f"rate: max-pooling {layer.name!r} must follow a Linear or Conv2d layer "
+                                          f"(its gate reads the spike rates of IF neurons), not {source.op!r}.")
+        if graph.output.op not in ("linear", "conv"):
+            raise ConversionError(f"rate: the output layer {graph.output.name!r} must be Linear or Conv2d, "
+                                  f"not {graph.output.op}.")
+
+    def check_input(self, x):
+        if self.options["input"] == "poisson" and np.min(x) < 0:
+            raise InvalidValueError(f"input='poisson' codes values as spike rates and cannot carry the negative "
+                                    f"inputs found (minimum {np.min(x):.3g}). Use input='analog', or shift the data "
+                                    "to be non-negative (and retrain).")
+
+    # -- calibration -----------------------------------------------------------------------
+    def calibrate(self, graph, x):
+        """Activation scales: the ``percentile`` of every layer's positive activations (Eq. 9)."""
+        calibration = calibrate(graph, x, self.options["percentile"])
+        for name, fraction in calibration.clipped.items():
+            if fraction > 0.01 and graph[name] is not graph.output and graph[name].op != "input":
+                warnings.warn(f"rate: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
+                              "scale and will saturate at the maximum rate.", AccuracyWarning, stacklevel=3)
+        return calibration
+
+    # -- description -----------------------------------------------------------------------
+    def describe(self, graph, calibration):
+        o = self.options
+        v_unit = o["v_unit"]
+        decay = 1.0 if o["maxpool_tau"] is None else float(np.exp(-float(o["dt"] / o["maxpool_tau"])))
+        params = normalised_parameters(graph, calibration)
+        names = _population_names(graph)
+        feeds_maxpool = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
+        analog = o["input"] == "analog"
+        populations, projections, depth = [], [], {}
+
+        inp = graph.input
+        name = names[inp.name]
+        values = dict(v_th=v_unit, x_scale=calibration.scales[inp.name])
+        if analog:
+            populations.append(Population(
+                name, inp.size, INPUT_ANALOG_EQUATIONS, threshold=INPUT_ANALOG_THRESHOLD, reset="",
+                events={"update": ("first == 1", "x = x_now")}, values=values, layer=inp.name,
+                shape=inp.out_shape, role="input"))
+        else:
+            values["seed"] = int(o["seed"])
+            populations.append(Population(
+                name, inp.size, INPUT_POISSON_EQUATIONS, threshold=INPUT_POISSON_THRESHOLD, reset="",
+                values=values, layer=inp.name, shape=inp.out_shape, role="input",
+                namespace={"uniform_hash": uniform_hash}))
+        depth[name] = 0
+        # layer name -> (population carrying its value, pending linear map not yet given to synapses)
+        carriers = {inp.name: (name, None)}
+        for layer in graph.layers[1:]:
+            source, pending = carriers[layer.inputs[0]]
+            if layer.op == "avgpool":
+                pool = connections_for(layer)[0]
+                carriers[layer.name] = (source, pool if pending is None else compose(pending, pool))
+                continue
+            name = names[layer.name]
+            depth[name] = depth[source] + 1
+            if layer.op == "maxpool":
+                if pending is not None:
+                    raise ConversionError(f"rate: max-pooling {layer.name!r} directly after average pooling is not "
+                                          "supported; average-pool after the max-pool instead.")
+                populations.append(Population(
+                    name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="",
+                    events={"update": ("True", MAXPOOL_UPDATE)},
+                    values=dict(v_th=v_unit, decay=decay, limit=int(bool(o["maxpool_limit"]))),
+                    layer=layer.name, shape=layer.out_shape))
+                projections.append(Projection(f"{source}_to_{name}", source, name, connections_for(layer)[0],
+                                              model="", on_pre=MAXPOOL_ON_PRE))
+                carriers[layer.name] = (name, None)
+                continue
+            weight, bias = params[layer.name]
+            connections = connections_for(replace(layer, weight=weight, bias=bias))[0]
+            if pending is not None:
+                connections = compose(pending, connections)
+            output = layer is graph.output
+            bias = np.repeat(bias, layer.size // len(bias))
+            from_input = source == populations[0].name
+            if output:
+                code = OUTPUT_UPDATE
+                populations.append(Population(
+                    name, layer.size, OUTPUT_EQUATIONS, events={"update": ("True", code)},
+                    values=dict(b=bias, scale=calibration.scales[layer.name]), layer=layer.name,
+                    shape=layer.out_shape, role="output", namespace={"v_unit": v_unit}))
+            else:
+                equations, condition = NEURON_EQUATIONS, UPDATE_CONDITION
+                code = ("q_in = q_in * (1 - last)\n" if analog and from_input else "") + RESET_CODE[o["reset"]]
+                values = dict(v_th=v_unit, b=bias)
+                if layer.name in feeds_maxpool:
+                    equations += RATE_ESTIMATE_EQUATIONS
+                    condition, code = "True", RATE_ESTIMATE_CODE + "\n" + code
+                    values["decay"] = decay
+                populations.append(Population(
+                    name, layer.size, equations, threshold=NEURON_THRESHOLD, reset="",
+                    events={"update": (condition, code)}, values=values, layer=layer.name,
+                    shape=layer.out_shape, namespace={"v_unit": v_unit}))
+            on_pre = ANALOG_ON_PRE if analog and from_input else ON_PRE
+            projections.append(Projection(f"{source}_to_{name}", source, name, connections, on_pre=on_pre))
+            carriers[layer.name] = (name, None)
+        for population in populations:
+            population.window_start = depth[population.name]
+        return NetworkDescription(
+            scheme=self.name, populations=populations, projections=projections, dt=o["dt"],
+            period_steps=int(o["duration"]), input_population=populations[0].name,
+            output_population=populations[-1].name, output_variable="y", output_unit=1.0,
+            readout_step=int(o["duration"]) - 1,
+            options=dict(self.options, scales=dict(calibration.scales), decay=decay))
+
+    # -- runs --------------------------------------------------------------------------------
+    def setup(self, description, v_th=None, steps=None, seed=None):
+        """Run-time values: threshold, readout step and Poisson seed.
+
+        Parameters
+        ----------
+        v_th : brian2 voltage, optional
+            Threshold of every hidden layer (default ``v_unit``). A spike still carries its
+            sender's threshold, so rates scale as ``v_unit / v_th`` while the decoded outputs keep
+            their ANN units: lower thresholds answer sooner but saturate more (the paper's
+            latency/accuracy trade-off of the normalisation scale).
+        steps : int, optional
+            Read the output after this many steps of the image period (default: all of it).
+        seed : int, optional
+            Seed of the Poisson input (``input="poisson"`` only).
+        """
+        options = description.options
+        period = description.period_steps
+        steps = period if steps is None else steps
+        if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= period:
+            raise InvalidValueError(f"steps={steps!r} must be an integer in [1, {period}] (the built duration); "
+                                    "convert again with a larger duration to read out later.")
+        threshold = options["v_unit"] if v_th is None else v_th
+        try:
+            positive = float(threshold / volt) > 0
+        except Exception:  # noqa: BLE001 - not a voltage
+            positive = False
+        if not positive:
+            raise InvalidValueError(f"v_th must be a positive voltage (e.g. 1 * mV), got {v_th!r}.")
+        values = {}
+        for population in description.populations:
+            if population.role == "hidden":
+                values[(population.name, "v_th")] = threshold
+        parameters = dict(v_th=threshold, steps=int(steps))
+        if options["input"] == "poisson":
+            seed = options["seed"] if seed is None else seed
+            _check_seed(seed)
+            values[(description.input_population, "seed")] = int(seed)
+            parameters["seed"] = int(seed)
+        elif seed is not None:
+            raise InvalidValueError("seed only applies to input='poisson'; this network has analog input.")
+        starts = {p.name: p.window_start for p in description.populations}
+        return RunSetup(values, starts, readout_step=int(steps) - 1, parameters=parameters)
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 31:
+        raise InvalidValueError(f"seed must be an integer in [0, 2**31), got {seed!r}.")
+
+
+def _population_names(graph):
+    names = {}
+    for k, layer in enumerate(graph):
+        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
+        names[layer.name] = base if base not in names.values() else f"{base}_{k}"
+    return names

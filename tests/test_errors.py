@@ -1,0 +1,122 @@
+"""Errors through the public API: ``brianconv.convert`` names the problem and the fix.
+
+Only conversion runs here (tracing, calibration, description); nothing is simulated.
+"""
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import brianconv
+from brianconv.errors import (AccuracyWarning, BrianconvError, BuildError, CalibrationError, ConversionError,
+                              DataNotFoundError, InvalidValueError, ShapeError, UnknownMethodError)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+
+@pytest.fixture
+def calibration():
+    return torch.rand(20, 1, 4, 4)
+
+
+def test_a_valid_conversion_succeeds(model, calibration):
+    """The baseline the error tests vary: this model and data convert without complaint."""
+    snn = brianconv.convert(model, method="ttfs", calibration=calibration, t_max=8)
+    assert isinstance(snn, brianconv.SpikingNetwork)
+    assert snn.description.n_inputs == 16 and snn.description.n_outputs == 3
+    assert "ttfs" in brianconv.available_methods()
+
+
+def test_unknown_method_lists_the_available_ones(model, calibration):
+    with pytest.raises(UnknownMethodError) as info:
+        brianconv.convert(model, method="morse_code", calibration=calibration)
+    message = str(info.value)
+    assert "'morse_code'" in message and "ttfs" in message
+    assert not message.startswith('"')  # KeyError would quote the whole message
+    assert isinstance(info.value, KeyError)
+
+
+def test_missing_calibration(model):
+    with pytest.raises(CalibrationError, match="calibration=") as info:
+        brianconv.convert(model, method="ttfs")
+    assert "'ttfs' needs calibration data" in str(info.value)
+
+
+@pytest.mark.parametrize("empty", [torch.empty(0, 1, 4, 4), np.zeros((0, 16)), []],
+                         ids=["tensor", "array", "list"])
+def test_empty_calibration(model, empty):
+    with pytest.raises(CalibrationError, match="non-empty batch"):
+        brianconv.convert(model, method="ttfs", calibration=empty)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_inf_in_calibration_inputs(model, calibration, value):
+    calibration[3, 0, 1, 2] = value
+    with pytest.raises(InvalidValueError, match="NaN/Inf"):
+        brianconv.convert(model, method="ttfs", calibration=calibration)
+
+
+def test_negative_inputs_cannot_be_time_coded(model, calibration):
+    calibration[2, 0, 3, 1] = -0.25
+    with pytest.raises(InvalidValueError) as info:
+        brianconv.convert(model, method="ttfs", calibration=calibration)
+    message = str(info.value)
+    assert "negative inputs found (minimum -0.25)" in message  # the problem ...
+    assert "non-negative" in message  # ... and the fix
+
+
+def test_sigmoid_hidden_activation_names_the_layer(calibration):
+    model = nn.Sequential(OrderedDict(flat=nn.Flatten(), hidden=nn.Linear(16, 8), squash=nn.Sigmoid(),
+                                      out=nn.Linear(8, 3)))
+    with pytest.raises(ConversionError) as info:
+        brianconv.convert(model, method="ttfs", calibration=calibration)
+    message = str(info.value)
+    assert "'hidden'" in message and "'sigmoid'" in message and "relu" in message
+
+
+def test_hidden_layer_without_activation_names_the_layer(calibration):
+    model = nn.Sequential(OrderedDict(flat=nn.Flatten(), hidden=nn.Linear(16, 8), out=nn.Linear(8, 3)))
+    with pytest.raises(ConversionError, match="'hidden' has no activation"):
+        brianconv.convert(model, method="ttfs", calibration=calibration)
+
+
+def test_unsupported_layer_through_convert(calibration):
+    model = nn.Sequential(OrderedDict(up=nn.Upsample(scale_factor=2), flat=nn.Flatten(), out=nn.Linear(64, 3)))
+    with pytest.raises(ConversionError, match=r"'up' \(Upsample\)"):
+        brianconv.convert(model, method="ttfs", calibration=calibration)
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(tmax=8), r"Unknown option\(s\) \['tmax'\].*'t_max'"),
+    (dict(t_max=0), "t_max .* integer >= 1, got 0"),
+    (dict(t_max=-3), "t_max"),
+    (dict(t_max=2.5), "t_max"),
+    (dict(percentile=0), "percentile"),
+    (dict(threshold="median"), "threshold must be"),
+], ids=["unknown-option", "t_max=0", "t_max<0", "t_max-fraction", "percentile", "threshold"])
+def test_invalid_scheme_options(model, calibration, options, match):
+    with pytest.raises(InvalidValueError, match=match):
+        brianconv.convert(model, method="ttfs", calibration=calibration, **options)
+
+
+def test_calibration_of_the_wrong_shape(model):
+    with pytest.raises(ShapeError):
+        brianconv.convert(model, method="ttfs", calibration=torch.rand(5, 1, 5, 5))
+    with pytest.raises(ShapeError, match=r"expects \(N, 1, 4, 4\)"):
+        brianconv.convert(model, method="ttfs", calibration=torch.rand(5, 1, 5, 5), input_shape=(1, 4, 4))
+
+
+def test_every_error_is_a_brianconv_error():
+    for cls in (ConversionError, ShapeError, InvalidValueError, CalibrationError, UnknownMethodError,
+                DataNotFoundError, BuildError):
+        assert issubclass(cls, BrianconvError)
+    assert issubclass(ConversionError, ValueError) and issubclass(DataNotFoundError, FileNotFoundError)
+    assert issubclass(BuildError, RuntimeError) and issubclass(AccuracyWarning, UserWarning)
+    assert brianconv.ConversionError is ConversionError
