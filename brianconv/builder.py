@@ -401,7 +401,11 @@ def _short_hash(text):
 def _standalone_device(directory):
     previous = get_device()
     old_args = prefs.codegen.cpp.extra_compile_args_gcc
+    old_make = prefs.devices.cpp_standalone.extra_make_args_unix
     prefs.codegen.cpp.extra_compile_args_gcc = COMPILE_ARGS
+    # Brian2's default "make -j" starts one compiler per file at once (about 100 for a CNN),
+    # which thrashes a small machine: compile one file per core instead.
+    prefs.devices.cpp_standalone.extra_make_args_unix = [f"-j{os.cpu_count() or 1}"]
     set_device("cpp_standalone", build_on_run=False, directory=str(directory))
     try:
         yield get_device()
@@ -411,6 +415,7 @@ def _standalone_device(directory):
         standalone.activate(build_on_run=False)
         reset_device(previous)
         prefs.codegen.cpp.extra_compile_args_gcc = old_args
+        prefs.devices.cpp_standalone.extra_make_args_unix = old_make
 
 
 def _compile(description, batch_size, monitors, directory):

@@ -8,7 +8,6 @@ membrane-trace and a raster plot.
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,66 @@ __all__ = ["main"]
 def _parser():
     parser = argparse.ArgumentParser(prog="brianconv", description="Convert PyTorch networks into Brian2 spiking networks.")
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="convert a bundled model, simulate the bundled MNIST sample, plot",
                           description="Convert a bundled pretrained model with the default scheme (ttfs), simulate "
                                       "the bundled MNIST test images and compare with the ANN.")
-    demo.add_argument("--model", default="lopez_randulfe_cnn", help="a bundled model (default: %(default)s)")
-    demo.add_argument("--method", default="ttfs", help="coding scheme (default: %(default)s)")
+    _model_arguments(demo)
     demo.add_argument("--images", type=int, default=1000, help="bundled test images to simulate, 1-1000 (default: %(default)s)")
-    demo.add_argument("--t-max", type=int, default=None, help="ttfs stage length in steps (default: the scheme's)")
-    demo.add_argument("--device", choices=["cpp_standalone", "runtime"], default="cpp_standalone")
-    demo.add_argument("--workers", type=int, default=2, help="parallel standalone processes (default: %(default)s)")
+    _device_arguments(demo)
     demo.add_argument("--out", default="brianconv-demo", help="folder for the figures (default: %(default)s)")
-    demo.add_argument("--build-dir", default=None, help="folder for compiled networks (default: ~/.cache/brianconv/builds)")
     demo.set_defaults(func=demo_command)
+
+    convert = sub.add_parser("convert", help="convert a model and save the converted network",
+                             description="Convert a bundled model (or a checkpoint of a bundled architecture) and save "
+                                         "the converted network (layer graph, calibration, description) to a file.")
+    _model_arguments(convert)
+    convert.add_argument("--output", "-o", required=True, help="file to write (a pickle; load with brianconv.load_network)")
+    convert.set_defaults(func=convert_command)
+
+    simulate = sub.add_parser("simulate", help="simulate a converted network on MNIST, write a JSON report and plots",
+                              description="Simulate a network saved by 'brianconv convert' (or convert a model on the fly) "
+                                          "on MNIST test images; write a JSON report and plots.")
+    _model_arguments(simulate)
+    simulate.add_argument("--network", help="a file written by 'brianconv convert' (instead of --model)")
+    _data_arguments(simulate)
+    _device_arguments(simulate)
+    simulate.add_argument("--report", default="brianconv-report.json", help="JSON report (default: %(default)s)")
+    simulate.add_argument("--plots", default=None, help="folder for a raster plot of the first image")
+    simulate.set_defaults(func=simulate_command)
+
+    sweep = sub.add_parser("sweep", help="run one compiled network over a grid of run-time parameters",
+                           description="Sweep run-time parameters of a converted network (no recompilation per point), "
+                                       "e.g. --param t_max=8,16,32 --param threshold_scale=0.5,1,2.")
+    _model_arguments(sweep)
+    sweep.add_argument("--network", help="a file written by 'brianconv convert' (instead of --model)")
+    sweep.add_argument("--param", action="append", required=True, metavar="NAME=V1,V2,...",
+                       help="a run-time parameter and its values (repeat for a grid)")
+    _data_arguments(sweep, default_images=200)
+    _device_arguments(sweep)
+    sweep.add_argument("--output", "-o", default="brianconv-sweep.csv", help="CSV table (default: %(default)s)")
+    sweep.set_defaults(func=sweep_command)
     return parser
+
+
+def _model_arguments(parser):
+    parser.add_argument("--model", default="lopez_randulfe_cnn", help="a bundled model (default: %(default)s)")
+    parser.add_argument("--checkpoint", help="a state_dict file for the --model architecture (instead of its weights)")
+    parser.add_argument("--method", default="ttfs", help="coding scheme (default: %(default)s)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a scheme option, e.g. --option t_max=16 (repeatable)")
+
+
+def _data_arguments(parser, default_images=1000):
+    parser.add_argument("--images", type=int, default=default_images, help="test images (default: %(default)s)")
+    parser.add_argument("--data", default=None, help="folder with the MNIST IDX files (default: $BRIANCONV_DATA, "
+                                                     "else the bundled 1,000 images)")
+
+
+def _device_arguments(parser):
+    parser.add_argument("--device", choices=["cpp_standalone", "runtime", "cython", "numpy"], default="cpp_standalone")
+    parser.add_argument("--workers", type=int, default=2, help="parallel standalone processes (default: %(default)s)")
+    parser.add_argument("--build-dir", default=None, help="folder for compiled networks (default: ~/.cache/brianconv/builds)")
 
 
 def main(argv=None):
@@ -39,59 +85,193 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .errors import BrianconvError
+
     try:
         return args.func(args) or 0
-    except Exception as exc:  # one line for the user, not a traceback
-        from .errors import BrianconvError
-        if isinstance(exc, BrianconvError):
-            print(f"brianconv {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except (BrianconvError, FileNotFoundError) as exc:  # one line for the user, not a traceback
+        print(f"brianconv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def demo_command(args):
     import matplotlib
     matplotlib.use("Agg")
-    import brianconv
     from . import datasets, models, plot
-    from .builder import find_compiler
     from .errors import InvalidValueError
-    from .metrics import ann_cost
 
     if not 1 <= args.images <= 1000:
         raise InvalidValueError(f"--images must be between 1 and 1000 (the bundled sample), got {args.images}.")
-    device = args.device
-    if device == "cpp_standalone" and find_compiler() is None:
-        print("note: no C++ compiler found, so Brian2's C++ standalone mode is unavailable; running on Brian2's "
-              "runtime device instead (much slower). Install g++ for the fast path.")
-        device = "runtime"
-    model = models.load(args.model)
+    device = _usable_device(args.device)
     x, y = datasets.load_sample("test", limit=args.images)
-    x_calibration, _ = datasets.load_sample("train")
-    options = {} if args.t_max is None else {"t_max": args.t_max}
     print(f"model {args.model} (test accuracy recorded at training: {models.metadata(args.model)['test_accuracy_percent']} %)")
-    snn = brianconv.convert(model, method=args.method, calibration=x_calibration, **options)
+    snn = _convert(args)
     print(snn.description.summary())
     first_hidden = next(p for p in snn.description.populations if p.role == "hidden")
     watched = _neurons_to_watch(snn, x[:1], first_hidden)
     print(f"\nsimulating {len(x)} images on {device} ({args.workers} worker(s)); the first run compiles the network")
-    start = time.perf_counter()
     result = snn.simulate(x, labels=y, device=device, n_workers=args.workers, build_root=args.build_dir,
                           spikes=[p.name for p in snn.description.populations if p.threshold],
                           states={first_hidden.name: (["v"], watched)}, progress=_progress(len(x)))
-    print(f"\ndone in {time.perf_counter() - start:.1f} s (build {result.timing['build']:.1f} s, "
-          f"simulation {result.timing['simulate']:.1f} s)")
-    cost = ann_cost(snn.graph, x=x[:100])
-    _report(result, cost)
+    print(f"\ndone: build {result.timing['build']:.1f} s, simulation {result.timing['simulate']:.1f} s")
+    _report(result, ann_cost_of(snn, x))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     threshold = first_hidden.values.get("v_th")
-    fig = plot.membrane_traces(result, first_hidden.name, image=0, threshold=float(threshold) if threshold is not None else None)
+    fig = plot.membrane_traces(result, first_hidden.name, image=0,
+                               threshold=float(threshold) if threshold is not None else None)
     fig.savefig(out / "membrane.png", dpi=120)
-    fig = plot.raster(result, image=0)
-    fig.savefig(out / "raster.png", dpi=120)
+    plot.raster(result, image=0).savefig(out / "raster.png", dpi=120)
     print(f"figures: {out / 'membrane.png'}, {out / 'raster.png'}")
     return 0
+
+
+def convert_command(args):
+    snn = _convert(args)
+    snn.save(args.output)
+    print(snn.description.summary())
+    print(f"saved {args.output}")
+    return 0
+
+
+def simulate_command(args):
+    import json
+
+    snn = _network(args)
+    x, y, source = _test_data(args)
+    device = _usable_device(args.device)
+    spiking = [p.name for p in snn.description.populations if p.threshold] if args.plots else ()
+    print(f"simulating {len(x)} images from the {source} on {device}")
+    result = snn.simulate(x, labels=y, device=device, n_workers=args.workers, build_root=args.build_dir,
+                          spikes=spiking, progress=_progress(len(x)))
+    cost = ann_cost_of(snn, x)
+    _report(result, cost)
+    report = dict(
+        method=snn.scheme.name, images=len(x), data=source, device=device,
+        ann_accuracy=result.ann_accuracy, snn_accuracy=result.accuracy, agreement=result.agreement,
+        spikes_per_neuron=result.spikes_per_neuron, synaptic_ops_per_image=float(result.synaptic_ops.mean()),
+        ann_macs=cost.macs, ann_flops=cost.flops, timing=result.timing, parameters=_jsonable(result.parameters),
+        populations={name: dict(neurons=result.neurons[name], spikes_per_neuron=value,
+                                synaptic_ops_per_image=float(result.synaptic_ops_per_population[name].mean()))
+                     for name, value in result.spikes_per_neuron_by_population().items()})
+    with open(args.report, "w") as handle:
+        json.dump(report, handle, indent=1)
+    print(f"report: {args.report}")
+    if args.plots:
+        import matplotlib
+        matplotlib.use("Agg")
+        from . import plot
+
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+        plot.raster(result, image=0).savefig(Path(args.plots) / "raster.png", dpi=120)
+        print(f"figure: {Path(args.plots) / 'raster.png'}")
+    return 0
+
+
+def sweep_command(args):
+    from .sweep import sweep
+
+    snn = _network(args)
+    x, y, source = _test_data(args)
+    grid = dict(_parse_assignment(text, many=True) for text in args.param)
+    print(f"sweeping {grid} on {len(x)} images from the {source}")
+    table = sweep(snn, x, grid, labels=y, device=_usable_device(args.device), n_workers=args.workers,
+                  build_root=args.build_dir)
+    print(table)
+    table.to_csv(args.output)
+    print(f"table: {args.output}")
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+def _usable_device(device):
+    from .builder import find_compiler
+
+    if device == "cpp_standalone" and find_compiler() is None:
+        print("note: no C++ compiler found, so Brian2's C++ standalone mode is unavailable; running on Brian2's "
+              "runtime device instead (much slower). Install g++ for the fast path.")
+        return "runtime"
+    return device
+
+
+def _convert(args):
+    import torch
+
+    import brianconv
+    from . import datasets, models
+    from .errors import InvalidValueError
+
+    model = models.load(args.model)
+    if args.checkpoint:
+        try:
+            model.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError) as exc:
+            raise InvalidValueError(f"--checkpoint {args.checkpoint} does not fit the {args.model} architecture: "
+                                    f"{exc}") from exc
+    calibration, _ = datasets.load_sample("train")
+    options = dict(_parse_assignment(text) for text in args.option)
+    return brianconv.convert(model.eval(), method=args.method, calibration=calibration, **options)
+
+
+def _network(args):
+    from .simulation import load_network
+
+    return load_network(args.network) if getattr(args, "network", None) else _convert(args)
+
+
+def _test_data(args):
+    from . import datasets
+
+    if args.data or __import__("os").environ.get("BRIANCONV_DATA"):
+        x, y = datasets.load_mnist("test", root=args.data, limit=args.images)
+        return x, y, "MNIST test set"
+    x, y = datasets.load_sample("test", limit=min(args.images, 1000))
+    return x, y, "bundled MNIST sample"
+
+
+def _parse_assignment(text, many=False):
+    """``name=value`` (or ``name=v1,v2`` with ``many``) with numbers, booleans, strings or Brian2 quantities."""
+    from .errors import InvalidValueError
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise InvalidValueError(f"Expected NAME=VALUE, got {text!r}.")
+    values = [_parse_value(v) for v in value.split(",")] if many else _parse_value(value)
+    return name, values
+
+
+def _parse_value(text):
+    import brian2
+
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    units = {name: getattr(brian2, name) for name in ("ms", "us", "second", "mV", "volt", "nA", "pA", "Hz")}
+    try:  # a quantity such as 0.05*ms
+        return eval(text, {"__builtins__": {}}, units)  # noqa: S307 (only numbers and unit names)
+    except Exception:
+        return text
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def ann_cost_of(snn, x):
+    """ANN MACs and FLOPs of the converted graph, with its activation sparsity on up to 100 images."""
+    from .metrics import ann_cost
+
+    return ann_cost(snn.graph, x=x[:100])
 
 
 def _neurons_to_watch(snn, x0, population, n_active=4, n_silent=2):

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import schemes
-from .builder import MonitorRequest, build_runtime, build_standalone, create_objects, find_compiler
-from .errors import BuildError, CalibrationError, InvalidValueError, ShapeError
+from .builder import MonitorRequest, build_runtime, build_standalone
+from .errors import CalibrationError, InvalidValueError, ShapeError
 from .graph import trace
 
-__all__ = ["convert", "SpikingNetwork", "SimulationResult"]
+__all__ = ["convert", "load_network", "SpikingNetwork", "SimulationResult"]
 
 logger = logging.getLogger(__name__)
 #: ``cpp_standalone``; ``runtime`` (Brian2's runtime device, Cython where a compiler exists, else
@@ -61,6 +61,17 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, **options)
     calibrated = scheme.calibrate(graph, x)
     description = scheme.describe(graph, calibrated)
     return SpikingNetwork(graph, scheme, calibrated, description)
+
+
+def load_network(path):
+    """Read a network written by :meth:`SpikingNetwork.save` (``brianconv convert``). Only open trusted files."""
+    import pickle
+
+    with open(path, "rb") as handle:
+        network = pickle.load(handle)
+    if not isinstance(network, SpikingNetwork):
+        raise InvalidValueError(f"{path} does not hold a converted network (found {type(network).__name__}).")
+    return network
 
 
 @dataclass
@@ -198,6 +209,16 @@ class SpikingNetwork:
 
     def __repr__(self):
         return f"<SpikingNetwork {self.description.summary()}>"
+
+    def __getstate__(self):  # compiled programs and Brian2 objects stay behind
+        return dict(self.__dict__, _programs={}, _network=None)
+
+    def save(self, path):
+        """Write the converted network (graph, scheme, calibration, description) to ``path`` (pickle)."""
+        import pickle
+
+        with open(path, "wb") as handle:
+            pickle.dump(self, handle)
 
     @property
     def network(self):

@@ -1,7 +1,6 @@
 """Shared fixtures: seeds, a per-session build folder, small models and the bundled data."""
 
 import os
-import shutil
 
 import numpy as np
 import pytest

@@ -67,9 +67,11 @@ def main(out="figures", fast=False):
     ax.legend()
     fig.savefig(out / "01_relu_from_spike_times.png", dpi=120)
     error = np.max(np.abs(decoded - ann))
-    print(f"largest |SNN - ANN| = {error:.4f}; the code's resolution is scale / t_max = {scale / t_max:.4f}")
+    # half a step of the output code plus half a step of the input code carried through |w|
+    bound = scale / (2 * t_max) + abs(float(model[0].weight)) * 1.0 / (2 * t_max)
+    print(f"largest |SNN - ANN| = {error:.4f}; bound from the two roundings: {bound:.4f}")
     print(f"figures written to {out}/01_membrane.png and 01_relu_from_spike_times.png")
-    return error, scale / t_max
+    return error, bound
 
 
 if __name__ == "__main__":

@@ -8,5 +8,7 @@ and decodes the recorded output. ``brianconv.convert(model, method=NAME)`` looks
 from .base import RunSetup, Scheme, available, get, register
 from . import ttfs  # noqa: F401  (registers "ttfs")
 from . import rate  # noqa: F401  (registers "rate")
+from . import amos  # noqa: F401  (registers "amos")
+from . import tdsnn  # noqa: F401  (registers "tdsnn")
 
 __all__ = ["Scheme", "RunSetup", "register", "get", "available"]

@@ -2,7 +2,8 @@
 
 After Rueckauer, Lungu, Hu and Pfeiffer, *Theory and tools for the conversion of analog to spiking
 convolutional neural networks* (arXiv:1612.04052; ``../shared/papers/rueckauer-rate-conversion-theory-and-tools.txt``).
-Equation numbers below follow the arXiv version; the shared text copy has its formulas stripped.
+Equation numbers below are those of the arXiv version as we know it; the shared text copy has its
+formulas stripped, so they could not be checked against it.
 
 Code
 ----
@@ -78,11 +79,12 @@ custom event ``"update"``, which also applies the spike reset (so that reset to 
 input that arrived in the same step).
 """
 
+import logging
 import warnings
 from dataclasses import replace
 
 import numpy as np
-from brian2 import Function, check_units, declare_types, implementation, ms, mV, second, volt
+from brian2 import check_units, declare_types, have_same_dimensions, implementation, ms, mV, second, volt
 
 from ..calibration import calibrate, normalised_parameters
 from ..connectivity import compose, connections_for
@@ -188,6 +190,22 @@ q_in = q_in * (1 - last)
 
 ON_PRE = "v_post += w * v_th_pre"
 ANALOG_ON_PRE = "q_in_post += w * x_pre * v_th_pre"
+
+
+class _GateOrderFilter(logging.Filter):
+    """Drop Brian2's order-dependence warning for :data:`MAXPOOL_ON_PRE` only.
+
+    Brian2 warns about any synaptic statement that reads and writes a postsynaptic variable; the
+    gate's statement takes a maximum, which does not depend on the order of the spikes.
+    """
+
+    def filter(self, record):
+        return "int(m_post >= r_pre)" not in record.getMessage()
+
+
+_brian2_codegen_logger = logging.getLogger("brian2.codegen.generators.base")
+if not any(isinstance(f, _GateOrderFilter) for f in _brian2_codegen_logger.filters):
+    _brian2_codegen_logger.addFilter(_GateOrderFilter())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,12 +323,13 @@ class Rate(Scheme):
             raise InvalidValueError(f"input must be 'analog' or 'poisson', got {o['input']!r}.")
         if not 0 < o["percentile"] <= 100:
             raise InvalidValueError(f"percentile must be in (0, 100], got {o['percentile']}.")
-        if not (o["dt"] / second > 0):
-            raise InvalidValueError(f"dt must be a positive time, got {o['dt']}.")
-        if not (o["v_unit"] / volt > 0):
-            raise InvalidValueError(f"v_unit must be a positive voltage, got {o['v_unit']}.")
-        if o["maxpool_tau"] is not None and not (o["maxpool_tau"] / second > 0):
-            raise InvalidValueError(f"maxpool_tau must be a positive time or None, got {o['maxpool_tau']}.")
+        if not _positive(o["dt"], second):
+            raise InvalidValueError(f"dt must be a positive time (e.g. 1 * ms), got {o['dt']!r}.")
+        if not _positive(o["v_unit"], volt):
+            raise InvalidValueError(f"v_unit must be a positive voltage (e.g. 1 * mV), got {o['v_unit']!r}.")
+        if o["maxpool_tau"] is not None and not _positive(o["maxpool_tau"], second):
+            raise InvalidValueError(f"maxpool_tau must be a positive time (e.g. 20 * ms) or None, "
+                                    f"got {o['maxpool_tau']!r}.")
         _check_seed(o["seed"])
 
     # -- checks ----------------------------------------------------------------------------
@@ -454,11 +473,7 @@ class Rate(Scheme):
             raise InvalidValueError(f"steps={steps!r} must be an integer in [1, {period}] (the built duration); "
                                     "convert again with a larger duration to read out later.")
         threshold = options["v_unit"] if v_th is None else v_th
-        try:
-            positive = float(threshold / volt) > 0
-        except Exception:  # noqa: BLE001 - not a voltage
-            positive = False
-        if not positive:
+        if not _positive(threshold, volt):
             raise InvalidValueError(f"v_th must be a positive voltage (e.g. 1 * mV), got {v_th!r}.")
         values = {}
         for population in description.populations:
@@ -474,6 +489,11 @@ class Rate(Scheme):
             raise InvalidValueError("seed only applies to input='poisson'; this network has analog input.")
         starts = {p.name: p.window_start for p in description.populations}
         return RunSetup(values, starts, readout_step=int(steps) - 1, parameters=parameters)
+
+
+def _positive(value, unit):
+    """True if ``value`` is a Brian2 quantity with the dimensions of ``unit`` and positive."""
+    return have_same_dimensions(value, unit) and float(value / unit) > 0
 
 
 def _check_seed(seed):

@@ -233,11 +233,11 @@ class TTFS(Scheme):
             scheme=self.name, populations=populations, projections=projections, dt=o["dt"], period_steps=period,
             input_population=populations[0].name, output_population=populations[-1].name, output_variable="v",
             output_unit=v_unit, readout_step=T,
-            options=dict(self.options, layout=layout, scales=dict(calibration.scales)))
+            options=dict(self.options, layout=layout, scales=dict(calibration.scales), input_layer=graph.input.name))
 
     # -- runs --------------------------------------------------------------------------------
-    def setup(self, description, t_max=None, scales=None):
-        """Run-time values: stage length ``t_max`` (steps, at most the built one) and layer ``scales``.
+    def setup(self, description, t_max=None, scales=None, threshold_scale=1.0):
+        """Run-time values: stage length ``t_max`` (steps, at most the built one) and thresholds.
 
         Parameters
         ----------
@@ -246,7 +246,11 @@ class TTFS(Scheme):
         scales : dict, optional
             ``layer name -> activation scale lambda`` (ANN units) overriding the calibrated ones;
             the threshold becomes ``lambda * v_unit``.
+        threshold_scale : float
+            Multiplies every hidden layer's threshold (1: the calibrated thresholds).
         """
+        if not threshold_scale > 0:
+            raise InvalidValueError(f"threshold_scale must be > 0, got {threshold_scale}.")
         options = description.options
         T = int(options["t_max"] if t_max is None else t_max)
         layout = options["layout"]
@@ -259,7 +263,8 @@ class TTFS(Scheme):
         unknown = set(scales or {}) - set(options["scales"])
         if unknown:
             raise InvalidValueError(f"Unknown layer(s) {sorted(unknown)} in scales; layers: {sorted(options['scales'])}.")
-        all_scales = dict(options["scales"], **(scales or {}))
+        all_scales = {name: scale * (threshold_scale if name != description.options["input_layer"] else 1.0)
+                      for name, scale in dict(options["scales"], **(scales or {})).items()}
         if any(not s > 0 for s in all_scales.values()):
             raise InvalidValueError("Every activation scale (threshold) must be > 0.")
         by_population = _scale_per_population(description, all_scales)
@@ -268,7 +273,8 @@ class TTFS(Scheme):
             values[(population.name, "T_steps")] = T
             values[(population.name, "window_start")] = starts[population.name]
             values[(population.name, "v_th")] = by_population[population.name] * options["v_unit"]
-        return RunSetup(values, starts, readout_step=T, parameters=dict(t_max=T, scales=scales or {}))
+        return RunSetup(values, starts, readout_step=T,
+                        parameters=dict(t_max=T, scales=scales or {}, threshold_scale=threshold_scale))
 
     def quantisation_step(self, description):
         """Resolution of the code: the value of one step, as a fraction of each layer's scale."""

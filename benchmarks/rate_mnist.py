@@ -1,0 +1,237 @@
+"""Rate coding on MNIST after Rueckauer et al.: accuracy against simulated time, spikes, synaptic
+operations, the paper's ablation of its conversion tools, and ANN activation vs SNN rate.
+
+    python benchmarks/rate_mnist.py                           # defaults below
+    python benchmarks/rate_mnist.py --images 1000 --duration 200 --workers 2
+
+The full MNIST is looked up in ``--data``, ``$BRIANCONV_DATA`` or ``../shared/data/mnist``; without
+it the 1,000 bundled test images are used. Figures go to ``--out``. Every number printed is measured
+in this run (C++ standalone, ``--workers`` parallel runs of one compiled program per configuration).
+
+Default image count: the main run simulates ``--images`` images (default 2,000 with the full MNIST,
+else the 1,000 bundled); on two shared cores 1,000 images of the 29k-neuron ``lopez_randulfe_cnn``
+for 200 steps took about 5 minutes (see the timing line the script prints), so the default keeps
+the whole script (four compiled configurations, the ablation on ``--ablation-images`` images) well
+under an hour. Pass ``--images 10000`` for the full test set.
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+import brianconv
+from brianconv import datasets, models
+from brianconv.errors import DataNotFoundError
+
+#: The paper's ablation (its Fig. 3, CIFAR-10): the baseline, then one tool added at a time.
+ABLATION = [
+    ("reset to zero,\nPoisson, max-norm", dict(reset="zero", input="poisson", percentile=100)),
+    ("+ reset by\nsubtraction", dict(reset="subtract", input="poisson", percentile=100)),
+    ("+ analog\ninput", dict(reset="subtract", input="analog", percentile=100)),
+    ("+ 99.9th percentile\nnorm (default)", dict(reset="subtract", input="analog", percentile=99.9)),
+]
+
+
+def load_data(args):
+    roots = [args.data, os.environ.get("BRIANCONV_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
+    for root in roots:
+        if root is None:
+            continue
+        try:
+            x, y = datasets.load_mnist("test", root=root, limit=args.images or 2000)
+            xc, _ = datasets.load_mnist("train", root=root)
+            return x, y, xc[-args.calibration:], f"MNIST test set ({datasets.find_mnist_root(root)})"
+        except DataNotFoundError:
+            continue
+    x, y = datasets.load_sample("test", limit=args.images or 1000)
+    xc, _ = datasets.load_sample("train")
+    return x, y, xc[-args.calibration:], "bundled sample (full MNIST not found)"
+
+
+def accuracy_curve(result):
+    """Accuracy (%) after every step of the image period, from the output trace."""
+    return 100 * np.mean(result.output_trace.argmax(-1) == result.labels[:, None], axis=0)
+
+
+def steps_to_reach(curve, target):
+    """First step count from which the accuracy stays >= target (None if it never does)."""
+    below = np.nonzero(curve < target)[0]
+    if len(below) == 0:
+        return 1
+    return None if below[-1] == len(curve) - 1 else int(below[-1]) + 2
+
+
+def simulate(model, x, y, xc, args, **options):
+    snn = brianconv.convert(model, "rate", calibration=xc, duration=args.duration, **options)
+    result = snn.simulate(x, labels=y, n_workers=args.workers, build_root=args.build_dir, batch_size=args.batch,
+                          trace=True)
+    return snn, result
+
+
+def main_run(model, x, y, xc, args):
+    snn, result = simulate(model, x, y, xc, args)
+    print(snn.description.summary())
+    curve = accuracy_curve(result)
+    ann = 100 * result.ann_accuracy
+    print(f"\nbuild {result.timing['build']:.1f} s (compiled: {result.timing['compiled']}), simulation "
+          f"{result.timing['simulate']:.1f} s for {len(x)} images x {args.duration} steps "
+          f"({len(x) / result.timing['simulate']:.2f} images/s, {args.workers} worker(s))")
+    print(f"\nANN accuracy: {ann:.2f} %")
+    print("SNN accuracy after k steps (one run, output read at every step):")
+    for k in sorted({k for k in args.report_steps if k <= args.duration} | {args.duration}):
+        print(f"  k = {k:>4} steps ({k * float(snn.description.dt) * 1e3:6.1f} ms): {curve[k - 1]:6.2f} %")
+    reach = steps_to_reach(curve, ann - 0.1)
+    print(f"steps to stay within 0.1 pp of the ANN ({ann - 0.1:.2f} %): "
+          f"{reach if reach is not None else f'not reached in {args.duration} steps'}")
+    print(f"SNN/ANN agreement at {args.duration} steps: {100 * result.agreement:.2f} %")
+    hidden = [p.name for p in snn.description.populations if p.role == "hidden"]
+    spikes_hidden = sum(result.spike_counts[n].mean() for n in hidden) / sum(result.neurons[n] for n in hidden)
+    print(f"spikes per neuron and image: {result.spikes_per_neuron:.3f} (all populations; the analog input "
+          f"counts its current-setting events), {spikes_hidden:.3f} (hidden layers)")
+    print(f"synaptic operations per image: {result.synaptic_ops.mean():,.0f}")
+    try:
+        from brianconv.metrics import ann_cost
+        cost = ann_cost(snn.graph, x=x[:200])
+        print(f"ANN multiply-accumulates per image: {cost.macs:,}  (synaptic ops / MACs = "
+              f"{result.synaptic_ops.mean() / cost.macs:.2f})")
+    except ImportError:
+        pass
+    print("\nper population: neurons, spikes per neuron and image, synaptic ops per image")
+    by_population = result.spikes_per_neuron_by_population()
+    for name in result.neurons:
+        print(f"  {name:<14}{result.neurons[name]:>8}{by_population[name]:>10.3f}"
+              f"{result.synaptic_ops_per_population[name].mean():>14,.0f}")
+    return snn, result, curve
+
+
+def ablation(model, x, y, xc, args, main_result):
+    """Accuracy at a fixed step count, adding the paper's tools one at a time (last: the main run)."""
+    n = min(args.ablation_images, len(x))
+    curves = []
+    print(f"\nAblation on the first {n} images, accuracy at k = {args.ablation_steps} and {args.duration} steps:")
+    for label, options in ABLATION:
+        if options == dict(reset="subtract", input="analog", percentile=99.9):
+            result = main_result
+            curve = 100 * np.mean(result.output_trace[:n].argmax(-1) == y[:n, None], axis=0)
+            seconds = "(main run)"
+        else:
+            start = time.perf_counter()
+            _, result = simulate(model, x[:n], y[:n], xc, args, **options)
+            curve = accuracy_curve(result)
+            seconds = f"({time.perf_counter() - start:.0f} s incl. build)"
+        curves.append(curve)
+        print(f"  {label.replace(chr(10), ' '):<44}{curve[args.ablation_steps - 1]:7.2f} %{curve[-1]:8.2f} %  {seconds}")
+    return n, curves
+
+
+def correlation(model, snn, x, args):
+    """Per-layer ANN activation against SNN rate (spike count / T times the layer's scale)."""
+    import torch
+
+    n = min(args.correlation_images, len(x))
+    d = snn.description
+    hidden = [p for p in d.populations if p.role == "hidden"]
+    result = snn.simulate(x[:n], spikes=[p.name for p in hidden], n_workers=args.workers, build_root=args.build_dir,
+                          batch_size=n)
+    _, activations = snn.graph.forward(torch.as_tensor(x[:n]), record=True)
+    pairs = {}
+    print(f"\nANN activation vs SNN rate on {n} images (rate x scale, ANN units), Pearson r:")
+    for p in hidden:
+        image, neuron, _ = result.spikes[p.name]
+        counts = np.zeros((n, p.size))
+        np.add.at(counts, (image, neuron), 1)
+        rate = counts / d.period_steps * snn.calibration.scales[p.layer]
+        ann = activations[p.layer].reshape(n, -1)
+        r = np.corrcoef(ann.ravel(), rate.ravel())[0, 1]
+        pairs[p.name] = (ann.ravel(), rate.ravel(), r, snn.calibration.scales[p.layer])
+        print(f"  {p.name:<14} r = {r:.4f}")
+    return pairs
+
+
+def figures(args, curve, n_ablation, curves, ann_accuracy, pairs):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = np.arange(1, len(curve) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    ax.plot(steps, curve, lw=2, color="k", label=f"SNN, default ({args.images_used} images)")
+    for (label, _), c in zip(ABLATION[:-1], curves[:-1]):
+        ax.plot(steps, c, lw=1, label=label.replace("\n", " ") + f" ({n_ablation} images)")
+    ax.axhline(ann_accuracy, color="grey", ls="--", lw=1, label=f"ANN ({ann_accuracy:.2f} %)")
+    ax.set_xlabel("simulated steps per image (dt = 1 ms)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(max(0, min(c[len(c) // 10] for c in [curve] + curves) - 5), 100)
+    ax.set_title("Accuracy against simulated time (rate coding)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(out / "rate_accuracy_vs_time.png", dpi=120)
+
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    values = [c[args.ablation_steps - 1] for c in curves]
+    bars = ax.bar(range(len(values)), values, color=["C3", "C1", "C2", "C0"])
+    for bar, value in zip(bars, values):
+        ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.axhline(ann_accuracy, color="grey", ls="--", lw=1, label="ANN")
+    ax.set_xticks(range(len(values)), [label for label, _ in ABLATION], fontsize=8)
+    ax.set_ylabel(f"accuracy after {args.ablation_steps} steps (%)")
+    ax.set_ylim(max(0, min(values) - 10), 100)
+    ax.set_title(f"Conversion tools added one at a time ({n_ablation} MNIST test images)")
+    ax.legend(fontsize=8)
+    fig.savefig(out / "rate_ablation.png", dpi=120)
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(3.2 * len(pairs), 3.3), constrained_layout=True)
+    for ax, (name, (ann, rate, r, scale)) in zip(np.atleast_1d(axes), pairs.items()):
+        ax.plot(ann, rate, ".", ms=1.5, alpha=0.4)
+        top = max(ann.max(), rate.max())
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        ax.axhline(scale, color="grey", ls=":", lw=0.8)
+        ax.set_title(f"{name}: r = {r:.3f}", fontsize=9)
+        ax.set_xlabel("ANN activation")
+    np.atleast_1d(axes)[0].set_ylabel("SNN rate x scale")
+    fig.savefig(out / "rate_correlation.png", dpi=120)
+    for name in ("rate_accuracy_vs_time.png", "rate_ablation.png", "rate_correlation.png"):
+        print(f"saved {out / name}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lopez_randulfe_cnn")
+    parser.add_argument("--images", type=int, default=None,
+                        help="test images of the main run (default: 2000 with the full MNIST, else the 1000 bundled)")
+    parser.add_argument("--duration", type=int, default=200, help="steps per image (dt = 1 ms)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="figures")
+    parser.add_argument("--calibration", type=int, default=500, help="training images used for calibration")
+    parser.add_argument("--batch", type=int, default=250, help="images per run of the compiled program")
+    parser.add_argument("--report-steps", type=int, nargs="+", default=[10, 20, 30, 50, 75, 100, 150])
+    parser.add_argument("--ablation-images", type=int, default=500)
+    parser.add_argument("--ablation-steps", type=int, default=50, help="step count at which the ablation is compared")
+    parser.add_argument("--correlation-images", type=int, default=20)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--build-dir", default=None)
+    parser.add_argument("--skip-ablation", action="store_true")
+    args = parser.parse_args()
+    if not 1 <= args.ablation_steps <= args.duration:
+        parser.error("--ablation-steps must be in [1, --duration]")
+    start = time.perf_counter()
+    model = models.load(args.model)
+    x, y, xc, source = load_data(args)
+    args.images_used = len(x)
+    print(f"{args.model}: {len(x)} test images from the {source}; calibration on {len(xc)} training images; "
+          f"duration {args.duration} steps of 1 ms; device cpp_standalone, {args.workers} worker(s)")
+    snn, result, curve = main_run(model, x, y, xc, args)
+    n_ablation, curves = (0, [])
+    if not args.skip_ablation:
+        n_ablation, curves = ablation(model, x, y, xc, args, result)
+    pairs = correlation(model, snn, x, args)
+    figures(args, curve, n_ablation, curves or [curve], 100 * result.ann_accuracy, pairs)
+    print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,419 @@
+"""Scheme ``"tdsnn"``: leaky integrate-and-fire neurons, reverse coding and ticking neurons.
+
+After Zhang, Zhou, Zhi, Du and Chen, *TDSNN: From deep neural networks to deep spike neural
+networks with temporal-coding* (AAAI-19; ``../shared/papers/zhang-tdsnn-ticking-neurons.txt``).
+Equation numbers below are the paper's.
+
+Code (reverse coding, Eq. 10)
+-----------------------------
+The stronger the value, the *later* the single spike: a value ``x >= 0`` is one spike at step
+``T(x) = ceil(L * ln(x + 1))`` of the sender's output window; negative values are sent as 0
+(step 0). Every neuron fires exactly once per image. A spike at step ``t`` stands for the value
+``G = exp(t / L)`` (Eq. 11): ``G(x) = exp(ceil(L ln(x + 1)) / L)`` for ``x >= 0`` and 1 for
+``x < 0``, so ``G(x) - 1`` is ReLU(x) rounded *up* on a logarithmic grid:
+``x <= G(x) - 1 < (x + 1) * exp(1 / L) - 1``. Each layer's code is cut at ``T_out = T(lambda)``
+with ``lambda`` the largest (``percentile``) value of the layer on the calibration data; larger
+values fire at ``T_out``.
+
+Neuron (Eqs. 2-4)
+-----------------
+Leaky IF in discrete time, ``dV/dt = -V / L + sum_i w_i I_i(t)`` (Eq. 2) with ``I_i`` a unit
+pulse at each input spike: in Brian2, ``dv/dt = -v / tau`` with ``tau = L * dt`` (``L`` in steps,
+``dt`` the step; integrated exactly, ``v <- v * exp(-1 / L)`` per step) and every input spike adds
+its weight to ``v`` (volts: ``v_unit`` volts per ANN unit, 1 mV by default). Weights are the ANN
+weights *negated* (``w_i = -W_i * v_unit``), so after the last input (step ``T_il``, the end of the
+inputs' window) the potential is (Eq. 4 and 8)
+
+    ``P = -v_unit * exp(-T_il / L) * A``,  ``A = sum_i W_i G(x_i) + b``.
+
+Ticking neuron (Eqs. 5-9)
+-------------------------
+Until ``T_il`` the neurons are inhibited (their threshold is gated off). From step ``T_il + 1``
+a ticking neuron (a real population of size 1, role ``"helper"``) fires at every step, ``T_out``
+times, with the weight ``w_tick = (1 - exp(-1/L)) * exp(-T_il / L) * v_unit`` (Eq. 9) onto every
+neuron of the layer; the threshold is 0 (Eq. 7). A neuron fires when ``v >= 0``, after ``T_o``
+ticks, the smallest ``k >= 0`` with ``-P exp(-k/L) <= w_tick * sum_{j=1..k} exp(-(k-j)/L)``:
+
+    ``T_o = ceil(L * ln(-P * (1 - exp(-1/L)) / w_tick + 1)) = ceil(L * ln(A + 1)) = T(A)``  (Eq. 7, 10).
+
+(Eq. 5 as printed sums the ticks from ``t = 0``; its solution Eq. 6/7 counts them from
+``t = 1``, which is what the network does.) Neurons with ``A <= 0`` have ``v >= 0`` at release
+and fire at once (value 0). A neuron fires once; afterwards it ignores the ticks (the paper's
+"very long self-inhibitory period"). Its spike comes at step ``T_il + 1 + T_o`` of its window
+(the threshold sees ``v`` of the previous step), so its output window starts ``T_il + 1`` steps
+after its input window: step ``T_o`` of the output window carries ``G = exp(T_o / L)``.
+
+Bias (paper: "a bias neuron with value 1 encoded by T(1)")
+----------------------------------------------------------
+Each weighted layer has a bias neuron (population of size 1, role ``"helper"``) that fires at
+step ``T(1) = ceil(L ln 2)`` of the layer's input window. It carries ``G(1) = exp(T(1) / L)``, so
+its weights are ``-b / G(1)``: the bias enters ``A`` exactly.
+
+The constant offset of G (``offset`` option)
+--------------------------------------------
+Because ``G(x) ~ x + 1``, a layer of the paper computes ``A = W G(x) + b ~ W ReLU(x) + b + W 1``.
+``offset="fold"`` (default) subtracts the offset in the bias, ``b' = b - sum_i W_i`` (per neuron,
+over its actual synapses, so zero padding is exact), and the network computes ``A = W (G(x) - 1)
++ b``: a plain ReLU model converts without retraining, with ReLU replaced by the quantised
+ReLU ``G(x) - 1`` (error in ``[0, (x + 1)(exp(1/L) - 1))`` per value, see
+:class:`brianconv.nn.TDSNNActivation`). ``offset="keep"`` is the paper verbatim: ``A = W G(x) +
+b``, for a model trained with ``G`` in place of ReLU (``TDSNNActivation(L, subtract_one=False)``).
+
+Max-pooling
+-----------
+Threshold ``N`` (the pooling window's number of inputs), unit weights, no leak, no ticking
+neuron: a pool neuron fires one step after its last input spike, i.e. with the latest = largest
+input (reverse code). Average pooling is linear and folded into the next projection.
+
+Output
+------
+The output layer integrates like the others but has no threshold: its potential at ``T_il``
+gives the logits ``A = -P exp(T_il / L) / v_unit`` (Eq. 8), decoded at the end of step ``T_il``.
+
+Time axis
+---------
+With ``pipeline=True`` (default) a new image enters every ``max(T_il + T_out + 2)`` steps and
+each layer works on its own image; with ``pipeline=False`` an image passes through all layers
+before the next enters. Every population resets at the start of its window (event
+``window_start``).
+"""
+
+import numpy as np
+import torch
+from brian2 import mV, ms, second, volt
+
+from ..calibration import Calibration, activation_scale
+from ..connectivity import compose, connections_for
+from ..description import NetworkDescription, Population, Projection
+from ..errors import ConversionError, InvalidValueError
+from .base import RunSetup, Scheme, register
+
+__all__ = ["TDSNN", "spike_step", "code_value", "emulate", "INPUT_EQUATIONS", "NEURON_EQUATIONS",
+           "OUTPUT_EQUATIONS", "TICK_EQUATIONS", "BIAS_EQUATIONS", "MAXPOOL_EQUATIONS"]
+
+#: Shared by the LIF populations: leak constant and the two ends of the window.
+_LIF = """
+L_steps : 1 (constant, shared)        # leak constant L, in steps of dt
+tau = L_steps * dt : second (shared)  # membrane time constant of Eq. 2
+T_il : integer (constant, shared)     # step of the input window after which the inhibition ends
+"""
+
+#: Input neurons: pixel ``x`` of the current image fires once at step ``T(x) = ceil(L ln(x + 1))``
+#: (Eq. 10) of the window, at most ``T_out`` (values above the calibration maximum are clipped).
+INPUT_EQUATIONS = """
+L_steps : 1 (constant, shared)
+T_out : integer (constant, shared)    # last step of the code
+image = (t_in_timesteps - window_start) // period_steps : integer (shared)
+x = stimulus(image * period_steps * dt, i) : 1    # input value (>= 0)
+t_x = clip(int(ceil(L_steps * log(x + 1))), 0, T_out) : integer
+"""
+INPUT_THRESHOLD = "started == 1 and local_step == t_x"
+
+#: Hidden LIF neuron (Eq. 2): leak ``tau = L dt``; inputs and ticks jump ``v`` (volts).
+#: ``t_o`` is the step in the output window; the threshold 0 is active from ``t_o = 0`` (the end
+#: of the inhibition) and the code is cut at ``T_out``.
+NEURON_EQUATIONS = _LIF + """
+dv/dt = -v / tau : volt
+T_out : integer (constant, shared)
+t_o = local_step - T_il - 1 : integer (shared)
+fired : 1                             # 1 once the neuron has spiked in this window
+"""
+NEURON_THRESHOLD = "started == 1 and fired == 0 and t_o >= 0 and (v >= 0 * volt or t_o >= T_out)"
+NEURON_RESET = "fired = 1"
+
+#: Output layer: the same leaky integration without a threshold; ``v`` at ``T_il`` is read (Eq. 8).
+OUTPUT_EQUATIONS = _LIF + """
+dv/dt = -v / tau : volt
+"""
+
+#: Ticking neuron (one per layer): fires at steps ``T_il + 1 ... T_il + T_out`` of the layer's window.
+TICK_EQUATIONS = """
+T_il : integer (constant, shared)
+T_out : integer (constant, shared)
+"""
+TICK_THRESHOLD = "started == 1 and local_step > T_il and local_step <= T_il + T_out"
+
+#: Bias neuron (one per layer): the value 1, one spike at step ``T(1) = ceil(L ln 2)`` of the window.
+BIAS_EQUATIONS = """
+T_bias : integer (constant, shared)
+"""
+BIAS_THRESHOLD = "started == 1 and local_step == T_bias"
+
+#: Max-pool neuron: unit weights, no leak, threshold ``N`` (its number of inputs; half a unit lower
+#: so that a sum of ``N`` unit steps in floating point reaches it).
+MAXPOOL_EQUATIONS = """
+v : volt
+n_inputs : 1 (constant)               # N: inputs of the pooling window
+fired : 1
+"""
+MAXPOOL_THRESHOLD = "started == 1 and fired == 0 and v >= (n_inputs - 0.5) * v_unit"
+
+WINDOW_START = "started == 1 and local_step == 0"
+ON_PRE = "v_post += w"
+TICK_ON_PRE = "v_post += (1 - fired_post) * w"
+_SYNAPSE_MODEL = "w : volt (constant)"
+
+
+def spike_step(x, L, max_step=None):
+    """The reverse code, Eq. 10: ``T(x) = ceil(L ln(x + 1))`` for ``x >= 0`` and 0 for ``x < 0``.
+
+    Parameters
+    ----------
+    x : array
+    L : float
+        Leak constant in steps.
+    max_step : int, optional
+        Clip at this step (the end of the layer's code).
+
+    Returns
+    -------
+    np.ndarray of int64
+    """
+    steps = np.ceil(L * np.log(np.maximum(np.asarray(x, dtype=np.float64), 0) + 1)).astype(np.int64)
+    return steps if max_step is None else np.minimum(steps, max_step)
+
+
+def code_value(steps, L, offset="fold"):
+    """The value a spike at ``steps`` carries: ``exp(t / L)`` (Eq. 11), less 1 with ``offset="fold"``."""
+    g = np.exp(np.asarray(steps, dtype=np.float64) / L)
+    return g - 1 if offset == "fold" else g
+
+
+@register
+class TDSNN(Scheme):
+    """TDSNN conversion: leaky IF neurons, reverse coding, ticking and bias neurons (one spike per neuron).
+
+    Options
+    -------
+    L : float
+        Leak constant in steps of ``dt`` (``tau = L * dt``); the code's resolution is a factor
+        ``exp(1 / L)`` per step.
+    dt : brian2 time
+        Simulation step (0.1 ms).
+    percentile : float
+        Percentile of each layer's calibration values (of the coded network) that sets the end of
+        its code ``T_out = T(lambda)`` (100: the maximum; larger values are clipped).
+    offset : {"fold", "keep"}
+        Fold G's constant offset into the biases (plain ReLU models) or keep it (models trained
+        with the paper's G), see the module docstring.
+    v_unit : brian2 voltage
+        Volts per ANN unit (1 mV).
+    pipeline : bool
+        Accept a new image as soon as every layer is free (True) or one image at a time.
+    """
+
+    name = "tdsnn"
+    activations = frozenset({"relu"})
+    defaults = dict(L=8.0, dt=0.1 * ms, percentile=100.0, offset="fold", v_unit=1 * mV, pipeline=True)
+
+    def validate_options(self):
+        o = self.options
+        if not (np.isfinite(o["L"]) and o["L"] > 0):
+            raise InvalidValueError(f"L is the leak constant in steps and must be > 0, got {o['L']!r}.")
+        if o["offset"] not in ("fold", "keep"):
+            raise InvalidValueError(f"offset must be 'fold' or 'keep', got {o['offset']!r}.")
+        if not 0 < o["percentile"] <= 100:
+            raise InvalidValueError(f"percentile must be in (0, 100], got {o['percentile']}.")
+        if not (o["dt"] / second > 0):
+            raise InvalidValueError(f"dt must be a positive time, got {o['dt']}.")
+        if not (o["v_unit"] / volt > 0):
+            raise InvalidValueError(f"v_unit must be a positive voltage, got {o['v_unit']}.")
+
+    # -- checks ----------------------------------------------------------------------------
+    def check(self, graph):
+        super().check(graph)
+        for layer in graph:
+            if layer.op in ("maxpool", "avgpool") and layer.activation not in (None, "relu"):
+                raise ConversionError(f"tdsnn: layer {layer.name!r} applies {layer.activation!r} after pooling; "
+                                      "only ReLU can be represented.")
+            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
+                raise ConversionError(f"tdsnn: max-pooling {layer.name!r} directly after average pooling is not "
+                                      "supported; average-pool after the max-pool instead.")
+        if graph.output.op not in ("linear", "conv"):
+            raise ConversionError(f"tdsnn: the output layer {graph.output.name!r} must be Linear or Conv2d, "
+                                  f"not {graph.output.op}.")
+
+    def check_input(self, x):
+        if np.min(x) < 0:
+            raise InvalidValueError(f"tdsnn codes values >= 0 as spike times and cannot carry the negative inputs "
+                                    f"found (minimum {np.min(x):.3g}). Use non-negative inputs, e.g. pixels in [0, 1].")
+
+    # -- calibration -----------------------------------------------------------------------
+    def calibrate(self, graph, x):
+        """Each layer's ``lambda``: the percentile of its values in the coded network (:func:`emulate`)."""
+        o = self.options
+        scales = {}
+        emulate(graph, x, o["L"], o["offset"], scales=scales, percentile=o["percentile"])
+        return Calibration(scales, float(o["percentile"]), len(x), {})
+
+    # -- description -----------------------------------------------------------------------
+    def describe(self, graph, calibration):
+        o = self.options
+        L, v_unit = float(o["L"]), o["v_unit"]
+        t_bias = int(spike_step(1.0, L))
+        g_bias = float(np.exp(t_bias / L))
+        names = _population_names(graph)
+        populations, projections = [], []
+        # population -> (window start, steps its window needs); layer -> (carrier, pending map, T_out, emit start)
+        span = {}
+        t_input = int(spike_step(calibration.scales[graph.input.name], L))
+        inp = names[graph.input.name]
+        populations.append(Population(inp, graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
+                                      values=dict(L_steps=L, T_out=t_input), window_start=0,
+                                      layer=graph.input.name, shape=graph.input.out_shape, role="input"))
+        span[inp] = t_input + 1
+        carriers = {graph.input.name: (inp, None, t_input, 0)}
+        readout = None
+        for layer in graph.layers[1:]:
+            source, pending, t_src, start = carriers[layer.inputs[0]]
+            connections = connections_for(layer)[0]
+            if layer.op == "avgpool":
+                carriers[layer.name] = (source, connections if pending is None else compose(pending, connections),
+                                        t_src, start)
+                continue
+            if pending is not None:
+                connections = compose(pending, connections)
+            name = names[layer.name]
+            reset_code = "v = 0 * volt\nfired = 0"
+            if layer.op == "maxpool":
+                populations.append(Population(
+                    name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
+                    events={"window_start": (WINDOW_START, reset_code)}, values=dict(n_inputs=connections.fan_in()),
+                    window_start=start, layer=layer.name, shape=layer.out_shape, namespace={"v_unit": v_unit}))
+                projections.append(Projection(f"{source}_to_{name}", source, name, connections, model=_SYNAPSE_MODEL,
+                                              on_pre=ON_PRE, weight_unit=v_unit))
+                span[name] = t_src + 2
+                carriers[layer.name] = (name, None, t_src, start + 1)
+                continue
+            output = layer is graph.output
+            t_il = max(t_src, t_bias)
+            bias = np.repeat(layer.bias, layer.size // len(layer.bias))
+            if o["offset"] == "fold":
+                bias = bias - np.bincount(connections.post, weights=connections.weight, minlength=layer.size)
+            if output:
+                populations.append(Population(
+                    name, layer.size, OUTPUT_EQUATIONS, events={"window_start": (WINDOW_START, "v = 0 * volt")},
+                    values=dict(L_steps=L, T_il=t_il), window_start=start, layer=layer.name, shape=layer.out_shape,
+                    role="output", method="exact"))
+                span[name] = t_il + 1
+                readout = t_il
+            else:
+                t_out = int(spike_step(calibration.scales[layer.name], L))
+                populations.append(Population(
+                    name, layer.size, NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset=NEURON_RESET,
+                    events={"window_start": (WINDOW_START, reset_code)},
+                    values=dict(L_steps=L, T_il=t_il, T_out=t_out), window_start=start, layer=layer.name,
+                    shape=layer.out_shape, method="exact"))
+                span[name] = t_il + t_out + 2
+                tick = f"tick_{name}"
+                populations.append(Population(tick, 1, TICK_EQUATIONS, threshold=TICK_THRESHOLD, reset="",
+                                              values=dict(T_il=t_il, T_out=t_out), window_start=start,
+                                              layer=layer.name, shape=(1,), role="helper"))
+                span[tick] = t_il + t_out + 1
+                w_tick = (1 - np.exp(-1 / L)) * np.exp(-t_il / L)  # Eq. 9
+                ticks = _all_to_all(1, layer.size, w_tick)
+                projections.append(Projection(f"{tick}_to_{name}", tick, name, ticks, model=_SYNAPSE_MODEL,
+                                              on_pre=TICK_ON_PRE, weight_unit=v_unit))
+                carriers[layer.name] = (name, None, t_out, start + t_il + 1)
+            bias_name = f"bias_{name}"
+            populations.append(Population(bias_name, 1, BIAS_EQUATIONS, threshold=BIAS_THRESHOLD, reset="",
+                                          values=dict(T_bias=t_bias), window_start=start, layer=layer.name,
+                                          shape=(1,), role="helper"))
+            span[bias_name] = t_bias + 1
+            projections.append(Projection(f"{bias_name}_to_{name}", bias_name, name,
+                                          _all_to_all(1, layer.size, -bias / g_bias), model=_SYNAPSE_MODEL,
+                                          on_pre=ON_PRE, weight_unit=v_unit))
+            negated = type(connections)(connections.pre, connections.post, -connections.weight, connections.n_pre,
+                                        connections.n_post)
+            projections.append(Projection(f"{source}_to_{name}", source, name, negated, model=_SYNAPSE_MODEL,
+                                          on_pre=ON_PRE, weight_unit=v_unit))
+        # the input population first, then every population in creation order (the builder needs no order)
+        if o["pipeline"]:
+            period = max(span.values())
+        else:
+            period = max(p.window_start + span[p.name] for p in populations)
+        return NetworkDescription(
+            scheme=self.name, populations=populations, projections=projections, dt=o["dt"], period_steps=period,
+            input_population=inp, output_population=names[graph.output.name], output_variable="v",
+            output_unit=v_unit, readout_step=readout,
+            options=dict(self.options, scales=dict(calibration.scales), t_bias=t_bias,
+                         t_out={p.layer: int(p.values["T_out"]) for p in populations
+                                if p.role in ("input", "hidden") and "T_out" in p.values}))
+
+    # -- runs --------------------------------------------------------------------------------
+    def setup(self, description):
+        """No run-time parameters: the windows are those of the description."""
+        starts = {p.name: p.window_start for p in description.populations}
+        return RunSetup({}, starts, readout_step=description.readout_step, parameters={})
+
+    def decode(self, description, setup, records, n_images):
+        """Logits ``A = -v(T_il) * exp(T_il / L) / v_unit`` of the output layer (Eq. 8)."""
+        start = setup.window_starts[description.output_population]
+        steps = start + np.arange(n_images) * description.period_steps + setup.readout_step
+        gain = np.exp(setup.readout_step / float(description.options["L"]))
+        return -records.output[steps] * gain / float(description.output_unit)
+
+
+def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.0):
+    """The coded network in float64 torch: what the SNN computes, layer by layer.
+
+    Parameters
+    ----------
+    graph : brianconv.graph.LayerGraph
+    x : array, shape (N, *input_shape)
+    L : float
+    offset : {"fold", "keep"}
+    t_out : dict, optional
+        ``layer -> T_out`` (end of each layer's code); from ``scales`` when omitted.
+    scales : dict, optional
+        Filled with ``layer -> lambda`` (the ``percentile`` of its values) when ``t_out`` is None.
+
+    Returns
+    -------
+    values : dict
+        ``layer -> np.ndarray (N, *out_shape)``: the carried value ``G`` (or ``G - 1`` for
+        ``"fold"``) for hidden layers and the input, the logits ``A`` for the output layer.
+    steps : dict
+        ``layer -> spike steps`` (int array) for the input and every hidden layer.
+    """
+    scales = {} if scales is None else scales
+    x = graph.check_input(x)
+    values, steps = {}, {}
+
+    def code(name, raw):
+        if t_out is not None:
+            limit = t_out[name]
+        else:
+            scales[name] = activation_scale(raw, percentile)
+            limit = int(spike_step(scales[name], L))
+        steps[name] = spike_step(raw, L, limit)
+        return code_value(steps[name], L, offset)
+
+    values[graph.input.name] = code(graph.input.name, x)
+    for layer in graph.layers[1:]:
+        inputs = [torch.as_tensor(values[name]) for name in layer.inputs]
+        with torch.no_grad():
+            raw = layer.pre_activation(*inputs).numpy()
+        if layer.op in ("maxpool", "avgpool"):  # pooling acts on the codes; G is monotonic, so max commutes
+            values[layer.name] = raw
+            if layer.op == "maxpool":
+                steps[layer.name] = np.rint(L * np.log(raw + (1.0 if offset == "fold" else 0.0))).astype(np.int64)
+        else:
+            values[layer.name] = raw if layer is graph.output else code(layer.name, raw)
+    return values, steps
+
+
+def _all_to_all(n_pre, n_post, weight):
+    from ..connectivity import Connections
+    pre, post = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
+    weight = np.broadcast_to(np.asarray(weight, dtype=np.float64), (n_pre, n_post))
+    return Connections(pre.ravel().astype(np.int32), post.ravel().astype(np.int32),
+                       np.ascontiguousarray(weight.ravel()), n_pre, n_post)
+
+
+def _population_names(graph):
+    names = {}
+    for k, layer in enumerate(graph):
+        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
+        names[layer.name] = base if base not in names.values() else f"{base}_{k}"
+    return names

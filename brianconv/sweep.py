@@ -1,0 +1,111 @@
+"""Parameter studies: one compiled network, a grid of run-time parameter values.
+
+>>> table = brianconv.sweep(snn, x, {"t_max": [8, 16, 32], "threshold_scale": [0.5, 1.0]}, labels=y)  # doctest: +SKIP
+>>> table.column("accuracy")                                                                         # doctest: +SKIP
+
+Every point re-runs the same C++ standalone program with new ``run_args`` (no recompilation):
+the parameters are the run-time parameters of the scheme (``t_max``, ``threshold_scale`` and
+``scales`` for ``ttfs``). Each row holds the parameters, accuracy (with labels), agreement with
+the ANN, spikes per neuron, synaptic operations per image and the RMSE of the decoded outputs
+against the ANN's.
+"""
+
+import csv
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidValueError
+
+__all__ = ["sweep", "SweepTable"]
+
+
+@dataclass
+class SweepTable:
+    """A tidy table: one row (dict) per parameter point."""
+
+    rows: list
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    @property
+    def columns(self):
+        return list(self.rows[0]) if self.rows else []
+
+    def column(self, name):
+        """The values of one column as a numpy array."""
+        return np.array([row[name] for row in self.rows])
+
+    def to_csv(self, path):
+        """Write the table as CSV."""
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def __str__(self):
+        widths = {c: max(len(c), 10) for c in self.columns}
+        lines = ["  ".join(f"{c:>{widths[c]}}" for c in self.columns)]
+        for row in self.rows:
+            lines.append("  ".join(f"{_fmt(row[c]):>{widths[c]}}" for c in self.columns))
+        return "\n".join(lines)
+
+
+def _fmt(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, **simulate_options):
+    """Simulate ``snn`` on ``x`` for every combination of the values in ``grid``.
+
+    Parameters
+    ----------
+    snn : SpikingNetwork
+    x : array, shape (N, *input_shape)
+    grid : dict
+        ``parameter -> list of values`` (run-time parameters of the scheme).
+    labels : array of int, optional
+    device : str
+        ``"cpp_standalone"`` compiles once and re-runs the binary for every point.
+    progress : bool
+        Show a tqdm progress bar.
+    **simulate_options
+        Passed to :meth:`SpikingNetwork.simulate` (``batch_size``, ``n_workers``, ``build_root``).
+
+    Returns
+    -------
+    SweepTable
+    """
+    if not grid:
+        raise InvalidValueError("The grid is empty: pass {parameter: [values, ...]}.")
+    names = list(grid)
+    points = list(itertools.product(*(list(grid[name]) for name in names)))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(points), unit="point", desc="sweep")
+    rows = []
+    try:
+        for values in points:
+            parameters = dict(zip(names, values))
+            result = snn.simulate(x, labels=labels, device=device, **simulate_options, **parameters)
+            row = dict(parameters)
+            if labels is not None:
+                row["accuracy"] = result.accuracy
+            row["agreement"] = result.agreement
+            row["spikes_per_neuron"] = result.spikes_per_neuron
+            row["synaptic_ops"] = float(np.mean(result.synaptic_ops))
+            row["rmse"] = float(np.sqrt(np.mean((result.outputs - result.ann_outputs) ** 2)))
+            row["compiled"] = bool(result.timing["compiled"])
+            rows.append(row)
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return SweepTable(rows)

@@ -1,0 +1,201 @@
+"""The amos scheme: closed-form ReLU units, trained units, pipelining, one spike per neuron, devices.
+
+Bounds are derived from the code, not picked to pass. The ReLU unit with ``K`` neurons and range
+``alpha`` sends ``alpha floor(x 2^K / alpha) 2^-K`` for ``0 <= x < alpha`` (a successive-approximation
+A/D conversion), 0 below 0 and ``alpha (1 - 2^-K)`` above: ``0 <= ReLU(x) - y <= alpha 2^-K`` on
+``(-inf, alpha]`` (Stöckl & Maass, Sec. 1.2). The output layer sums ``W y + b`` exactly, so the
+Brian2 network must equal the numpy reference :meth:`AMOS.reference` up to float rounding.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import brianconv
+from brianconv.errors import ConversionError, InvalidValueError
+from brianconv.schemes.amos import UNIT_DIR, load_unit, relu_unit, sent_values
+
+from conftest import needs_compiler
+
+K = 6
+FLOAT_SLACK = 1e-9  # float rounding of the summed synaptic input (a threshold tie can fall on either side)
+
+
+def _hidden(snn):
+    return [p for p in snn.description.populations if p.role == "hidden"]
+
+
+def _unit(snn, population):
+    return snn.scheme.unit_for(snn.graph[population.layer], snn.calibration)
+
+
+def _pad(x, n):
+    """``x`` followed by ``n`` copies of its first sample: pipelined spikes of the last images fit the run."""
+    return torch.cat([x, x[:1].repeat(n, *([1] * (x.ndim - 1)))])
+
+
+@pytest.fixture(scope="module")
+def dense():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    return model, torch.rand(40, 12)
+
+
+def test_relu_unit_is_the_closed_form_a_d_converter():
+    alpha = 2.5
+    for k_neurons in (1, 4, 10):
+        unit = relu_unit(k_neurons, alpha)
+        x = np.linspace(-3, alpha, 20001)
+        error = np.maximum(x, 0) - unit(x)
+        assert np.all(error >= -FLOAT_SLACK) and np.all(error <= alpha * 2.0 ** -k_neurons + FLOAT_SLACK)
+        assert np.all(unit(x[x < 0]) == 0)
+        steps = np.floor(np.clip(x, 0, None) * 2 ** k_neurons / alpha)
+        np.testing.assert_allclose(unit(x), np.minimum(steps, 2 ** k_neurons - 1) * alpha * 2.0 ** -k_neurons,
+                                   atol=1e-12)
+        assert np.all(unit.spikes(x).sum(axis=-1) <= k_neurons)
+    assert relu_unit(10, 1.0).n_parameters == 75  # the paper's Table 3
+
+
+def test_relu_layers_stay_within_alpha_2_to_the_minus_k(dense):
+    model, x = dense
+    snn = brianconv.convert(model, "amos", calibration=x, K=K)
+    hidden = _hidden(snn)
+    result = snn.simulate(_pad(x, K), device="numpy", spikes=[p.name for p in hidden])
+    n = len(x)
+    received = x.numpy().astype(np.float64)  # the input is analog: the first layer receives W x + b exactly
+    for population in hidden:
+        layer, unit = snn.graph[population.layer], _unit(snn, population)
+        alpha = snn.calibration.scales[layer.name]
+        z = received @ layer.weight.T + layer.bias
+        sent, counts = sent_values(result, snn.description, population.name, unit, n)
+        inside = z <= alpha
+        error = np.maximum(z, 0) - sent
+        assert np.all(error[inside] >= -FLOAT_SLACK)
+        assert np.all(error[inside] <= alpha * 2.0 ** -K + FLOAT_SLACK)
+        np.testing.assert_allclose(sent[~inside], alpha * (1 - 2.0 ** -K), atol=FLOAT_SLACK)
+        assert counts.max() <= 1, "a neuron fired twice for one image"
+        received = sent
+    out = snn.graph.output
+    np.testing.assert_allclose(result.outputs[:n], received @ out.weight.T + out.bias, rtol=0, atol=FLOAT_SLACK)
+    reference, _ = snn.scheme.reference(snn.graph, snn.calibration, x)
+    np.testing.assert_allclose(result.outputs[:n], reference, rtol=0, atol=FLOAT_SLACK)
+
+
+def test_pipelined_equals_one_by_one_with_conv_and_average_pooling():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(3 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    x = torch.rand(10, 2, 6, 6)
+    piped = brianconv.convert(model, "amos", calibration=x, K=4)
+    serial = brianconv.convert(model, "amos", calibration=x, K=4, pipeline=False)
+    d = piped.description
+    assert d.period_steps == 1 < serial.description.period_steps
+    # N images take N + sum of the layers' K steps (input relay: 1 step; output: read in the same step)
+    assert d.duration_steps(len(x)) == len(x) + 1 + 4 + 4 - 1
+    names = [p.name for p in d.populations if p.threshold]
+    a = piped.simulate(_pad(x, 4), device="numpy", spikes=names)
+    b = serial.simulate(x, device="numpy", spikes=names)
+    np.testing.assert_array_equal(a.outputs[:len(x)], b.outputs)
+    for population in _hidden(piped):
+        unit = _unit(piped, population)
+        values_a, counts_a = sent_values(a, d, population.name, unit, len(x))
+        values_b, counts_b = sent_values(b, serial.description, population.name, unit, len(x))
+        np.testing.assert_array_equal(counts_a, counts_b)
+        np.testing.assert_array_equal(values_a, values_b)
+        assert counts_a.max() <= 1
+        # one-by-one windows hold whole images: the window counts are the spikes per image
+        np.testing.assert_array_equal(b.spike_counts[population.name], counts_b.sum(axis=1))
+    image, neuron, _ = b.spikes["input"]
+    assert np.bincount(image * 1000 + neuron).max() <= 1
+    reference, _ = piped.scheme.reference(piped.graph, piped.calibration, x)
+    np.testing.assert_allclose(b.outputs, reference, rtol=0, atol=FLOAT_SLACK)
+
+
+def _staircase_bound(unit, f, domain):
+    """A trained unit must beat the untrained K-level staircase of f's range: max error (max f - min f) / (2K)."""
+    values = f(np.linspace(*domain, 20001))
+    return (values.max() - values.min()) / (2 * unit.K)
+
+
+GATES = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "silu": lambda v: v / (1 + np.exp(-v))}
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "silu", "product"])
+def test_trained_units_reach_their_recorded_errors(gate):
+    path = UNIT_DIR / f"amos_{gate}.npz"
+    if not path.is_file():
+        pytest.skip(f"{path.name} not trained (benchmarks/train_amos_units.py {gate})")
+    unit = load_unit(gate)
+    with np.load(path) as data:
+        domain, mse, max_error = tuple(data["domain"]), float(data["mse"]), float(data["max_error"])
+    if gate == "product":
+        axis = np.linspace(*domain, 257)
+        grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+        target = grid[:, 0] * grid[:, 1]
+        assert unit.K == 40 and unit.n_parameters == 940
+    else:
+        grid = np.linspace(*domain, 20001)
+        target = GATES[gate](grid)
+        assert (unit.K, unit.n_parameters) == {"sigmoid": (8, 52), "silu": (12, 102)}[gate]  # Table 3
+        assert max_error <= _staircase_bound(unit, GATES[gate], domain)
+    error = unit(grid) - target
+    assert np.mean(error ** 2) == pytest.approx(mse, rel=1e-9, abs=1e-15)
+    assert np.max(np.abs(error)) == pytest.approx(max_error, rel=1e-9)
+    assert np.all(unit.spikes(grid).sum(axis=-1) <= unit.K)
+
+
+@pytest.mark.skipif(not all((UNIT_DIR / f"amos_{g}.npz").is_file() for g in GATES), reason="units not trained")
+def test_sigmoid_and_silu_layers_match_the_reference_and_their_unit_error():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Sigmoid(), nn.Linear(6, 4), nn.SiLU(), nn.Linear(4, 2)).eval()
+    x = torch.rand(12, 5)
+    snn = brianconv.convert(model, "amos", calibration=x)
+    hidden = _hidden(snn)
+    assert [_unit(snn, p).K for p in hidden] == [8, 12]
+    result = snn.simulate(_pad(x, 12), device="numpy", spikes=[p.name for p in hidden])
+    reference, values = snn.scheme.reference(snn.graph, snn.calibration, x)
+    np.testing.assert_allclose(result.outputs[:len(x)], reference, rtol=0, atol=FLOAT_SLACK)
+    received = x.numpy().astype(np.float64)
+    for population in hidden:
+        layer, unit = snn.graph[population.layer], _unit(snn, population)
+        sent, counts = sent_values(result, snn.description, population.name, unit, len(x))
+        np.testing.assert_allclose(sent, values[layer.name], atol=FLOAT_SLACK)
+        assert counts.max() <= 1
+        z = received @ layer.weight.T + layer.bias   # the unit's input, inside its training domain here
+        with np.load(UNIT_DIR / f"amos_{layer.activation}.npz") as data:
+            assert np.all((z >= data["domain"][0]) & (z <= data["domain"][1]))
+            assert np.max(np.abs(sent - GATES[layer.activation](z))) <= float(data["max_error"]) + FLOAT_SLACK
+        received = sent
+
+
+def test_unsupported_layers_and_inputs_are_rejected():
+    x = torch.rand(4, 1, 6, 6)
+    with pytest.raises(ConversionError, match="max-pooling"):
+        brianconv.convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                        nn.Linear(8, 2)), "amos", calibration=x)
+    with pytest.raises(ConversionError, match="output layer"):
+        brianconv.convert(nn.Sequential(nn.Flatten(), nn.Linear(36, 2), nn.Sigmoid()), "amos", calibration=x)
+    with pytest.raises(InvalidValueError, match="negative"):
+        brianconv.convert(nn.Sequential(nn.Flatten(), nn.Linear(36, 2)), "amos", calibration=x - 0.5)
+    with pytest.raises(InvalidValueError, match="K"):
+        brianconv.convert(nn.Sequential(nn.Flatten(), nn.Linear(36, 2)), "amos", calibration=x, K=0)
+
+
+@needs_compiler
+@pytest.mark.standalone
+def test_runtime_and_standalone_give_identical_spikes(build_root):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 6), nn.ReLU(),
+                          nn.Linear(6, 3)).eval()
+    x = torch.rand(8, 1, 5, 5)
+    snn = brianconv.convert(model, "amos", calibration=x, K=4)
+    names = [p.name for p in snn.description.populations if p.threshold]
+    runtime = snn.simulate(_pad(x, 4), device="numpy", spikes=names, batch_size=12)
+    standalone = snn.simulate(_pad(x, 4), device="cpp_standalone", spikes=names, batch_size=12,
+                              build_root=build_root)
+    assert standalone.timing["compiled"]
+    np.testing.assert_array_equal(runtime.outputs, standalone.outputs)
+    for name in names:
+        for a, b in zip(runtime.spikes[name], standalone.spikes[name]):
+            np.testing.assert_array_equal(np.sort(a), np.sort(b))

@@ -1,0 +1,249 @@
+"""The tdsnn scheme: single LIF neuron, exact layer codes, max-pool, bias, ticking counts, G, devices.
+
+The bounds come from the code: a value ``x`` is sent at step ``T(x) = ceil(L ln(x + 1))`` and
+stands for ``G = exp(T / L)``; a hidden neuron with ``A = sum_i W_i G_i + b`` fires exactly
+``T(A)`` steps after its release (Eq. 7-10). So spike times are compared *exactly*, in integer
+steps, with ``T`` of the layer computed in numpy from the quantised inputs; decoded values only
+carry floating-point rounding (``FLOAT_SLACK``).
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from brian2 import mV
+
+import brianconv
+from brianconv.errors import InvalidValueError
+from brianconv.nn import TDSNNActivation, finetune_tdsnn, tdsnn_model
+from brianconv.schemes.tdsnn import code_value, emulate, spike_step
+
+from conftest import needs_compiler
+
+L = 4.0
+FLOAT_SLACK = 1e-9
+
+
+def _steps(result, population, n_images, size, offset):
+    """Spike step of every neuron in its output window (-1: no spike); asserts at most one spike each."""
+    image, neuron, local = result.spikes[population]
+    assert np.all(np.bincount(image * size + neuron, minlength=n_images * size) <= 1), "a neuron fired twice"
+    steps = np.full((n_images, size), -1)
+    steps[image, neuron] = local - offset
+    return steps
+
+
+def _hidden(snn, k=1):
+    return [p for p in snn.description.populations if p.role == "hidden"][k - 1]
+
+
+@pytest.fixture(scope="module")
+def dense():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4)).eval()
+    x = torch.rand(24, 12)
+    return model, x
+
+
+def test_code_and_ticking_weight_follow_the_paper():
+    """Eq. 10 and Eq. 9, and that w_tick turns the potential of Eq. 8 into T(A) through Eq. 7."""
+    x = np.array([-2.0, 0.0, 0.3, 1.0, 7.5])
+    np.testing.assert_array_equal(spike_step(x, L), [0, 0, 2, 3, 9])  # ceil(4 ln(x + 1))
+    q = code_value(spike_step(x, L), L)  # G - 1: rounds ReLU up, by less than a factor exp(1/L) of x + 1
+    assert np.all(q >= np.maximum(x, 0)) and np.all(q + 1 < (np.maximum(x, 0) + 1) * np.exp(1 / L))
+    np.testing.assert_array_equal(code_value(spike_step(x, L), L, "keep"), q + 1)
+    t_il, a = 7, np.array([0.2, 1.9, 12.0])
+    w_tick = (1 - np.exp(-1 / L)) * np.exp(-t_il / L)
+    p = -a * np.exp(-t_il / L)
+    t_o = np.ceil(L * np.log(-p * (1 - np.exp(-1 / L)) / w_tick + 1))
+    np.testing.assert_array_equal(t_o, spike_step(a, L))
+
+
+def test_single_neuron_trajectory_silent_window_ticks_and_spike():
+    """One input, one LIF neuron: leaky integration of the negated weights, then the ticks, then T(A)."""
+    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1.5)
+        model[0].bias.fill_(0.25)
+        model[2].weight.fill_(1.0)
+        model[2].bias.fill_(0.0)
+    x = torch.tensor([[0.6]])
+    snn = brianconv.convert(model, "tdsnn", calibration=torch.tensor([[1.0]]), L=L)
+    neuron = _hidden(snn)
+    t_il, t_out = neuron.values["T_il"], neuron.values["T_out"]
+    t_b = snn.description.options["t_bias"]
+    result = snn.simulate(x, device="numpy", spikes=["input", neuron.name, f"tick_{neuron.name}"],
+                          states={neuron.name: (["v"], [0])})
+    v = result.states[neuron.name]["v"][0, :, 0] / float(mV)
+    t_x = int(spike_step(0.6, L))
+    assert list(result.spikes["input"][2]) == [t_x]
+    w, b = model[0].weight.item(), model[0].bias.item()
+    b_fold = b - w  # offset="fold": b - sum of the weights
+    d = np.exp(-1 / L)
+    # silent window (Eq. 4): negated weights, each spike decaying by exp(-1/L) per step
+    k = np.arange(t_il + 1)
+    expected = -(w * d ** (k - t_x) * (k >= t_x) + b_fold / np.exp(t_b / L) * d ** (k - t_b) * (k >= t_b))
+    np.testing.assert_allclose(v[:t_il + 1], expected, rtol=1e-12, atol=0)
+    a = w * (np.exp(t_x / L) - 1) + b
+    np.testing.assert_allclose(-v[t_il] * np.exp(t_il / L), a, rtol=1e-12)  # Eq. 8
+    # ticking phase: the tick fires T_out times from T_il + 1; the neuron fires T(A) steps after release
+    assert list(result.spikes[f"tick_{neuron.name}"][2]) == list(range(t_il + 1, t_il + t_out + 1))
+    t_o = int(spike_step(a, L))
+    assert list(result.spikes[neuron.name][2]) == [t_il + 1 + t_o]
+    w_tick = (1 - d) * np.exp(-t_il / L)
+    ticks = np.arange(1, t_o + 1)
+    v_ticked = v[t_il] * d ** ticks + w_tick * (1 - d ** ticks) / (1 - d)
+    np.testing.assert_allclose(v[t_il + ticks], v_ticked, rtol=1e-9, atol=1e-15)
+    assert v[t_il + t_o - 1] < 0 <= v[t_il + t_o]
+
+
+def test_dense_layer_spike_times_are_T_of_relu_exactly(dense):
+    model, x = dense
+    snn = brianconv.convert(model, "tdsnn", calibration=x, L=L)
+    neuron = _hidden(snn)
+    result = snn.simulate(x, device="numpy", spikes=[neuron.name])
+    layer, out_layer = snn.graph.layers[1], snn.graph.layers[2]
+    x_code = code_value(spike_step(x.numpy().astype(np.float64), L), L)  # the input's code, G - 1
+    a = x_code @ layer.weight.T + layer.bias
+    expected = spike_step(a, L)  # T(ReLU(W x + b)): 0 for a <= 0
+    steps = _steps(result, neuron.name, len(x), layer.size, neuron.values["T_il"] + 1)
+    np.testing.assert_array_equal(steps, expected)
+    assert expected.max() == neuron.values["T_out"] and np.any(expected == 0)  # both ends of the code used
+    # the output layer's potential at T_il gives W2 (G(h) - 1) + b2 (Eq. 8)
+    logits = code_value(steps, L) @ out_layer.weight.T + out_layer.bias
+    np.testing.assert_allclose(result.outputs, logits, rtol=0, atol=FLOAT_SLACK)
+
+
+def test_conv_and_maxpool_fire_with_the_latest_input():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(27, 5)).eval()
+    x = torch.rand(6, 2, 6, 6)
+    snn = brianconv.convert(model, "tdsnn", calibration=x, L=L)
+    conv = _hidden(snn, 1)
+    pool = _hidden(snn, 2)
+    result = snn.simulate(x, device="numpy", spikes=[conv.name, pool.name])
+    layer = snn.graph.layers[1]
+    x_code = torch.as_tensor(code_value(spike_step(x.numpy().astype(np.float64), L), L))
+    with torch.no_grad():
+        a = layer.pre_activation(x_code).numpy().reshape(len(x), -1)  # zero padding: no synapse, exact
+    conv_steps = _steps(result, conv.name, len(x), layer.size, conv.values["T_il"] + 1)
+    np.testing.assert_array_equal(conv_steps, spike_step(a, L))
+    # the pool neuron fires one step after its last input: its output step is the latest input step
+    pool_steps = _steps(result, pool.name, len(x), 27, 1)
+    latest = torch.nn.functional.max_pool2d(torch.as_tensor(conv_steps.reshape(len(x), 3, 6, 6)), 2)
+    np.testing.assert_array_equal(pool_steps, latest.reshape(len(x), -1).numpy())
+    assert pool.window_start == conv.window_start + conv.values["T_il"] + 1
+
+
+def test_bias_neuron_carries_the_value_one():
+    """Zero weights: each neuron's code is T(b); the bias neuron fires once at T(1) per image."""
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.tensor([2.5, 0.4, -0.5]))
+    snn = brianconv.convert(model, "tdsnn", calibration=torch.rand(5, 3), L=L)
+    neuron = _hidden(snn)
+    bias = f"bias_{neuron.name}"
+    result = snn.simulate(torch.rand(3, 3), device="numpy", spikes=[neuron.name, bias])
+    steps = _steps(result, neuron.name, 3, 3, neuron.values["T_il"] + 1)
+    np.testing.assert_array_equal(steps, np.tile(spike_step([2.5, 0.4, -0.5], L), (3, 1)))
+    image, _, local = result.spikes[bias]
+    np.testing.assert_array_equal(image, [0, 1, 2])
+    assert np.all(local == int(np.ceil(L * np.log(2))))
+    assert snn.description.population(bias).role == "helper"
+
+
+def test_every_neuron_fires_once_and_helpers_are_counted(dense):
+    """Pipelined and serial runs agree; the ticking and bias neurons' spikes and operations are counted."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    x = dense[1]
+    piped = brianconv.convert(model, "tdsnn", calibration=x, L=L, pipeline=True)
+    serial = brianconv.convert(model, "tdsnn", calibration=x, L=L, pipeline=False)
+    assert piped.description.period_steps < serial.description.period_steps
+    names = [p.name for p in piped.description.populations if p.threshold]
+    a = piped.simulate(x, device="numpy", spikes=names)
+    b = serial.simulate(x, device="numpy", spikes=names)
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    fan_out = piped.description.fan_out()
+    neuron = _hidden(piped)
+    for name in names:
+        np.testing.assert_array_equal(a.spike_counts[name], b.spike_counts[name])
+        image, index, _ = a.spikes[name]
+        np.testing.assert_array_equal(np.bincount(image, minlength=len(x)), a.spike_counts[name])
+        ops = np.bincount(image, weights=fan_out[name][index], minlength=len(x))
+        np.testing.assert_array_equal(ops, a.synaptic_ops_per_population[name])
+        role = piped.description.population(name).role
+        if role in ("input", "hidden"):  # every neuron exactly once per image
+            assert np.all(a.spike_counts[name] == a.neurons[name])
+    tick = f"tick_{neuron.name}"
+    assert piped.description.population(tick).role == "helper"
+    t_out = neuron.values["T_out"]
+    assert np.all(a.spike_counts[tick] == t_out)
+    assert np.all(a.synaptic_ops_per_population[tick] == t_out * neuron.size)
+
+
+def test_G_module_matches_the_network(dense):
+    """TDSNNActivation reproduces the SNN's quantisation: per layer and at the output, both offsets."""
+    model, x = dense
+    for offset, subtract_one in (("fold", True), ("keep", False)):
+        snn = brianconv.convert(model, "tdsnn", calibration=x, L=L, offset=offset)
+        neuron = _hidden(snn)
+        result = snn.simulate(x, device="numpy", spikes=[neuron.name])
+        steps = _steps(result, neuron.name, len(x), 10, neuron.values["T_il"] + 1)
+        coded = tdsnn_model(model, L, subtract_one=subtract_one).double()
+        with torch.no_grad():
+            hidden = coded[1][1](coded[1][0](coded[0](x.double())))
+            out = coded(x.double()).numpy()
+        np.testing.assert_allclose(hidden.numpy(), code_value(steps, L, offset), rtol=0, atol=FLOAT_SLACK)
+        np.testing.assert_allclose(result.outputs, out, rtol=0, atol=FLOAT_SLACK)
+        values, _ = emulate(snn.graph, x, L, offset, t_out=snn.description.options["t_out"])
+        np.testing.assert_allclose(result.outputs, values[snn.graph.output.name], rtol=0, atol=FLOAT_SLACK)
+    g = TDSNNActivation(L, max_step=3)
+    assert torch.equal(g.steps(torch.tensor([5.0, 100.0])), torch.tensor([3.0, 3.0]))
+
+
+def test_finetune_returns_a_relu_model_and_leaves_the_original():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = torch.rand(64, 6), torch.randint(0, 3, (64,))
+    tuned = finetune_tdsnn(model, (x, y), L=L, epochs=1, lr=1e-2, batch_size=16)
+    assert isinstance(tuned[1], nn.ReLU) and not tuned.training
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, tuned.parameters()))
+    brianconv.convert(tuned, "tdsnn", calibration=x, L=L)  # converts as it is
+
+
+def test_options_and_inputs_are_checked(dense):
+    model, x = dense
+    with pytest.raises(InvalidValueError, match="L"):
+        brianconv.convert(model, "tdsnn", calibration=x, L=0)
+    with pytest.raises(InvalidValueError, match="offset"):
+        brianconv.convert(model, "tdsnn", calibration=x, offset="none")
+    snn = brianconv.convert(model, "tdsnn", calibration=x, L=L)
+    with pytest.raises(InvalidValueError, match="negative"):
+        snn.simulate(-x, device="numpy")
+
+
+@needs_compiler
+@pytest.mark.standalone
+def test_runtime_and_standalone_give_identical_spikes(build_root):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 2),
+                          nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.rand(8, 1, 12, 12)
+    snn = brianconv.convert(model, "tdsnn", calibration=x, L=L)
+    names = [p.name for p in snn.description.populations if p.threshold]
+    runtime = snn.simulate(x, device="numpy", spikes=names, batch_size=4)
+    standalone = snn.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, build_root=build_root,
+                              n_workers=2)
+    np.testing.assert_array_equal(runtime.outputs, standalone.outputs)
+    for name in names:
+        for a, b in zip(runtime.spikes[name], standalone.spikes[name]):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(runtime.synaptic_ops_per_population[name],
+                                      standalone.synaptic_ops_per_population[name])
+    values, _ = emulate(snn.graph, x, L, t_out=snn.description.options["t_out"])
+    np.testing.assert_allclose(standalone.outputs, values[snn.graph.output.name], rtol=0, atol=FLOAT_SLACK)
