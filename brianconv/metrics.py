@@ -21,7 +21,8 @@ import numpy as np
 from .connectivity import connections_for
 from .graph import LayerGraph, trace
 
-__all__ = ["LayerCost", "ANNCost", "ann_cost"]
+__all__ = ["LayerCost", "ANNCost", "ann_cost", "SNNLayerCost", "snn_cost", "efficiency", "ENERGY_PER_MAC",
+           "ENERGY_PER_AC"]
 
 
 @dataclass
@@ -102,3 +103,61 @@ def ann_cost(model, input_shape=None, x=None):
         active = float(np.mean(activations[layer.name] > 0)) if layer.name in activations else None
         rows.append(LayerCost(layer.name, layer.op, layer.size, int(macs), int(other), active))
     return ANNCost(rows)
+
+
+#: Energy per operation in joules, 45 nm CMOS, 32-bit floating point (Horowitz, "Computing's energy
+#: problem", ISSCC 2014): a multiply 3.7 pJ plus an add 0.9 pJ per MAC; an accumulate is one add.
+ENERGY_PER_MAC = 4.6e-12
+ENERGY_PER_AC = 0.9e-12
+
+
+@dataclass
+class SNNLayerCost:
+    """Measured cost of one population, averaged over the simulated images."""
+
+    name: str
+    role: str
+    neurons: int
+    spikes: float
+    synaptic_ops: float
+    neuron_updates: int
+
+    @property
+    def spikes_per_neuron(self):
+        return self.spikes / self.neurons
+
+
+def snn_cost(snn, result):
+    """Per-population SNN cost of a simulation: spikes, synaptic operations, neuron updates per image.
+
+    ``neuron_updates`` counts a population's state updates during one image's window
+    (``size * period_steps``): what a clock-driven simulator computes; helper populations (ticking
+    neurons, AMOS units) appear as their own rows with role ``"helper"``.
+    """
+    d = snn.description
+    return [SNNLayerCost(p.name, p.role, p.size, float(np.mean(result.spike_counts[p.name])),
+                         float(np.mean(result.synaptic_ops_per_population[p.name])), p.size * d.period_steps)
+            for p in d.populations]
+
+
+def efficiency(ann, snn_rows, energy_per_mac=ENERGY_PER_MAC, energy_per_ac=ENERGY_PER_AC):
+    """Energy estimate and Niederlechner's efficiency factor (ANN cost / SNN cost).
+
+    Parameters
+    ----------
+    ann : ANNCost
+    snn_rows : list of SNNLayerCost
+    energy_per_mac, energy_per_ac : float
+        Joules per multiply-accumulate (ANN) and per accumulate (SNN synaptic operation); the
+        defaults are the 45 nm figures above, so a MAC costs about 5x an AC (Niederlechner uses 14x).
+
+    Returns
+    -------
+    dict with ``ann_energy``, ``snn_energy`` (J per image) and ``factor`` (ANN / SNN).
+    """
+    synaptic_ops = sum(row.synaptic_ops for row in snn_rows)
+    ann_energy = ann.macs * energy_per_mac
+    snn_energy = synaptic_ops * energy_per_ac
+    return dict(ann_energy=ann_energy, snn_energy=snn_energy,
+                factor=ann_energy / snn_energy if snn_energy > 0 else float("inf"),
+                ann_macs=ann.macs, snn_synaptic_ops=synaptic_ops)

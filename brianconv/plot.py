@@ -10,7 +10,8 @@ import numpy as np
 
 from .errors import InvalidValueError
 
-__all__ = ["membrane_traces", "raster"]
+__all__ = ["membrane_traces", "raster", "accuracy_over_time", "activation_correlation", "layer_bars", "sweep_curves",
+           "sweep_heatmap"]
 
 
 def _stage_marks(result):
@@ -98,3 +99,105 @@ def _figure(ax, size=(7, 4)):
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=size, constrained_layout=True)
     return fig, ax
+
+
+def accuracy_over_time(result, ax=None):
+    """Accuracy of the decoded output at every step of the output window (needs ``trace=True`` and labels).
+
+    For rate codes this is the accuracy-latency trade-off; for ttfs the output integrates during its
+    silent stage and is final at ``t_max``.
+    """
+    if result.output_trace is None or result.labels is None:
+        raise InvalidValueError("Simulate with trace=True and labels=... to plot accuracy over time.")
+    correct = np.argmax(result.output_trace, axis=2) == result.labels[:, None]
+    accuracy = 100 * correct.mean(axis=0)
+    time_ms = np.arange(1, len(accuracy) + 1) * result.dt * 1e3
+    fig, ax = _figure(ax, size=(6, 4))
+    ax.plot(time_ms, accuracy, lw=1.5, label="SNN")
+    ax.axhline(100 * result.ann_accuracy, color="k", ls="--", lw=1, label=f"ANN {100 * result.ann_accuracy:.2f} %")
+    ax.set_xlabel("time since the output window began (ms)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Accuracy over simulated time ({result.n_images} images)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def activation_correlation(snn, result, x, populations=None, max_points=20000):
+    """ANN activation against the value the SNN carries, one panel per population.
+
+    ``result`` must come from ``snn.simulate(x, spikes=populations)``; the scheme decodes each
+    population's spikes back into ANN units (:meth:`Scheme.population_values`).
+    """
+    populations = [p for p in (populations or result.spikes) if p in result.spikes and
+                   snn.description.population(p).role != "input"]
+    if not populations:
+        raise InvalidValueError("No hidden population's spikes were recorded; simulate with spikes=[...].")
+    _, ann = snn.graph.forward(x, record=True)
+    fig, axes = plt.subplots(1, len(populations), figsize=(3.2 * len(populations), 3.3), constrained_layout=True,
+                             squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, name in zip(axes[0], populations):
+        layer = snn.description.population(name).layer
+        expected = np.maximum(ann[layer].reshape(len(x), -1), 0).ravel()
+        carried = snn.scheme.population_values(snn.description, result, name).ravel()
+        pick = rng.choice(len(expected), size=min(max_points, len(expected)), replace=False)
+        ax.plot(expected[pick], carried[pick], ".", ms=2, alpha=0.4)
+        top = max(expected.max(), carried.max(), 1e-12)
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        r = np.corrcoef(expected, carried)[0, 1] if expected.std() > 0 and carried.std() > 0 else np.nan
+        ax.set_title(f"{name}\nr = {r:.3f}", fontsize=9)
+        ax.set_xlabel("ANN activation")
+    axes[0][0].set_ylabel("SNN value (decoded)")
+    return fig
+
+
+def layer_bars(result, ax=None):
+    """Spikes per neuron and synaptic operations per image, per population (two panels)."""
+    names = list(result.neurons)
+    rates = result.spikes_per_neuron_by_population()
+    ops = [float(np.mean(result.synaptic_ops_per_population[n])) for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    left.bar(names, [rates[n] for n in names], color="C0")
+    left.set_ylabel("spikes per neuron per image")
+    right.bar(names, ops, color="C1")
+    right.set_ylabel("synaptic operations per image")
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelrotation=35, labelsize=8)
+    left.set_title(f"mean {result.spikes_per_neuron:.3f} spikes per neuron")
+    right.set_title(f"total {sum(ops):,.0f} per image")
+    return fig
+
+
+def sweep_curves(table, x, y, hue=None, ax=None):
+    """``y`` against ``x`` from a :class:`~brianconv.sweep.SweepTable`, one line per value of ``hue``."""
+    fig, ax = _figure(ax, size=(6, 4))
+    groups = sorted(set(table.column(hue))) if hue else [None]
+    for value in groups:
+        rows = [row for row in table if hue is None or row[hue] == value]
+        rows.sort(key=lambda row: row[x])
+        ax.plot([row[x] for row in rows], [row[y] for row in rows], "o-",
+                label=None if hue is None else f"{hue} = {value}")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if hue:
+        ax.legend(fontsize=8)
+    ax.set_title(f"{y} against {x}")
+    return fig
+
+
+def sweep_heatmap(table, x, y, value, ax=None):
+    """A heat map of ``value`` over the grid of ``x`` and ``y``."""
+    xs, ys = sorted(set(table.column(x))), sorted(set(table.column(y)))
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for row in table:
+        grid[ys.index(row[y]), xs.index(row[x])] = row[value]
+    fig, ax = _figure(ax, size=(6, 4))
+    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    fig.colorbar(image, ax=ax, label=value)
+    ax.set_title(value)
+    return fig

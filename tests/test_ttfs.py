@@ -244,3 +244,12 @@ def test_threshold_search_minimises_each_layers_quantisation_error():
     error_search = np.sqrt(np.mean((snn.simulate(x, device="numpy").outputs - exact[snn.graph.output.name]) ** 2))
     error_max = np.sqrt(np.mean((by_max.simulate(x, device="numpy").outputs - exact[snn.graph.output.name]) ** 2))
     assert error_search <= error_max
+
+
+def test_overriding_a_conv_scale_moves_its_max_pool_too():
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 2)).eval()
+    snn = brianconv.convert(model, "ttfs", calibration=torch.rand(10, 1, 6, 6), t_max=8)
+    conv, pool = (p.name for p in snn.description.populations[1:3])
+    setup = snn.scheme.setup(snn.description, scales={"0": 0.25})
+    assert setup.values[(conv, "v_th")] == setup.values[(pool, "v_th")] == 0.25 * snn.description.options["v_unit"]

@@ -111,6 +111,10 @@ class Scheme:
         """Return the :class:`RunSetup` of one run with the given run-time parameters."""
         raise NotImplementedError
 
+    def population_values(self, description, result, population):
+        """The values (ANN units) a population carries, shape ``(N, size)``, from recorded spikes."""
+        raise NotImplementedError(f"Method {self.name!r} does not decode hidden populations.")
+
     def decode(self, description, setup, records, n_images):
         """Decoded outputs, shape ``(n_images, n_outputs)``, from one batch's records.
 

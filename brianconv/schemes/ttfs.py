@@ -263,8 +263,7 @@ class TTFS(Scheme):
         unknown = set(scales or {}) - set(options["scales"])
         if unknown:
             raise InvalidValueError(f"Unknown layer(s) {sorted(unknown)} in scales; layers: {sorted(options['scales'])}.")
-        all_scales = {name: scale * (threshold_scale if name != description.options["input_layer"] else 1.0)
-                      for name, scale in dict(options["scales"], **(scales or {})).items()}
+        all_scales = _run_scales(description, scales, threshold_scale)
         if any(not s > 0 for s in all_scales.values()):
             raise InvalidValueError("Every activation scale (threshold) must be > 0.")
         by_population = _scale_per_population(description, all_scales)
@@ -275,6 +274,26 @@ class TTFS(Scheme):
             values[(population.name, "v_th")] = by_population[population.name] * options["v_unit"]
         return RunSetup(values, starts, readout_step=T,
                         parameters=dict(t_max=T, scales=scales or {}, threshold_scale=threshold_scale))
+
+    def population_values(self, description, result, population):
+        """Values carried by ``population``'s spikes (needs ``simulate(..., spikes=[population])``).
+
+        A spike at step ``m`` of the population's output window is ``(T - m) / T`` times its scale;
+        the output window starts ``T`` steps into a two-stage neuron's window, one step into a
+        pool's and at once for the input.
+        """
+        if population not in result.spikes:
+            raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
+        T = result.parameters["t_max"]
+        kinds = {name: kind for name, _, kind in description.options["layout"]}
+        offset = {"input": 0, "maxpool": 1, "neuron": T, "output": T}[kinds[population]]
+        p = description.population(population)
+        scales = _run_scales(description, result.parameters.get("scales"), result.parameters.get("threshold_scale", 1.0))
+        scale = _scale_per_population(description, scales)[population]
+        values = np.zeros((result.n_images, p.size))
+        image, neuron, local = result.spikes[population]
+        values[image, neuron] = (T - (local - offset)) / T * scale
+        return values
 
     def quantisation_step(self, description):
         """Resolution of the code: the value of one step, as a fraction of each layer's scale."""
@@ -299,8 +318,19 @@ def _window_starts(layout, T):
 
 
 def _scale_per_population(description, scales):
-    """Each population's scale is that of the layer it carries (pools carry their source's)."""
-    return {population.name: scales[population.layer] for population in description.populations}
+    """Each population's scale: that of its layer, and a max-pool carries its source's (unchanged values)."""
+    layers = {p.name: p.layer for p in description.populations}
+    per_population = {}
+    for name, source, kind in description.options["layout"]:
+        per_population[name] = per_population[source] if kind == "maxpool" else scales[layers[name]]
+    return per_population
+
+
+def _run_scales(description, scales=None, threshold_scale=1.0):
+    """Layer scales of one run: calibrated, overridden by ``scales``, hidden ones times ``threshold_scale``."""
+    merged = dict(description.options["scales"], **(scales or {}))
+    return {name: value * (1.0 if name == description.options["input_layer"] else threshold_scale)
+            for name, value in merged.items()}
 
 
 def _search_scales(graph, x, calibration, T, candidates):

@@ -1,0 +1,170 @@
+"""AMOS conversion (Stöckl & Maass 2020) on MNIST: accuracy against the ANN, spikes per image,
+neurons and parameters added (the paper's Table 3), and throughput in pipelined mode.
+
+    python benchmarks/amos_mnist.py                        # small_cnn, K = 10, 1,000 test images
+    python benchmarks/amos_mnist.py --images 200 --model mlp
+    python benchmarks/amos_mnist.py --model lopez_randulfe_cnn  # prints why it is not simulated
+
+The full MNIST is looked up in ``--data``, ``$BRIANCONV_DATA`` or ``../shared/data/mnist`` (the
+bundled 1,000 test images otherwise). The network runs in C++ standalone, pipelined (a new image
+every step), in batches of ``--batch`` images each followed by ``K`` padding images so that the
+spikes of every real image fall inside its run; spikes are attributed to images from spike
+monitors. Every number printed is measured in this run.
+
+The paper's unit sends each source neuron's spike to each of the ``K`` neurons of every target
+unit, so a layer with ``F`` ANN connections has ``K_s K_t F`` synapses; networks above
+``--max-synapses`` are not built (``lopez_randulfe_cnn`` with K = 10 needs about 3.3e8, and its
+max-pooling is not supported yet).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+import brianconv
+from brianconv import datasets, models
+from brianconv.connectivity import connections_for
+from brianconv.errors import DataNotFoundError
+from brianconv.graph import trace
+from brianconv.schemes.amos import relu_unit, sent_values, spike_images, synapse_count
+
+PAPER_TABLE3 = {"sigmoid (K=8)": 52, "ReLU (K=10)": 75, "Swish (K=12)": 102, "Mult (K=40)": 940}
+
+
+def load_data(args):
+    roots = [args.data, None, Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
+    for root in roots:
+        try:
+            x, y = datasets.load_mnist("test", root=root, limit=args.images)
+            xc, _ = datasets.load_mnist("train", root=root)
+            return x, y, xc[-args.calibration:], f"MNIST test set ({datasets.find_mnist_root(root)})"
+        except DataNotFoundError:
+            continue
+    x, y = datasets.load_sample("test", limit=args.images)
+    xc, _ = datasets.load_sample("train")
+    return x, y, xc, "bundled sample (full MNIST not found)"
+
+
+def estimated_synapses(graph, K):
+    """Synapses of the AMOS network with ReLU units of K neurons, without building it.
+
+    Feedforward: ``K_s K_t F`` per weighted layer (``K_s = 1`` from the analog input, ``K_t = 1`` into
+    the output); inhibition ``n K (K - 1) / 2`` per hidden layer. Average pooling is counted as
+    composed with the next layer only approximately (its own connections).
+    """
+    total, k_of = 0, {graph.input.name: 1}
+    for layer in graph.layers[1:]:
+        k_source = k_of[layer.inputs[0]]
+        if layer.op in ("avgpool", "maxpool"):
+            k_of[layer.name] = k_source
+            continue
+        fan = len(connections_for(layer)[0])
+        k_target = 1 if layer is graph.output else K
+        total += k_source * k_target * fan + (0 if layer is graph.output else layer.size * K * (K - 1) // 2)
+        k_of[layer.name] = K
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="small_cnn")
+    parser.add_argument("--K", type=int, default=10)
+    parser.add_argument("--images", type=int, default=1000, help="test images (default 1,000)")
+    parser.add_argument("--calibration", type=int, default=1000, help="training images used for calibration")
+    parser.add_argument("--percentile", type=float, default=100.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=250, help="real images per run (K padding images are added)")
+    parser.add_argument("--max-synapses", type=float, default=5e7)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--build-dir", default=None)
+    args = parser.parse_args()
+    model = models.load(args.model)
+    x, y, xc, source = load_data(args)
+    graph = trace(model, x.shape[1:])
+    estimate = estimated_synapses(graph, args.K)
+    print(f"{args.model}: {len(x)} test images from the {source}; calibration on {len(xc)} training images; "
+          f"K = {args.K}, percentile {args.percentile}")
+    print(f"estimated synapses with K = {args.K}: {estimate:,.0f} (the ANN has "
+          f"{sum(len(connections_for(l)[0]) for l in graph if l.is_weighted):,} connections)")
+    if any(layer.op == "maxpool" for layer in graph) or estimate > args.max_synapses:
+        print("not simulated: " + ("max-pooling is not supported by amos yet; " if any(
+            layer.op == "maxpool" for layer in graph) else "") +
+              f"{estimate:,.0f} synapses > --max-synapses {args.max_synapses:,.0f}.")
+        return
+
+    start = time.perf_counter()
+    snn = brianconv.convert(model, "amos", calibration=xc, K=args.K, percentile=args.percentile)
+    d = snn.description
+    convert_seconds = time.perf_counter() - start
+    counts = synapse_count(d)
+    print(f"converted in {convert_seconds:.1f} s: {d.n_neurons:,} neurons, {d.n_synapses:,} synapses "
+          f"({counts['feedforward']:,} feedforward, {counts['inhibition']:,} inhibition), "
+          f"{len(d.projections)} projections")
+    for p in d.populations:
+        print(f"  {p.name:<14}{p.size:>9,} neurons  {p.role:<7} window starts at step {p.window_start}")
+
+    # batches of real images, each followed by K padding images (copies of its first image)
+    pad = max(int(v[1]) for v in d.options["units"].values())
+    chunks = [x[i:i + args.batch] for i in range(0, len(x), args.batch)]
+    padded = np.concatenate([np.concatenate([c, np.repeat(c[:1], pad + args.batch - len(c), axis=0)]) for c in chunks])
+    real = np.concatenate([np.arange(len(c)) + k * (args.batch + pad) for k, c in enumerate(chunks)])
+    is_real = np.zeros(len(padded), dtype=bool)
+    is_real[real] = True
+    spiking = [p.name for p in d.populations if p.threshold]
+    result = snn.simulate(padded, device="cpp_standalone", batch_size=args.batch + pad, n_workers=args.workers,
+                          build_root=args.build_dir, spikes=spiking)
+    outputs = result.outputs[real]
+    predictions = outputs.argmax(axis=1)
+    ann = snn.graph.forward(x)
+    reference, _ = snn.scheme.reference(snn.graph, snn.calibration, x)
+    # spikes per real image, from the monitors
+    spikes = {}
+    for p in d.populations:
+        if not p.threshold:
+            continue
+        if p.role == "input":
+            image, _, _ = result.spikes[p.name]
+            per_image = np.bincount(image, minlength=len(padded))
+        else:
+            unit = snn.scheme.unit_for(snn.graph[p.layer], snn.calibration)
+            _, per_neuron = sent_values(result, d, p.name, unit, len(padded))
+            assert per_neuron.max() <= 1, f"{p.name}: a neuron fired twice for one image"
+            per_image = per_neuron.sum(axis=1)
+        spikes[p.name] = per_image[real]
+    total_spikes = sum(spikes.values())
+    steps_per_run = d.duration_steps(args.batch + pad)
+
+    ann_accuracy = 100 * np.mean(ann.argmax(1) == y)
+    snn_accuracy = 100 * np.mean(predictions == y)
+    ann_neurons = sum(layer.size for layer in snn.graph.layers[1:] if layer.op != "avgpool")
+    print(f"\nbuild {result.timing['build']:.1f} s, simulation {result.timing['simulate']:.1f} s "
+          f"({len(x) / result.timing['simulate']:.1f} images/s wall clock, {args.workers} worker(s))")
+    print(f"\n{'ANN accuracy (%)':<52}{ann_accuracy:>12.2f}")
+    print(f"{'SNN accuracy (%)':<52}{snn_accuracy:>12.2f}")
+    print(f"{'accuracy loss (percentage points; goal <= 0.1)':<52}{ann_accuracy - snn_accuracy:>12.2f}")
+    print(f"{'SNN/ANN prediction agreement (%)':<52}{100 * np.mean(predictions == ann.argmax(1)):>12.2f}")
+    print(f"{'max |SNN - numpy AMOS reference| of the logits':<52}{np.max(np.abs(outputs - reference)):>12.2e}")
+    print(f"{'max |SNN - ANN| of the logits':<52}{np.max(np.abs(outputs - ann)):>12.3f}")
+    print(f"{'spikes per image (all, incl. input events)':<52}{total_spikes.mean():>12,.0f}")
+    print(f"{'spikes per neuron and image':<52}{total_spikes.mean() / d.n_neurons:>12.4f}")
+    print(f"{'neurons: ANN (hidden + output) / SNN (incl. input)':<52}{ann_neurons:>6,} / {d.n_neurons:,}")
+    print(f"{'synapses: ANN connections / SNN':<52}"
+          f"{sum(len(connections_for(l)[0]) for l in snn.graph if l.is_weighted):>6,} / {d.n_synapses:,}")
+    print(f"{'images per simulated step, pipelined ({} per run)'.format(args.batch + pad):<52}"
+          f"{(args.batch + pad) / steps_per_run:>12.3f}")
+    print(f"{'latency: steps from input to logits':<52}{d.populations[-1].window_start:>12}")
+    print("\nparameters added per unit type (paper Table 3 in brackets); ReLU units of different layers share them "
+          "up to one scale alpha per layer:")
+    relu = relu_unit(args.K, 1.0)
+    print(f"  ReLU (K={args.K}): {relu.n_parameters} (paper, K=10: {PAPER_TABLE3['ReLU (K=10)']}) "
+          f"+ {sum(1 for l in snn.graph if l.activation == 'relu' and l is not snn.graph.output)} scales")
+    print("\nper population: neurons, spikes per image, spikes per neuron and image")
+    for name, count in spikes.items():
+        size = d.population(name).size
+        print(f"  {name:<14}{size:>9,}{count.mean():>12,.1f}{count.mean() / size:>10.4f}")
+
+
+if __name__ == "__main__":
+    main()
