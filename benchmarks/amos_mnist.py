@@ -75,7 +75,7 @@ def main():
     parser.add_argument("--calibration", type=int, default=1000, help="training images used for calibration")
     parser.add_argument("--percentile", type=float, default=100.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=250, help="real images per run (K padding images are added)")
+    parser.add_argument("--batch", type=int, default=100, help="real images per run (K padding images are added)")
     parser.add_argument("--max-synapses", type=float, default=5e7)
     parser.add_argument("--data", default=None)
     parser.add_argument("--build-dir", default=None)

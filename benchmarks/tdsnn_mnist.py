@@ -111,7 +111,8 @@ def plot_traces(snn, result, neurons, out):
     fired = result.states[population.name]["fired"][0]
     steps = np.arange(v.shape[0])
     end = t_il + t_out + 3
-    fig, (top, ax) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, height_ratios=[1, 4], constrained_layout=True)
+    fig, (top, ax, zoom) = plt.subplots(3, 1, figsize=(9, 8), sharex=True, height_ratios=[1, 3, 3],
+                                        constrained_layout=True)
     image, _, local = result.spikes[tick]
     top.vlines(local[image == 0], 0, 1, color="k")
     top.set_yticks([])
@@ -119,11 +120,18 @@ def plot_traces(snn, result, neurons, out):
     top.set_title(f"TDSNN, layer {population.layer} ({population.name}), image 0: L = "
                   f"{snn.description.options['L']:g}, T_il = {t_il}, T_out = {t_out}")
     for column, index in enumerate(neurons):
-        line, = ax.plot(steps[:end], v[:end, column], "-", lw=1.3, label=f"neuron {index}")
         spike = np.flatnonzero(fired[:, column] > 0)
-        if len(spike):
-            ax.plot(spike[0], v[spike[0], column], "^", color=line.get_color(), ms=9)
-    for axis in (top, ax):
+        for axis in (ax, zoom):
+            line, = axis.plot(steps[:end], v[:end, column], ".-", lw=1.3, label=f"neuron {index}")
+            if len(spike):
+                axis.plot(spike[0], v[spike[0], column], "^", color=line.get_color(), ms=9)
+    after = v[t_il:end]
+    zoom.set_ylim(1.1 * after.min(), 1.1 * max(after.max(), 0) + 1e-3)
+    zoom.axhline(0, color="k", ls="--", lw=1)
+    zoom.set_ylabel("v (mV), zoomed")
+    zoom.set_xlabel(f"step of the layer's window (dt = {float(snn.description.dt) * 1e3:g} ms); "
+                    "triangles: the neuron's single spike")
+    for axis in (top, ax, zoom):
         axis.axvspan(-0.5, t_il + 0.5, color="0.85", lw=0)
         axis.axvspan(t_il + 0.5, t_il + t_out + 0.5, color="#e0ecff", lw=0)
     ax.axhline(0, color="k", ls="--", lw=1)
@@ -131,7 +139,6 @@ def plot_traces(snn, result, neurons, out):
             ha="center", va="bottom", fontsize=8)
     ax.text(t_il + t_out / 2, ax.get_ylim()[0], "ticking phase: threshold 0,\nlater spike = larger value",
             ha="center", va="bottom", fontsize=8)
-    ax.set_xlabel(f"step of the layer's window (dt = {float(snn.description.dt) * 1e3:g} ms)")
     ax.set_ylabel("membrane potential v (mV)")
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     out = Path(out)

@@ -78,6 +78,8 @@ class Records:
         ``population -> (neuron index array, step array)`` for requested spike monitors.
     states : dict
         ``population -> {variable: array (n_steps, n_recorded)}`` for requested state monitors.
+    peak_memory_mb : float or None
+        Peak resident memory of the process that ran the batch (standalone runs).
     """
 
     output: np.ndarray
@@ -85,6 +87,7 @@ class Records:
     synop_count: np.ndarray
     spikes: dict = field(default_factory=dict)
     states: dict = field(default_factory=dict)
+    peak_memory_mb: float = None
 
 
 def find_compiler():
@@ -294,20 +297,29 @@ class StandaloneProgram:
         args.append(self._file_arg("stimulus.values", rows, results))
         for (population, variable), value in (values or {}).items():
             args.append(self._value_arg(f"{population}.{variable}", value, results))
-        process = subprocess.Popen([str(self.directory / "main")] + args, cwd=self.directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with open(results / "stdout.txt", "wb") as out, open(results / "stderr.txt", "wb") as err:
+            process = subprocess.Popen([str(self.directory / "main")] + args, cwd=self.directory, stdout=out,
+                                       stderr=err)
+        process.memory = _MemoryWatch(process.pid)
         return process, results
 
     def finish(self, process, results):
-        """Wait for a run started by :meth:`start` and read its results (the folder is removed)."""
-        out, err = process.communicate()
+        """Wait for a run started by :meth:`start` and read its results (the folder is removed).
+
+        The returned records carry ``peak_memory_mb``: the run's maximum resident memory.
+        """
         try:
+            process.wait()
+            err = (results / "stderr.txt").read_bytes().decode(errors="replace")
             if process.returncode != 0:
+                signal = f" (killed by signal {-process.returncode})" if process.returncode < 0 else ""
                 raise BuildError(f"The compiled network in {self.directory} exited with code {process.returncode}"
-                                 f"{' (killed by signal ' + str(-process.returncode) + ')' if process.returncode < 0 else ''}: "
-                                 f"{err.decode(errors='replace')[-2000:]}")
-            if b"Error" in err or b"Cannot set" in err:
-                raise BuildError(f"The compiled network rejected its run arguments: {err.decode(errors='replace')[-2000:]}")
-            return self._read(results)
+                                 f"{signal}: {err[-2000:]}")
+            if "Error" in err or "Cannot set" in err:
+                raise BuildError(f"The compiled network rejected its run arguments: {err[-2000:]}")
+            records = self._read(results)
+            records.peak_memory_mb = process.memory.peak_mb()
+            return records
         finally:
             shutil.rmtree(results, ignore_errors=True)
 
@@ -336,6 +348,41 @@ class StandaloneProgram:
                   for name, spec in m["spike_monitors"].items()}
         states = {name: {v: read(s) for v, s in spec.items()} for name, spec in m["state_monitors"].items()}
         return Records(read(m["output"]), read(m["spikes"]), read(m["synops"]), spikes, states)
+
+
+class _MemoryWatch:
+    """Samples a process's peak resident memory (``VmHWM`` in ``/proc``) every 50 ms until it exits.
+
+    ``ru_maxrss`` from ``wait4`` would include the Python parent's memory copied at ``fork``; the
+    high-water mark in ``/proc`` belongs to the binary alone. Returns None where ``/proc`` is absent.
+    """
+
+    def __init__(self, pid):
+        import threading
+
+        self.path = Path(f"/proc/{pid}/status")
+        self.peak_kb = None
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self):
+        import time
+
+        while True:
+            try:
+                text = self.path.read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_kb = max(self.peak_kb or 0, int(line.split()[1]))
+                elif line.startswith("State:") and "Z" in line.split()[1]:
+                    return
+            time.sleep(0.05)
+
+    def peak_mb(self):
+        self.thread.join(timeout=1.0)
+        return None if self.peak_kb is None else self.peak_kb / 1024.0
 
 
 def _read_array(folder, spec):

@@ -112,7 +112,8 @@ class SimulationResult:
     device : str
     timing : dict
         Wall-clock seconds ``build`` (0 when an existing program was reused) and ``simulate``;
-        ``compiled`` is True when this call compiled C++ code.
+        ``compiled`` is True when this call compiled C++ code; ``peak_memory_mb`` is the largest
+        resident memory of one standalone run process (None on the runtime device).
     """
 
     predictions: np.ndarray
@@ -341,7 +342,8 @@ class SpikingNetwork:
             window_starts=dict(setup.window_starts),
             monitored_indices={name: np.asarray(indices) for name, (_, indices) in monitors.states.items()},
             timing=dict(build=program.__dict__.pop("build_seconds", 0.0), simulate=elapsed,
-                        compiled=program.__dict__.pop("freshly_built", False)))
+                        compiled=program.__dict__.pop("freshly_built", False),
+                        peak_memory_mb=max((r.peak_memory_mb or 0.0) for r in records) or None))
 
 
 def _per_image(cumulative, start, period, n_images):

@@ -119,6 +119,9 @@ def _staircase_bound(unit, f, domain):
 
 
 GATES = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "silu": lambda v: v / (1 + np.exp(-v))}
+#: The recorded max errors are measured on a grid of 20,001 points; between grid points the error
+#: can grow by at most the gate's largest slope (SiLU: 1.0998, sigmoid: 0.25) times the spacing.
+GRID_POINTS, MAX_SLOPE = 20001, 1.1
 
 
 @pytest.mark.parametrize("gate", ["sigmoid", "silu", "product"])
@@ -135,13 +138,13 @@ def test_trained_units_reach_their_recorded_errors(gate):
         target = grid[:, 0] * grid[:, 1]
         assert unit.K == 40 and unit.n_parameters == 940
     else:
-        grid = np.linspace(*domain, 20001)
+        grid = np.linspace(*domain, GRID_POINTS)
         target = GATES[gate](grid)
         assert (unit.K, unit.n_parameters) == {"sigmoid": (8, 52), "silu": (12, 102)}[gate]  # Table 3
         assert max_error <= _staircase_bound(unit, GATES[gate], domain)
     error = unit(grid) - target
-    assert np.mean(error ** 2) == pytest.approx(mse, rel=1e-9, abs=1e-15)
-    assert np.max(np.abs(error)) == pytest.approx(max_error, rel=1e-9)
+    assert np.mean(error ** 2) == pytest.approx(mse, rel=1e-6, abs=1e-15)
+    assert np.max(np.abs(error)) == pytest.approx(max_error, rel=1e-6)
     assert np.all(unit.spikes(grid).sum(axis=-1) <= unit.K)
 
 
@@ -164,8 +167,10 @@ def test_sigmoid_and_silu_layers_match_the_reference_and_their_unit_error():
         assert counts.max() <= 1
         z = received @ layer.weight.T + layer.bias   # the unit's input, inside its training domain here
         with np.load(UNIT_DIR / f"amos_{layer.activation}.npz") as data:
-            assert np.all((z >= data["domain"][0]) & (z <= data["domain"][1]))
-            assert np.max(np.abs(sent - GATES[layer.activation](z))) <= float(data["max_error"]) + FLOAT_SLACK
+            domain, max_error = data["domain"], float(data["max_error"])
+        assert np.all((z >= domain[0]) & (z <= domain[1]))
+        grid_slack = MAX_SLOPE * (domain[1] - domain[0]) / (GRID_POINTS - 1)
+        assert np.max(np.abs(sent - GATES[layer.activation](z))) <= max_error + grid_slack + FLOAT_SLACK
         received = sent
 
 
@@ -185,14 +190,14 @@ def test_unsupported_layers_and_inputs_are_rejected():
 @needs_compiler
 @pytest.mark.standalone
 def test_runtime_and_standalone_give_identical_spikes(build_root):
+    """Kept small (K = 3, 8 projections): every projection is several C++ files to compile."""
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 6), nn.ReLU(),
-                          nn.Linear(6, 3)).eval()
-    x = torch.rand(8, 1, 5, 5)
-    snn = brianconv.convert(model, "amos", calibration=x, K=4)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    x = torch.rand(8, 6)
+    snn = brianconv.convert(model, "amos", calibration=x, K=3)
     names = [p.name for p in snn.description.populations if p.threshold]
-    runtime = snn.simulate(_pad(x, 4), device="numpy", spikes=names, batch_size=12)
-    standalone = snn.simulate(_pad(x, 4), device="cpp_standalone", spikes=names, batch_size=12,
+    runtime = snn.simulate(_pad(x, 3), device="numpy", spikes=names, batch_size=11)
+    standalone = snn.simulate(_pad(x, 3), device="cpp_standalone", spikes=names, batch_size=11,
                               build_root=build_root)
     assert standalone.timing["compiled"]
     np.testing.assert_array_equal(runtime.outputs, standalone.outputs)

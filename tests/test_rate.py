@@ -116,6 +116,12 @@ def test_reset_to_zero_loses_the_charge_above_threshold(dense, dense_subtract):
     assert np.sum(n_zero[active] < n_sub[active]) > active.sum() // 2, "reset to zero should lose spikes"
     np.testing.assert_array_equal(n_zero[active], np.floor(T / np.ceil(1 / a[active])))
     np.testing.assert_array_equal(n_zero[a >= 1], T)
+    # the reset is also a run-time parameter of a compiled network
+    snn_sub, _ = dense_subtract
+    switched = snn_sub.simulate(x, device=DEVICE, spikes=[hidden], reset="zero")
+    assert switched.parameters["reset"] == "zero"
+    np.testing.assert_array_equal(_counts(switched, hidden, len(x), 10), n_zero)
+    np.testing.assert_array_equal(switched.outputs, zero.outputs)
 
 
 def test_poisson_input_converges_to_the_analog_rates(dense):
@@ -265,6 +271,33 @@ def test_normalisation_percentile_sets_the_scales(dense):
     assert 0.09 <= saturated <= 0.11
 
 
+def test_run_time_scales_renormalise_a_compiled_network(dense):
+    """scales={layer: lambda'} at run time gives the spikes of a network normalised with lambda'."""
+    model, x = dense
+    calibration = torch.rand(200, 12)
+    with pytest.warns(AccuracyWarning, match="saturate"):
+        robust = brianconv.convert(model, "rate", calibration=calibration, duration=T, percentile=90)
+    full = brianconv.convert(model, "rate", calibration=calibration, duration=T, percentile=100)
+    hidden_layer = full.graph.layers[1].name
+    hidden = full.description.populations[1].name
+    built = robust.simulate(x, device=DEVICE, spikes=[hidden])
+    rescaled = full.simulate(x, device=DEVICE, spikes=[hidden],
+                             scales={hidden_layer: robust.calibration.scales[hidden_layer]})
+    a = _first_layer_input(robust, x.numpy())
+    for result in (built, rescaled):
+        rate = _counts(result, hidden, len(x), 10) / T
+        error = np.clip(a, 0, 1) - rate
+        assert np.all(error > -FLOAT_SLACK) and np.all(error < 1 / T + FLOAT_SLACK)
+    # the two differ only by the rounding of W lambda_0 / lambda_1 against a threshold ratio
+    assert np.sum(_counts(built, hidden, len(x), 10) != _counts(rescaled, hidden, len(x), 10)) <= 2
+    np.testing.assert_allclose(rescaled.outputs, built.outputs, atol=2 * np.abs(
+        full.graph.layers[2].weight).sum(axis=1).max() * robust.calibration.scales[hidden_layer] / T)
+    with pytest.raises(InvalidValueError, match="scales"):
+        full.simulate(x, device=DEVICE, scales={full.graph.layers[2].name: 1.0})
+    with pytest.raises(InvalidValueError, match="> 0"):
+        full.simulate(x, device=DEVICE, scales={hidden_layer: 0.0})
+
+
 def test_threshold_and_readout_steps_at_run_time(dense, dense_subtract):
     _, x = dense
     snn, full = dense_subtract
@@ -286,6 +319,8 @@ def test_threshold_and_readout_steps_at_run_time(dense, dense_subtract):
         snn.simulate(x, device=DEVICE, v_th=-1 * mV)
     with pytest.raises(InvalidValueError, match="seed"):
         snn.simulate(x, device=DEVICE, seed=3)
+    with pytest.raises(InvalidValueError, match="reset"):
+        snn.simulate(x, device=DEVICE, reset="none")
 
 
 def test_options_are_checked(dense):

@@ -20,8 +20,9 @@ layer, so the next layer's neuron ``k'`` receives ``W_ij d_k c_k'`` from neuron 
   ``0 <= x < alpha`` (so ``0 <= ReLU(x) - y < alpha 2^-K``), 0 for ``x < 0`` and
   ``alpha (1 - 2^-K)`` above ``alpha``: the error is at most ``alpha 2^-K`` on ``(-inf, alpha]``.
 * Sigmoid (K = 8) and SiLU/Swish (K = 12): trained by backpropagation with a triangle-shaped
-  pseudo-derivative (``benchmarks/train_amos_units.py``) and shipped as
-  ``brianconv/data/amos_<gate>.npz``; they work on ANN units directly (no scaling).
+  pseudo-derivative (``benchmarks/train_amos_units.py``) on ``x`` in ``[-8, 8]`` and shipped as
+  ``brianconv/data/amos_<gate>.npz`` with their measured errors; they work on ANN units directly
+  (no scaling). Outside the training domain their output stays at its edge value.
 
 Neurons and time
 ----------------
@@ -51,6 +52,13 @@ default): a new image enters every step (``P = 1``), and ``N`` images take ``N +
 With ``pipeline=False`` an image passes through all layers before the next enters
 (``P = S_out + 1``); the outputs are identical.
 
+Spike attribution: the shared machinery assigns a population's spikes to images by windows of
+``P`` steps from ``window_start``. With ``P = 1`` neuron ``k`` answers image ``n`` in window
+``n + k``, so ``SimulationResult.spike_counts`` of hidden populations are shifted per neuron (their
+sum over a run is right except for the last ``K - 1`` images, whose late spikes fall after the last
+window). :func:`spike_images` and :func:`sent_values` attribute monitored spikes exactly; with
+``pipeline=False`` the window counts are exact.
+
 Populations: why one population of ``K n`` neurons per layer
 -----------------------------------------------------------
 Each layer is one ``NeuronGroup`` of ``K * n`` neurons, neuron ``k * n + i`` being neuron ``k`` of
@@ -58,9 +66,10 @@ unit ``i``, with per-neuron ``theta``, ``v_rest`` and ``k``. Brian2 delays are h
 ``Synapses`` object here (:attr:`~brianconv.description.Projection.delay_steps`), and a delay
 depends only on ``k_t - k_s``, so the feedforward synapses of a layer are grouped into
 ``K_s + K_t - 1`` projections (one per delay) and the inhibition into ``K - 1``: about ``3 K``
-Brian2 objects per layer instead of ``K^2`` (one population per ``k``) or ``K^2 + K^2/2``.
-Fewer objects mean much shorter C++ compilation and scheduling overhead; thresholds are
-per-neuron values, so the trained units need nothing special.
+Brian2 objects per layer instead of ``K^2 + K (K - 1) / 2`` (one population per ``k``, one
+projection per pair). Every ``Synapses`` object is several C++ files to compile, so this is what
+bounds the build time; thresholds are per-neuron values, so trained units need nothing special.
+With per-synapse delays in the description, each layer would need only two projections.
 
 Cost: the paper's unit sends every source neuron's spike to every target neuron of the unit at
 its own delay, so a layer with ``F`` ANN connections gets ``K_s K_t F`` synapses (``K^2`` times
@@ -84,8 +93,8 @@ from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import RunSetup, Scheme, register
 
-__all__ = ["AMOS", "Unit", "relu_unit", "load_unit", "NEURON_EQUATIONS", "INPUT_EQUATIONS", "OUTPUT_EQUATIONS",
-           "UNIT_DIR"]
+__all__ = ["AMOS", "Unit", "relu_unit", "load_unit", "spike_images", "sent_values", "synapse_count",
+           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR"]
 
 #: Folder of the trained unit files ``amos_<gate>.npz``.
 UNIT_DIR = Path(__file__).resolve().parents[1] / "data"

@@ -31,7 +31,9 @@ the input image is the constant current ``I_in = sum_j W~_ij x_j / lambda_0 * v_
 Data-based normalisation (Eq. 9): ``W~_l = W_l * lambda_(l-1) / lambda_l`` and ``b~_l = b_l /
 lambda_l`` with ``lambda_l`` the ``percentile``-th percentile (100: the maximum) of the layer's
 positive activations on the calibration data (:func:`brianconv.calibration.normalised_parameters`);
-BatchNorm is already folded into ``W, b`` by the layer graph.
+BatchNorm is already folded into ``W, b`` by the layer graph. As every spike carries its sender's
+threshold, giving layer ``l`` the threshold ``v_unit * lambda'_l / lambda_l`` is the same as
+normalising with ``lambda'_l``: run-time ``scales=`` re-normalise a compiled network.
 
 Input
 -----
@@ -137,12 +139,13 @@ dv/dt = started * (b * v_unit + q_in) / dt : volt
 v_th : volt (constant, shared)      # threshold, and the charge one spike carries (times w)
 b : 1 (constant)                    # normalised bias b / lambda
 q_in : volt                         # analog input charge per step (first layer only, else 0)
+zero_reset : integer (constant, shared)   # 0: reset by subtraction, 1: reset to zero
 fired = int(started == 1 and v >= v_th) : integer
 """
 NEURON_THRESHOLD = "started == 1 and v >= v_th"
-#: Spike reset (reset="subtract" / "zero"), and the window reset in the last step of a window.
-RESET_CODE = {"subtract": "v = (v - v_th * fired) * (1 - last)",
-              "zero": "v = v * (1 - fired) * (1 - last)"}
+#: Spike reset, ``v - v_th`` (subtraction) or ``0`` (zero), and the window reset in the last step
+#: of a window (multiplications by exactly 0 or 1).
+RESET_CODE = "v = (v - v_th * fired * (1 - zero_reset)) * (1 - fired * zero_reset) * (1 - last)"
 UPDATE_CONDITION = "fired == 1 or last == 1"
 
 #: Added to neurons that feed a max-pool: the running rate estimate ``r(t) = d r(t-1) + S(t)``.
@@ -305,7 +308,8 @@ class Rate(Scheme):
     seed : int
         Seed of the Poisson input (0); a run-time parameter too.
 
-    Run-time parameters (``simulate(..., v_th=, steps=, seed=)``): see :meth:`setup`.
+    Run-time parameters (``simulate(..., v_th=, steps=, reset=, scales=, seed=)``), applied to the
+    compiled network without rebuilding: see :meth:`setup`.
     """
 
     name = "rate"
@@ -428,8 +432,8 @@ class Rate(Scheme):
                     shape=layer.out_shape, role="output", namespace={"v_unit": v_unit}))
             else:
                 equations, condition = NEURON_EQUATIONS, UPDATE_CONDITION
-                code = ("q_in = q_in * (1 - last)\n" if analog and from_input else "") + RESET_CODE[o["reset"]]
-                values = dict(v_th=v_unit, b=bias)
+                code = ("q_in = q_in * (1 - last)\n" if analog and from_input else "") + RESET_CODE
+                values = dict(v_th=v_unit, b=bias, zero_reset=int(o["reset"] == "zero"))
                 if layer.name in feeds_maxpool:
                     equations += RATE_ESTIMATE_EQUATIONS
                     condition, code = "True", RATE_ESTIMATE_CODE + "\n" + code
@@ -448,23 +452,32 @@ class Rate(Scheme):
             period_steps=int(o["duration"]), input_population=populations[0].name,
             output_population=populations[-1].name, output_variable="y", output_unit=1.0,
             readout_step=int(o["duration"]) - 1,
-            options=dict(self.options, scales=dict(calibration.scales), decay=decay))
+            options=dict(self.options, scales=dict(calibration.scales), decay=decay,
+                         pool_sources={layer.name: layer.inputs[0] for layer in graph if layer.op == "maxpool"}))
 
     # -- runs --------------------------------------------------------------------------------
-    def setup(self, description, v_th=None, steps=None, seed=None):
-        """Run-time values: threshold, readout step and Poisson seed.
+    def setup(self, description, v_th=None, steps=None, seed=None, reset=None, scales=None):
+        """Run-time values: thresholds (layer scales), reset, readout step and Poisson seed.
 
         Parameters
         ----------
         v_th : brian2 voltage, optional
-            Threshold of every hidden layer (default ``v_unit``). A spike still carries its
-            sender's threshold, so rates scale as ``v_unit / v_th`` while the decoded outputs keep
-            their ANN units: lower thresholds answer sooner but saturate more (the paper's
-            latency/accuracy trade-off of the normalisation scale).
+            Threshold of the hidden layers at their calibrated scale (default ``v_unit``). A spike
+            carries its sender's threshold, so rates scale as ``v_unit / v_th`` while the decoded
+            outputs keep their ANN units: lower thresholds answer sooner but saturate more (the
+            paper's latency/accuracy trade-off of the normalisation scale).
         steps : int, optional
             Read the output after this many steps of the image period (default: all of it).
         seed : int, optional
             Seed of the Poisson input (``input="poisson"`` only).
+        reset : {"subtract", "zero"}, optional
+            Reset mode of this run (default: the ``reset`` option).
+        scales : dict, optional
+            ``layer name -> activation scale lambda`` (ANN units) replacing the calibrated scale
+            of hidden Linear/Conv layers: that layer's threshold becomes ``v_th * lambda /
+            lambda_calibrated``. Because every spike carries its sender's threshold, this is the
+            same as normalising with ``lambda`` (Eq. 9) without rebuilding, e.g. max-norm scales on
+            a network built with the 99.9th percentile. Max-pools follow their source layer.
         """
         options = description.options
         period = description.period_steps
@@ -475,11 +488,29 @@ class Rate(Scheme):
         threshold = options["v_unit"] if v_th is None else v_th
         if not _positive(threshold, volt):
             raise InvalidValueError(f"v_th must be a positive voltage (e.g. 1 * mV), got {v_th!r}.")
+        reset = options["reset"] if reset is None else reset
+        if reset not in ("subtract", "zero"):
+            raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {reset!r}.")
+        calibrated = options["scales"]
+        hidden_layers = {p.layer for p in description.populations if p.role == "hidden"}
+        weighted = hidden_layers - set(options["pool_sources"])
+        unknown = set(scales or {}) - weighted
+        if unknown:
+            raise InvalidValueError(f"scales can be set for the hidden Linear/Conv layers {sorted(weighted)}; "
+                                    f"not for {sorted(unknown)}.")
+        if any(not (float(value) > 0) for value in (scales or {}).values()):
+            raise InvalidValueError("Every activation scale in scales must be > 0.")
+        ratio = {layer: float((scales or {}).get(layer, calibrated[layer])) / calibrated[layer]
+                 for layer in hidden_layers}
         values = {}
         for population in description.populations:
-            if population.role == "hidden":
-                values[(population.name, "v_th")] = threshold
-        parameters = dict(v_th=threshold, steps=int(steps))
+            if population.role != "hidden":
+                continue
+            source = options["pool_sources"].get(population.layer, population.layer)
+            values[(population.name, "v_th")] = threshold * ratio[source]
+            if "zero_reset" in population.equations:
+                values[(population.name, "zero_reset")] = int(reset == "zero")
+        parameters = dict(v_th=threshold, steps=int(steps), reset=reset, scales=dict(scales or {}))
         if options["input"] == "poisson":
             seed = options["seed"] if seed is None else seed
             _check_seed(seed)
