@@ -9,13 +9,14 @@ device and returns a :class:`SimulationResult`.
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import schemes
 from .builder import MonitorRequest, build_runtime, build_standalone
-from .errors import CalibrationError, InvalidValueError, ShapeError
+from .errors import AccuracyWarning, CalibrationError, InvalidValueError, ShapeError
 from .graph import trace
 
 __all__ = ["convert", "load_network", "SpikingNetwork", "SimulationResult"]
@@ -330,6 +331,7 @@ class SpikingNetwork:
                     monitored_states.setdefault(name, {}).setdefault(variable, []).append(
                         windows.reshape(len(batch), d.period_steps, -1))
         outputs = np.concatenate(outputs)
+        _warn_silent_populations(d, spikes, sum(len(b) for b in batches))
         return SimulationResult(
             predictions=np.argmax(outputs, axis=1), outputs=outputs, ann_outputs=self.graph.forward(x),
             spike_counts={k: np.concatenate(v).astype(np.int64) for k, v in spikes.items()},
@@ -344,6 +346,17 @@ class SpikingNetwork:
             timing=dict(build=program.__dict__.pop("build_seconds", 0.0), simulate=elapsed,
                         compiled=program.__dict__.pop("freshly_built", False),
                         peak_memory_mb=max((r.peak_memory_mb or 0.0) for r in records) or None))
+
+
+def _warn_silent_populations(description, spikes, n_images, min_images=20):
+    """An AccuracyWarning for hidden populations that never spiked on a reasonable number of images."""
+    if n_images < min_images:
+        return
+    for population in description.populations:
+        if population.role == "hidden" and population.threshold and sum(c.sum() for c in spikes[population.name]) == 0:
+            warnings.warn(f"Population {population.name!r} emitted no spike for {n_images} images: the information "
+                          "stops there. Check its thresholds (calibration data, percentile, run-time scales).",
+                          AccuracyWarning, stacklevel=3)
 
 
 def _per_image(cumulative, start, period, n_images):

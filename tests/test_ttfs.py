@@ -253,3 +253,15 @@ def test_overriding_a_conv_scale_moves_its_max_pool_too():
     conv, pool = (p.name for p in snn.description.populations[1:3])
     setup = snn.scheme.setup(snn.description, scales={"0": 0.25})
     assert setup.values[(conv, "v_th")] == setup.values[(pool, "v_th")] == 0.25 * snn.description.options["v_unit"]
+
+
+def test_warnings_for_coarse_codes_and_silent_layers(dense):
+    from brianconv.errors import AccuracyWarning
+
+    model, x = dense
+    with pytest.warns(AccuracyWarning, match="t_max=1 is coarse"):
+        brianconv.convert(model, "ttfs", calibration=x, t_max=1)
+    snn = brianconv.convert(model, "ttfs", calibration=x, t_max=T)
+    hidden_layer = snn.graph.layers[1].name
+    with pytest.warns(AccuracyWarning, match="emitted no spike for 30 images"):
+        snn.simulate(x, device="numpy", scales={hidden_layer: 1e6})  # a huge threshold silences the layer

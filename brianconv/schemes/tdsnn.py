@@ -254,7 +254,8 @@ class TDSNN(Scheme):
         g_bias = float(np.exp(t_bias / L))
         names = _population_names(graph)
         populations, projections = [], []
-        # population -> (window start, steps its window needs); layer -> (carrier, pending map, T_out, emit start)
+        # span: population -> steps its window needs (for the image period);
+        # carriers: layer -> (population sending its code, pending linear map, T_out of the code, code window start)
         span = {}
         t_input = int(spike_step(calibration.scales[graph.input.name], L))
         inp = names[graph.input.name]
@@ -327,7 +328,6 @@ class TDSNN(Scheme):
                                         connections.n_post)
             projections.append(Projection(f"{source}_to_{name}", source, name, negated, model=_SYNAPSE_MODEL,
                                           on_pre=ON_PRE, weight_unit=v_unit))
-        # the input population first, then every population in creation order (the builder needs no order)
         if o["pipeline"]:
             period = max(span.values())
         else:

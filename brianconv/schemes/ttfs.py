@@ -175,6 +175,7 @@ class TTFS(Scheme):
             if fraction > 0.01 and graph[name] is not graph.output:
                 warnings.warn(f"ttfs: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
                               "threshold and will be clipped.", AccuracyWarning, stacklevel=3)
+        _warn_coarse_code(graph, x, calibration, int(self.options["t_max"]))
         return calibration
 
     # -- description -----------------------------------------------------------------------
@@ -331,6 +332,21 @@ def _run_scales(description, scales=None, threshold_scale=1.0):
     merged = dict(description.options["scales"], **(scales or {}))
     return {name: value * (1.0 if name == description.options["input_layer"] else threshold_scale)
             for name, value in merged.items()}
+
+
+def _warn_coarse_code(graph, x, calibration, T, limit=0.25):
+    """Warn where ``t_max`` is too coarse: many positive activations round to "no spike"."""
+    _, activations = graph.forward(x, record=True)
+    for layer in graph.layers[:-1]:
+        values = activations[layer.name]
+        positive = values[values > 0]
+        if positive.size == 0:
+            continue
+        lost = float(np.mean(positive / calibration.scales[layer.name] * T < 0.5))
+        if lost > limit:
+            warnings.warn(f"ttfs: t_max={T} is coarse for layer {layer.name!r}: {100 * lost:.0f} % of its positive "
+                          f"activations are below half a step ({calibration.scales[layer.name] / (2 * T):.3g}) and "
+                          "send no spike. Increase t_max.", AccuracyWarning, stacklevel=4)
 
 
 def _search_scales(graph, x, calibration, T, candidates):
