@@ -24,14 +24,16 @@ import numpy as np
 
 import brianconv
 from brianconv import datasets, models
+from brianconv.calibration import calibrate
 from brianconv.errors import DataNotFoundError
 
 #: The paper's ablation (its Fig. 3, CIFAR-10): the baseline, then one tool added at a time.
+#: ``input`` needs its own compiled network; reset and max-norm scales are run-time parameters.
 ABLATION = [
-    ("reset to zero,\nPoisson, max-norm", dict(reset="zero", input="poisson", percentile=100)),
-    ("+ reset by\nsubtraction", dict(reset="subtract", input="poisson", percentile=100)),
-    ("+ analog\ninput", dict(reset="subtract", input="analog", percentile=100)),
-    ("+ 99.9th percentile\nnorm (default)", dict(reset="subtract", input="analog", percentile=99.9)),
+    ("reset to zero,\nPoisson, max-norm", "poisson", dict(reset="zero", max_norm=True)),
+    ("+ reset by\nsubtraction", "poisson", dict(reset="subtract", max_norm=True)),
+    ("+ analog\ninput", "analog", dict(reset="subtract", max_norm=True)),
+    ("+ 99.9th percentile\nnorm (default)", "analog", dict(reset="subtract", max_norm=False)),
 ]
 
 
@@ -64,15 +66,18 @@ def steps_to_reach(curve, target):
     return None if below[-1] == len(curve) - 1 else int(below[-1]) + 2
 
 
-def simulate(model, x, y, xc, args, **options):
-    snn = brianconv.convert(model, "rate", calibration=xc, duration=args.duration, **options)
-    result = snn.simulate(x, labels=y, n_workers=args.workers, build_root=args.build_dir, batch_size=args.batch,
-                          trace=True)
-    return snn, result
+def convert(model, xc, args, **options):
+    return brianconv.convert(model, "rate", calibration=xc, duration=args.duration, **options)
+
+
+def run(snn, x, y, args, **parameters):
+    return snn.simulate(x, labels=y, n_workers=args.workers, build_root=args.build_dir, batch_size=args.batch,
+                        trace=True, **parameters)
 
 
 def main_run(model, x, y, xc, args):
-    snn, result = simulate(model, x, y, xc, args)
+    snn = convert(model, xc, args)
+    result = run(snn, x, y, args)
     print(snn.description.summary())
     curve = accuracy_curve(result)
     ann = 100 * result.ann_accuracy
@@ -107,27 +112,39 @@ def main_run(model, x, y, xc, args):
     return snn, result, curve
 
 
-def ablation(model, x, y, xc, args, main_result):
-    """Accuracy at a fixed step count, adding the paper's tools one at a time (last: the main run)."""
+def ablation(model, snn, x, y, xc, args, main_result):
+    """Accuracy at a fixed step count, adding the paper's tools one at a time (last: the main run).
+
+    Two compiled networks (Poisson and analog input); reset and max-norm are run-time parameters
+    (the max-norm scales are the maxima of the calibration activations of each hidden layer).
+    """
     n = min(args.ablation_images, len(x))
+    max_scales = {name: scale for name, scale in calibrate(snn.graph, xc, 100).scales.items()
+                  if name in snn.description.options["scales"] and snn.graph[name].is_weighted
+                  and snn.graph[name] is not snn.graph.output}
+    networks = {"analog": snn}
     curves = []
-    print(f"\nAblation on the first {n} images, accuracy at k = {args.ablation_steps} and {args.duration} steps:")
-    for label, options in ABLATION:
-        if options == dict(reset="subtract", input="analog", percentile=99.9):
-            result = main_result
-            curve = 100 * np.mean(result.output_trace[:n].argmax(-1) == y[:n, None], axis=0)
-            seconds = "(main run)"
+    ann = 100 * np.mean(main_result.ann_predictions[:n] == y[:n])
+    print(f"\nAblation on the first {n} images (ANN {ann:.2f} %), SNN accuracy at k = {args.ablation_steps} and "
+          f"{args.duration} steps:")
+    for label, input_mode, config in ABLATION:
+        start = time.perf_counter()
+        if input_mode == "analog" and not config["max_norm"]:
+            curve = 100 * np.mean(main_result.output_trace[:n].argmax(-1) == y[:n, None], axis=0)
+            note = "(main run)"
         else:
-            start = time.perf_counter()
-            _, result = simulate(model, x[:n], y[:n], xc, args, **options)
+            if input_mode not in networks:
+                networks[input_mode] = convert(model, xc, args, input=input_mode)
+            result = run(networks[input_mode], x[:n], y[:n], args, reset=config["reset"],
+                         scales=max_scales if config["max_norm"] else None)
             curve = accuracy_curve(result)
-            seconds = f"({time.perf_counter() - start:.0f} s incl. build)"
+            note = f"({time.perf_counter() - start:.0f} s{', incl. build' if result.timing['compiled'] else ''})"
         curves.append(curve)
-        print(f"  {label.replace(chr(10), ' '):<44}{curve[args.ablation_steps - 1]:7.2f} %{curve[-1]:8.2f} %  {seconds}")
+        print(f"  {label.replace(chr(10), ' '):<44}{curve[args.ablation_steps - 1]:7.2f} %{curve[-1]:8.2f} %  {note}")
     return n, curves
 
 
-def correlation(model, snn, x, args):
+def correlation(snn, x, args):
     """Per-layer ANN activation against SNN rate (spike count / T times the layer's scale)."""
     import torch
 
@@ -151,7 +168,7 @@ def correlation(model, snn, x, args):
     return pairs
 
 
-def figures(args, curve, n_ablation, curves, ann_accuracy, pairs):
+def figures(args, curve, n_ablation, curves, ann_accuracy, ann_subset_accuracy, pairs):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -161,28 +178,20 @@ def figures(args, curve, n_ablation, curves, ann_accuracy, pairs):
     steps = np.arange(1, len(curve) + 1)
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     ax.plot(steps, curve, lw=2, color="k", label=f"SNN, default ({args.images_used} images)")
-    for (label, _), c in zip(ABLATION[:-1], curves[:-1]):
+    for (label, _, _), c in zip(ABLATION[:-1], curves[:-1]):
         ax.plot(steps, c, lw=1, label=label.replace("\n", " ") + f" ({n_ablation} images)")
     ax.axhline(ann_accuracy, color="grey", ls="--", lw=1, label=f"ANN ({ann_accuracy:.2f} %)")
     ax.set_xlabel("simulated steps per image (dt = 1 ms)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(max(0, min(c[len(c) // 10] for c in [curve] + curves) - 5), 100)
+    ax.set_ylim(max(0, min(c[len(c) // 10] for c in [curve, *curves]) - 5), 100)
     ax.set_title("Accuracy against simulated time (rate coding)")
     ax.legend(fontsize=7, loc="lower right")
     fig.savefig(out / "rate_accuracy_vs_time.png", dpi=120)
+    saved = ["rate_accuracy_vs_time.png"]
 
-    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    values = [c[args.ablation_steps - 1] for c in curves]
-    bars = ax.bar(range(len(values)), values, color=["C3", "C1", "C2", "C0"])
-    for bar, value in zip(bars, values):
-        ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.axhline(ann_accuracy, color="grey", ls="--", lw=1, label="ANN")
-    ax.set_xticks(range(len(values)), [label for label, _ in ABLATION], fontsize=8)
-    ax.set_ylabel(f"accuracy after {args.ablation_steps} steps (%)")
-    ax.set_ylim(max(0, min(values) - 10), 100)
-    ax.set_title(f"Conversion tools added one at a time ({n_ablation} MNIST test images)")
-    ax.legend(fontsize=8)
-    fig.savefig(out / "rate_ablation.png", dpi=120)
+    if curves:
+        ablation_figure(plt, args, n_ablation, curves, ann_subset_accuracy, out)
+        saved.append("rate_ablation.png")
 
     fig, axes = plt.subplots(1, len(pairs), figsize=(3.2 * len(pairs), 3.3), constrained_layout=True)
     for ax, (name, (ann, rate, r, scale)) in zip(np.atleast_1d(axes), pairs.items()):
@@ -194,8 +203,24 @@ def figures(args, curve, n_ablation, curves, ann_accuracy, pairs):
         ax.set_xlabel("ANN activation")
     np.atleast_1d(axes)[0].set_ylabel("SNN rate x scale")
     fig.savefig(out / "rate_correlation.png", dpi=120)
-    for name in ("rate_accuracy_vs_time.png", "rate_ablation.png", "rate_correlation.png"):
+    saved.append("rate_correlation.png")
+    for name in saved:
         print(f"saved {out / name}")
+
+
+def ablation_figure(plt, args, n_ablation, curves, ann_accuracy, out):
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    values = [c[args.ablation_steps - 1] for c in curves]
+    bars = ax.bar(range(len(values)), values, color=["C3", "C1", "C2", "C0"])
+    for bar, value in zip(bars, values):
+        ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.axhline(ann_accuracy, color="grey", ls="--", lw=1, label=f"ANN ({ann_accuracy:.2f} %)")
+    ax.set_xticks(range(len(values)), [label for label, _, _ in ABLATION], fontsize=8)
+    ax.set_ylabel(f"accuracy after {args.ablation_steps} steps (%)")
+    ax.set_ylim(max(0, min(values) - 10), 100)
+    ax.set_title(f"Conversion tools added one at a time ({n_ablation} MNIST test images)")
+    ax.legend(fontsize=8)
+    fig.savefig(out / "rate_ablation.png", dpi=120)
 
 
 def main():
@@ -210,7 +235,7 @@ def main():
     parser.add_argument("--batch", type=int, default=250, help="images per run of the compiled program")
     parser.add_argument("--report-steps", type=int, nargs="+", default=[10, 20, 30, 50, 75, 100, 150])
     parser.add_argument("--ablation-images", type=int, default=500)
-    parser.add_argument("--ablation-steps", type=int, default=50, help="step count at which the ablation is compared")
+    parser.add_argument("--ablation-steps", type=int, default=30, help="step count at which the ablation is compared")
     parser.add_argument("--correlation-images", type=int, default=20)
     parser.add_argument("--data", default=None)
     parser.add_argument("--build-dir", default=None)
@@ -227,9 +252,10 @@ def main():
     snn, result, curve = main_run(model, x, y, xc, args)
     n_ablation, curves = (0, [])
     if not args.skip_ablation:
-        n_ablation, curves = ablation(model, x, y, xc, args, result)
-    pairs = correlation(model, snn, x, args)
-    figures(args, curve, n_ablation, curves or [curve], 100 * result.ann_accuracy, pairs)
+        n_ablation, curves = ablation(model, snn, x, y, xc, args, result)
+    pairs = correlation(snn, x, args)
+    ann_subset = 100 * np.mean(result.ann_predictions[:n_ablation] == y[:n_ablation]) if n_ablation else None
+    figures(args, curve, n_ablation, curves, 100 * result.ann_accuracy, ann_subset, pairs)
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
 
 

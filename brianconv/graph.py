@@ -187,20 +187,25 @@ class LayerGraph:
                                     "clean the data before converting or simulating.")
         return x
 
-    def forward(self, x, record=False):
+    def forward(self, x, record=False, chunk=256):
         """Run the graph in float64 torch.
 
         Parameters
         ----------
         x : array or tensor, shape (N, *input_shape)
         record : bool
-            Also return every layer's output.
+            Also return every layer's output (all N samples at once: mind the memory).
+        chunk : int
+            Without ``record``, samples are processed ``chunk`` at a time, so memory stays bounded.
 
         Returns
         -------
         np.ndarray of shape (N, n_out), and with ``record`` a dict ``name -> (N, *out_shape)``.
         """
-        values = {self.input.name: torch.as_tensor(self.check_input(x))}
+        x = self.check_input(x)
+        if not record and len(x) > chunk:
+            return np.concatenate([self.forward(x[start:start + chunk]) for start in range(0, len(x), chunk)])
+        values = {self.input.name: torch.as_tensor(x)}
         with torch.no_grad():
             for layer in self.layers[1:]:
                 values[layer.name] = layer.forward(*(values[name] for name in layer.inputs))
