@@ -84,7 +84,7 @@ def _swap_relus(module, make):
     """Replace every ``nn.ReLU`` child (recursively) by ``make(relu)``; return the replaced ones."""
     replaced = []
     for name, child in module.named_children():
-        if isinstance(child, nn.ReLU) or isinstance(child, TDSNNActivation):
+        if isinstance(child, (nn.ReLU, TDSNNActivation)):
             new = make(child)
             setattr(module, name, new)
             replaced.append((module, name, child))
@@ -144,7 +144,7 @@ def finetune_tdsnn(model, data, L, epochs=1.0, lr=1e-4, batch_size=128, subtract
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     else:
         loader = data
-    n_steps = max(1, int(round(epochs * len(loader))))
+    n_steps = max(1, round(epochs * len(loader)))
     optimiser = torch.optim.Adam(coded.parameters(), lr=lr)
     coded.train()
     step = 0
