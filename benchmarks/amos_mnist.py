@@ -1,7 +1,7 @@
 """AMOS conversion (Stöckl & Maass 2020) on MNIST: accuracy against the ANN, spikes per image,
 neurons and parameters added (the paper's Table 3), and throughput in pipelined mode.
 
-    python benchmarks/amos_mnist.py                        # small_cnn, K = 10, 1,000 test images
+    python benchmarks/amos_mnist.py                        # small_cnn, K = 10, first 1,000 test images
     python benchmarks/amos_mnist.py --images 200 --model mlp
     python benchmarks/amos_mnist.py --model lopez_randulfe_cnn  # prints why it is not simulated
 
@@ -28,7 +28,7 @@ from brianconv import datasets, models
 from brianconv.connectivity import connections_for
 from brianconv.errors import DataNotFoundError
 from brianconv.graph import trace
-from brianconv.schemes.amos import relu_unit, sent_values, spike_images, synapse_count
+from brianconv.schemes.amos import relu_unit, sent_values, synapse_count
 
 PAPER_TABLE3 = {"sigmoid (K=8)": 52, "ReLU (K=10)": 75, "Swish (K=12)": 102, "Mult (K=40)": 940}
 

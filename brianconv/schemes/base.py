@@ -3,10 +3,13 @@
 from dataclasses import dataclass, field
 
 import numpy as np
+from brian2 import second, volt
 
+from ..connectivity import compose, connections_for
 from ..errors import ConversionError, InvalidValueError, UnknownMethodError
 
-__all__ = ["Scheme", "RunSetup", "register", "get", "available"]
+__all__ = ["Scheme", "RunSetup", "register", "get", "available", "population_names", "projected_layers",
+           "check_percentile", "check_positive"]
 
 _REGISTRY = {}
 
@@ -83,7 +86,18 @@ class Scheme:
         self.validate_options()
 
     def validate_options(self):
-        """Raise :class:`~brianconv.errors.InvalidValueError` for out-of-range options."""
+        """Raise :class:`~brianconv.errors.InvalidValueError` for out-of-range options.
+
+        The base class checks the options most schemes share (``percentile``, ``dt``, ``v_unit``);
+        subclasses extend it.
+        """
+        o = self.options
+        if "percentile" in o:
+            check_percentile(o["percentile"])
+        if "dt" in o:
+            check_positive("dt", o["dt"], second, "time")
+        if "v_unit" in o:
+            check_positive("v_unit", o["v_unit"], volt, "voltage")
 
     # -- the interface ---------------------------------------------------------------------
     def check(self, graph):
@@ -99,6 +113,20 @@ class Scheme:
             if layer.activation is not None and layer.activation not in allowed:
                 raise ConversionError(f"Method {self.name!r} cannot represent the {layer.activation!r} activation "
                                       f"of layer {layer.name!r}; it represents {sorted(self.activations)}.")
+
+    #: activations allowed right after a pooling layer, and the layer types the output may have
+    pool_activations = frozenset({None, "relu"})
+    output_ops = frozenset({"linear", "conv"})
+
+    def check_pooling_and_output(self, graph):
+        """Pooling followed only by :attr:`pool_activations`; the output one of :attr:`output_ops`."""
+        for layer in graph:
+            if layer.op in ("maxpool", "avgpool") and layer.activation not in self.pool_activations:
+                raise ConversionError(f"{self.name}: layer {layer.name!r} applies {layer.activation!r} after pooling; "
+                                      "only ReLU can be represented.")
+        if graph.output.op not in self.output_ops:
+            raise ConversionError(f"{self.name}: the output layer {graph.output.name!r} must be "
+                                  f"{' or '.join(sorted(self.output_ops))}, not {graph.output.op}.")
 
     def check_input(self, x):
         """Raise for inputs the code cannot carry (default: none)."""
@@ -124,3 +152,53 @@ class Scheme:
         start = setup.window_starts[description.output_population]
         steps = start + np.arange(n_images) * description.period_steps + setup.readout_step
         return records.output[steps] / float(description.output_unit)
+
+
+def check_percentile(value):
+    """Raise unless ``value`` is in (0, 100]."""
+    if not 0 < value <= 100:
+        raise InvalidValueError(f"percentile must be in (0, 100], got {value}.")
+
+
+def check_positive(name, value, unit, kind):
+    """Raise unless ``value`` is a positive Brian2 quantity with the dimensions of ``unit``."""
+    try:
+        positive = float(value / unit) > 0
+    except Exception:  # wrong dimensions or not a number
+        positive = False
+    if not positive:
+        raise InvalidValueError(f"{name} must be a positive {kind} (e.g. in {unit}), got {value!r}.")
+
+
+def population_names(graph):
+    """Brian2-safe, unique population names: ``input`` and ``<op>_<layer name>``."""
+    names = {}
+    for k, layer in enumerate(graph):
+        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
+        names[layer.name] = base if base not in names.values() else f"{base}_{k}"
+    return names
+
+
+def projected_layers(graph, names, carried_by=None):
+    """The layers that get a population, with the source population and connections they read.
+
+    Average pooling is linear and has no neurons of its own: it is folded into the projection of
+    the layer that reads it (:func:`~brianconv.connectivity.compose`).
+
+    Yields
+    ------
+    (layer, source population name, Connections)
+        In graph order, for every layer after the input except average pools.
+    """
+    carriers = {graph.input.name: (names[graph.input.name], None)}
+    for layer in graph.layers[1:]:
+        source, pending = carriers[layer.inputs[0]]
+        if layer.op == "avgpool":
+            pool = connections_for(layer)[0]
+            carriers[layer.name] = (source, pool if pending is None else compose(pending, pool))
+            continue
+        connections = connections_for(layer)[0]
+        if pending is not None:
+            connections = compose(pending, connections)
+        carriers[layer.name] = (names[layer.name], None)
+        yield layer, source, connections

@@ -80,13 +80,13 @@ before the next enters. Every population resets at the start of its window (even
 
 import numpy as np
 import torch
-from brian2 import mV, ms, second, volt
+from brian2 import mV, ms
 
 from ..calibration import Calibration, activation_scale
 from ..connectivity import compose, connections_for
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
-from .base import RunSetup, Scheme, register
+from .base import RunSetup, Scheme, population_names, register
 
 __all__ = ["TDSNN", "spike_step", "code_value", "emulate", "INPUT_EQUATIONS", "NEURON_EQUATIONS",
            "OUTPUT_EQUATIONS", "TICK_EQUATIONS", "BIAS_EQUATIONS", "MAXPOOL_EQUATIONS"]
@@ -207,31 +207,21 @@ class TDSNN(Scheme):
     defaults = dict(L=8.0, dt=0.1 * ms, percentile=100.0, offset="fold", v_unit=1 * mV, pipeline=True)
 
     def validate_options(self):
+        super().validate_options()
         o = self.options
         if not (np.isfinite(o["L"]) and o["L"] > 0):
             raise InvalidValueError(f"L is the leak constant in steps and must be > 0, got {o['L']!r}.")
         if o["offset"] not in ("fold", "keep"):
             raise InvalidValueError(f"offset must be 'fold' or 'keep', got {o['offset']!r}.")
-        if not 0 < o["percentile"] <= 100:
-            raise InvalidValueError(f"percentile must be in (0, 100], got {o['percentile']}.")
-        if not (o["dt"] / second > 0):
-            raise InvalidValueError(f"dt must be a positive time, got {o['dt']}.")
-        if not (o["v_unit"] / volt > 0):
-            raise InvalidValueError(f"v_unit must be a positive voltage, got {o['v_unit']}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
         super().check(graph)
+        self.check_pooling_and_output(graph)
         for layer in graph:
-            if layer.op in ("maxpool", "avgpool") and layer.activation not in (None, "relu"):
-                raise ConversionError(f"tdsnn: layer {layer.name!r} applies {layer.activation!r} after pooling; "
-                                      "only ReLU can be represented.")
             if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
                 raise ConversionError(f"tdsnn: max-pooling {layer.name!r} directly after average pooling is not "
                                       "supported; average-pool after the max-pool instead.")
-        if graph.output.op not in ("linear", "conv"):
-            raise ConversionError(f"tdsnn: the output layer {graph.output.name!r} must be Linear or Conv2d, "
-                                  f"not {graph.output.op}.")
 
     def check_input(self, x):
         if np.min(x) < 0:
@@ -252,7 +242,7 @@ class TDSNN(Scheme):
         L, v_unit = float(o["L"]), o["v_unit"]
         t_bias = int(spike_step(1.0, L))
         g_bias = float(np.exp(t_bias / L))
-        names = _population_names(graph)
+        names = population_names(graph)
         populations, projections = [], []
         # span: population -> steps its window needs (for the image period);
         # carriers: layer -> (population sending its code, pending linear map, T_out of the code, code window start)
@@ -411,9 +401,3 @@ def _all_to_all(n_pre, n_post, weight):
                        np.ascontiguousarray(weight.ravel()), n_pre, n_post)
 
 
-def _population_names(graph):
-    names = {}
-    for k, layer in enumerate(graph):
-        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
-        names[layer.name] = base if base not in names.values() else f"{base}_{k}"
-    return names

@@ -38,13 +38,12 @@ with one image's silent and spiking stage while the others work on earlier/later
 import warnings
 
 import numpy as np
-from brian2 import mV, ms, second, volt
+from brian2 import mV, ms
 
 from ..calibration import activation_scale, calibrate
-from ..connectivity import compose, connections_for
 from ..description import NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
-from .base import RunSetup, Scheme, register
+from .base import RunSetup, Scheme, population_names, projected_layers, register
 
 __all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS"]
 
@@ -132,31 +131,21 @@ class TTFS(Scheme):
                     pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0))
 
     def validate_options(self):
+        super().validate_options()
         o = self.options
         if int(o["t_max"]) != o["t_max"] or o["t_max"] < 1:
             raise InvalidValueError(f"t_max is a number of steps and must be an integer >= 1, got {o['t_max']!r}.")
         if o["threshold"] not in ("percentile", "max", "search"):
             raise InvalidValueError(f"threshold must be 'percentile', 'max' or 'search', got {o['threshold']!r}.")
-        if not 0 < o["percentile"] <= 100:
-            raise InvalidValueError(f"percentile must be in (0, 100], got {o['percentile']}.")
-        if not (o["dt"] / second > 0):
-            raise InvalidValueError(f"dt must be a positive time, got {o['dt']}.")
-        if not (o["v_unit"] / volt > 0):
-            raise InvalidValueError(f"v_unit must be a positive voltage, got {o['v_unit']}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
         super().check(graph)
+        self.check_pooling_and_output(graph)
         for layer in graph:
-            if layer.op in ("maxpool", "avgpool") and layer.activation not in (None, "relu"):
-                raise ConversionError(f"ttfs: layer {layer.name!r} applies {layer.activation!r} after pooling; "
-                                      "only ReLU can be represented.")
             if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
                 raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after average pooling is not "
                                       "supported; average-pool after the max-pool instead.")
-        if graph.output.op != "linear" and graph.output.op != "conv":
-            raise ConversionError(f"ttfs: the output layer {graph.output.name!r} must be Linear or Conv2d, "
-                                  f"not {graph.output.op}.")
 
     def check_input(self, x):
         if np.min(x) < 0:
@@ -183,7 +172,7 @@ class TTFS(Scheme):
         o = self.options
         T = int(o["t_max"])
         v_unit = o["v_unit"]
-        names = _population_names(graph)
+        names = population_names(graph)
         populations, projections, layout = [], [], []
         x_max = calibration.scales[graph.input.name]
         populations.append(Population(
@@ -191,18 +180,8 @@ class TTFS(Scheme):
             values=dict(T_steps=T, x_max=x_max, v_th=x_max * v_unit), layer=graph.input.name,
             shape=graph.input.out_shape, role="input"))
         layout.append((names[graph.input.name], None, "input"))
-        # layer name -> (population carrying its value, pending linear map not yet given to synapses)
-        carriers = {graph.input.name: (names[graph.input.name], None)}
-        for layer in graph.layers[1:]:
-            source, pending = carriers[layer.inputs[0]]
-            if layer.op == "avgpool":
-                pool = connections_for(layer)[0]
-                carriers[layer.name] = (source, pool if pending is None else compose(pending, pool))
-                continue
+        for layer, source, connections in projected_layers(graph, names):
             name = names[layer.name]
-            connections = connections_for(layer)[0]
-            if pending is not None:
-                connections = compose(pending, connections)
             if layer.op == "maxpool":
                 populations.append(Population(
                     name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
@@ -212,20 +191,19 @@ class TTFS(Scheme):
                 projections.append(Projection(f"{source}_to_{name}", source, name, connections,
                                               model="", on_pre="n_in_post += 1"))
                 layout.append((name, source, "maxpool"))
-            else:
-                output = layer is graph.output
-                bias = np.repeat(layer.bias, layer.size // len(layer.bias))
-                populations.append(Population(
-                    name, layer.size, OUTPUT_EQUATIONS if output else NEURON_EQUATIONS,
-                    threshold=None if output else NEURON_THRESHOLD, reset=None if output else NEURON_RESET,
-                    events={"window_start": (WINDOW_START, "v = 0 * volt\nI_syn = 0 * volt / second"
-                                             + ("" if output else "\nfired = 0"))},
-                    values=dict(T_steps=T, v_th=calibration.scales[layer.name] * v_unit, b=bias),
-                    layer=layer.name, shape=layer.out_shape, role="output" if output else "hidden",
-                    namespace={"v_unit": v_unit}))
-                projections.append(Projection(f"{source}_to_{name}", source, name, connections, on_pre=ON_PRE))
-                layout.append((name, source, "output" if output else "neuron"))
-            carriers[layer.name] = (name, None)
+                continue
+            output = layer is graph.output
+            bias = np.repeat(layer.bias, layer.size // len(layer.bias))
+            populations.append(Population(
+                name, layer.size, OUTPUT_EQUATIONS if output else NEURON_EQUATIONS,
+                threshold=None if output else NEURON_THRESHOLD, reset=None if output else NEURON_RESET,
+                events={"window_start": (WINDOW_START, "v = 0 * volt\nI_syn = 0 * volt / second"
+                                         + ("" if output else "\nfired = 0"))},
+                values=dict(T_steps=T, v_th=calibration.scales[layer.name] * v_unit, b=bias),
+                layer=layer.name, shape=layer.out_shape, role="output" if output else "hidden",
+                namespace={"v_unit": v_unit}))
+            projections.append(Projection(f"{source}_to_{name}", source, name, connections, on_pre=ON_PRE))
+            layout.append((name, source, "output" if output else "neuron"))
         starts = _window_starts(layout, T)
         for population in populations:
             population.window_start = starts[population.name]
@@ -299,14 +277,6 @@ class TTFS(Scheme):
     def quantisation_step(self, description):
         """Resolution of the code: the value of one step, as a fraction of each layer's scale."""
         return 1.0 / description.options["t_max"]
-
-
-def _population_names(graph):
-    names = {}
-    for k, layer in enumerate(graph):
-        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
-        names[layer.name] = base if base not in names.values() else f"{base}_{k}"
-    return names
 
 
 def _window_starts(layout, T):
