@@ -85,13 +85,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from brian2 import mV, ms, second, volt
+from brian2 import mV, ms
 
 from ..calibration import calibrate
-from ..connectivity import Connections, compose, connections_for
+from ..connectivity import Connections
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
-from .base import RunSetup, Scheme, register
+from .base import RunSetup, Scheme, population_names, projected_layers, register
 
 __all__ = ["AMOS", "Unit", "relu_unit", "load_unit", "spike_images", "sent_values", "synapse_count",
            "NEURON_EQUATIONS", "INPUT_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR"]
@@ -229,16 +229,11 @@ class AMOS(Scheme):
     defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None)
 
     def validate_options(self):
+        super().validate_options()
         o = self.options
         if int(o["K"]) != o["K"] or not 1 <= o["K"] <= 52:
             raise InvalidValueError(f"K is a number of neurons per unit and must be an integer in [1, 52] "
                                     f"(float64 resolution), got {o['K']!r}.")
-        if not 0 < o["percentile"] <= 100:
-            raise InvalidValueError(f"percentile must be in (0, 100], got {o['percentile']}.")
-        if not (o["dt"] / second > 0):
-            raise InvalidValueError(f"dt must be a positive time, got {o['dt']}.")
-        if not (o["v_unit"] / volt > 0):
-            raise InvalidValueError(f"v_unit must be a positive voltage, got {o['v_unit']}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
@@ -273,7 +268,7 @@ class AMOS(Scheme):
     def describe(self, graph, calibration):
         o = self.options
         v_unit = o["v_unit"]
-        names = _population_names(graph)
+        names = population_names(graph)
         inp = graph.input
         first = next(layer for layer in graph.layers[1:] if layer.is_weighted)
         n_delays = 1 if first is graph.output else self.unit_for(first, calibration).K
@@ -284,17 +279,8 @@ class AMOS(Scheme):
         projections = []
         units = {names[inp.name]: None}
         starts = {names[inp.name]: 0}
-        carriers = {inp.name: (names[inp.name], None)}
-        for layer in graph.layers[1:]:
-            source, pending = carriers[layer.inputs[0]]
-            if layer.op == "avgpool":
-                pool = connections_for(layer)[0]
-                carriers[layer.name] = (source, pool if pending is None else compose(pending, pool))
-                continue
+        for layer, source, connections in projected_layers(graph, names):
             name = names[layer.name]
-            connections = connections_for(layer)[0]
-            if pending is not None:
-                connections = compose(pending, connections)
             src_unit, n = units[source], layer.size
             bias = np.repeat(layer.bias, n // len(layer.bias))
             if layer is graph.output:
@@ -315,7 +301,6 @@ class AMOS(Scheme):
                 units[name] = target_unit
                 starts[name] = starts[source] + (src_unit.K if src_unit else 1)
             projections += _feedforward(source, name, connections, src_unit, target_unit, v_unit)
-            carriers[layer.name] = (name, None)
         for population in populations:
             population.window_start = starts[population.name]
         period = 1 if o["pipeline"] else max(starts.values()) + 1
@@ -385,14 +370,6 @@ def sent_values(result, description, population, unit, n_images):
     values = np.zeros((n_images, n))
     np.add.at(values, (image, neuron % n), unit.d[neuron // n])
     return values, counts
-
-
-def _population_names(graph):
-    names = {}
-    for index, layer in enumerate(graph):
-        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
-        names[layer.name] = base if base not in names.values() else f"{base}_{index}"
-    return names
 
 
 def _connections(pre, post, weight, n_pre, n_post):
