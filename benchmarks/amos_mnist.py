@@ -26,7 +26,6 @@ import numpy as np
 import brianconv
 from brianconv import datasets, models
 from brianconv.connectivity import connections_for
-from brianconv.errors import DataNotFoundError
 from brianconv.graph import trace
 from brianconv.schemes.amos import relu_unit, sent_values, synapse_count
 
@@ -34,17 +33,10 @@ PAPER_TABLE3 = {"sigmoid (K=8)": 52, "ReLU (K=10)": 75, "Swish (K=12)": 102, "Mu
 
 
 def load_data(args):
-    roots = [args.data, None, Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
-    for root in roots:
-        try:
-            x, y = datasets.load_mnist("test", root=root, limit=args.images)
-            xc, _ = datasets.load_mnist("train", root=root)
-            return x, y, xc[-args.calibration:], f"MNIST test set ({datasets.find_mnist_root(root)})"
-        except DataNotFoundError:
-            continue
-    x, y = datasets.load_sample("test", limit=args.images)
-    xc, _ = datasets.load_sample("train")
-    return x, y, xc, "bundled sample (full MNIST not found)"
+    shared = [Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
+    x, y, source = datasets.load_mnist_or_sample("test", args.data, args.images, shared)
+    xc, _, _ = datasets.load_mnist_or_sample("train", args.data, None, shared)
+    return x, y, xc[-args.calibration:], source
 
 
 def estimated_synapses(graph, K):

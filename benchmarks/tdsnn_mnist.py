@@ -20,7 +20,6 @@ import torch
 
 import brianconv
 from brianconv import datasets, models
-from brianconv.errors import DataNotFoundError
 from brianconv.metrics import ann_cost
 from brianconv.nn import finetune_tdsnn
 from brianconv.schemes.tdsnn import emulate
@@ -30,17 +29,10 @@ PAPER_REDUCTION = 42  # % fewer total operations than the DNN, "on average in la
 
 
 def load_data(args):
-    roots = [args.data, None, Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
-    for root in roots:
-        try:
-            x, y = datasets.load_mnist("test", root=root, limit=args.images)
-            xt, yt = datasets.load_mnist("train", root=root)
-            return x, y, xt, yt, f"MNIST test set ({datasets.find_mnist_root(root)})"
-        except DataNotFoundError:
-            continue
-    x, y = datasets.load_sample("test", limit=args.images)
-    xt, yt = datasets.load_sample("train")
-    return x, y, xt, yt, "bundled sample (full MNIST not found)"
+    shared = [Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
+    x, y, source = datasets.load_mnist_or_sample("test", args.data, args.images, shared)
+    xt, yt, _ = datasets.load_mnist_or_sample("train", args.data, None, shared)
+    return x, y, xt, yt, source
 
 
 def run(model, x, y, xc, args, label, states=None, spikes=()):

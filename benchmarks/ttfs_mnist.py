@@ -16,7 +16,6 @@ import numpy as np
 
 import brianconv
 from brianconv import datasets, models
-from brianconv.errors import DataNotFoundError
 from brianconv.metrics import ann_cost
 
 PAPER = dict(ann_accuracy=99.56, snn_accuracy=99.44, spikes_per_neuron=0.142, synaptic_ops=1_015_015,
@@ -24,17 +23,10 @@ PAPER = dict(ann_accuracy=99.56, snn_accuracy=99.44, spikes_per_neuron=0.142, sy
 
 
 def load_data(args):
-    roots = [args.data, None, Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
-    for root in roots:
-        try:
-            x, y = datasets.load_mnist("test", root=root, limit=args.images)
-            xc, _ = datasets.load_mnist("train", root=root)
-            return x, y, xc[-args.calibration:], f"MNIST test set ({datasets.find_mnist_root(root)})"
-        except DataNotFoundError:
-            continue
-    x, y = datasets.load_sample("test", limit=args.images)
-    xc, _ = datasets.load_sample("train")
-    return x, y, xc, "bundled sample (full MNIST not found)"
+    shared = [Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
+    x, y, source = datasets.load_mnist_or_sample("test", args.data, args.images, shared)
+    xc, _, _ = datasets.load_mnist_or_sample("train", args.data, None, shared)
+    return x, y, xc[-args.calibration:], source
 
 
 def main_run(model, x, y, xc, args):

@@ -223,11 +223,7 @@ def _network(args):
 def _test_data(args):
     from . import datasets
 
-    if args.data or __import__("os").environ.get("BRIANCONV_DATA"):
-        x, y = datasets.load_mnist("test", root=args.data, limit=args.images)
-        return x, y, "MNIST test set"
-    x, y = datasets.load_sample("test", limit=min(args.images, 1000))
-    return x, y, "bundled MNIST sample"
+    return datasets.load_mnist_or_sample("test", args.data, args.images)
 
 
 def _parse_assignment(text, many=False):

@@ -143,3 +143,25 @@ def load_sample(split="test", limit=None):
 
 def _to_float(images):
     return (images.astype(np.float32) / 255.0)[:, None, :, :]
+
+
+def load_mnist_or_sample(split="test", root=None, limit=None, extra_roots=()):
+    """The full MNIST ``split`` if it is found, otherwise the bundled sample of that split.
+
+    Looks in ``root``, ``$BRIANCONV_DATA`` and then ``extra_roots``; used by benchmarks and the CLI
+    so that they run anywhere and use the full data where it exists.
+
+    Returns
+    -------
+    images, labels, source : the arrays of :func:`load_mnist` and a description of where they came from.
+    """
+    for candidate in [root, None, *extra_roots]:
+        if candidate is None and root is None and not os.environ.get("BRIANCONV_DATA"):
+            continue
+        try:
+            images, labels = load_mnist(split, root=candidate, limit=limit)
+            return images, labels, f"MNIST {split} set ({find_mnist_root(candidate, split)})"
+        except DataNotFoundError:
+            continue
+    images, labels = load_sample(split, limit=limit)
+    return images, labels, f"bundled MNIST {split} sample (full MNIST not found)"

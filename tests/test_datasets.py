@@ -217,3 +217,13 @@ def test_full_mnist_root_helper_points_at_idx_files():
     if root is None:
         pytest.skip("no full MNIST here; the helper correctly reports none")
     assert os.path.isfile(os.path.join(root, "t10k-labels-idx1-ubyte.gz"))
+
+
+def test_load_mnist_or_sample_falls_back_to_the_bundled_sample(tmp_path, monkeypatch):
+    monkeypatch.delenv("BRIANCONV_DATA", raising=False)
+    x, y, source = datasets.load_mnist_or_sample("test", root=tmp_path, limit=7)
+    assert x.shape == (7, 1, 28, 28) and "bundled" in source
+    full = full_mnist_root()
+    if full is not None:
+        x, y, source = datasets.load_mnist_or_sample("train", extra_roots=[full], limit=3)
+        assert x.shape == (3, 1, 28, 28) and source.startswith("MNIST train set")
