@@ -8,24 +8,22 @@ The full MNIST is looked up in ``--data``, ``$BRIANCONV_DATA`` or ``../shared/da
 it the 1,000 bundled test images are used. Figures go to ``--out``. Every number printed is measured
 in this run (C++ standalone, ``--workers`` parallel runs of one compiled program per configuration).
 
-Default image count: the main run simulates ``--images`` images (default 2,000 with the full MNIST,
-else the 1,000 bundled); on two shared cores 1,000 images of the 29k-neuron ``lopez_randulfe_cnn``
-for 200 steps took about 5 minutes (see the timing line the script prints), so the default keeps
-the whole script (four compiled configurations, the ablation on ``--ablation-images`` images) well
-under an hour. Pass ``--images 10000`` for the full test set.
+Default image count: the main run simulates the first 1,000 test images. Measured on two cores
+shared with other jobs: 1,000 images of the 29k-neuron ``lopez_randulfe_cnn`` for 200 steps take
+about 16 minutes (1.0 image/s with two workers; 42 million synaptic operations per image), and the
+whole script (three compiled networks, the ablation on 500 images, the correlation run) about 35
+minutes. ``--images 10000`` (the full test set) adds about 2.5 hours.
 """
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 import brianconv
-from brianconv import datasets, models
+from brianconv import datasets, models, plot
 from brianconv.calibration import calibrate
-from brianconv.errors import DataNotFoundError
 
 #: The paper's ablation (its Fig. 3, CIFAR-10): the baseline, then one tool added at a time.
 #: ``input`` needs its own compiled network; reset and max-norm scales are run-time parameters.
@@ -38,19 +36,10 @@ ABLATION = [
 
 
 def load_data(args):
-    roots = [args.data, os.environ.get("BRIANCONV_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
-    for root in roots:
-        if root is None:
-            continue
-        try:
-            x, y = datasets.load_mnist("test", root=root, limit=args.images or 2000)
-            xc, _ = datasets.load_mnist("train", root=root)
-            return x, y, xc[-args.calibration:], f"MNIST test set ({datasets.find_mnist_root(root)})"
-        except DataNotFoundError:
-            continue
-    x, y = datasets.load_sample("test", limit=args.images or 1000)
-    xc, _ = datasets.load_sample("train")
-    return x, y, xc[-args.calibration:], "bundled sample (full MNIST not found)"
+    shared = [Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
+    x, y, source = datasets.load_mnist_or_sample("test", args.data, args.images, shared)
+    xc, _, _ = datasets.load_mnist_or_sample("train", args.data, None, shared)
+    return x, y, xc[-args.calibration:], source
 
 
 def accuracy_curve(result):
@@ -91,7 +80,9 @@ def main_run(model, x, y, xc, args):
     reach = steps_to_reach(curve, ann - 0.1)
     print(f"steps to stay within 0.1 pp of the ANN ({ann - 0.1:.2f} %): "
           f"{reach if reach is not None else f'not reached in {args.duration} steps'}")
-    print(f"SNN/ANN agreement at {args.duration} steps: {100 * result.agreement:.2f} %")
+    print(f"SNN/ANN agreement at {args.duration} steps: {100 * result.agreement:.2f} %; RMSE of the decoded "
+          f"outputs against the ANN logits: {np.sqrt(np.mean((result.outputs - result.ann_outputs) ** 2)):.4f} "
+          f"(logit standard deviation {np.std(result.ann_outputs):.2f})")
     hidden = [p.name for p in snn.description.populations if p.role == "hidden"]
     spikes_hidden = sum(result.spike_counts[n].mean() for n in hidden) / sum(result.neurons[n] for n in hidden)
     print(f"spikes per neuron and image: {result.spikes_per_neuron:.3f} (all populations; the analog input "
@@ -125,11 +116,14 @@ def ablation(model, snn, x, y, xc, args, main_result):
     networks = {"analog": snn}
     curves = []
     ann = 100 * np.mean(main_result.ann_predictions[:n] == y[:n])
-    print(f"\nAblation on the first {n} images (ANN {ann:.2f} %), SNN accuracy at k = {args.ablation_steps} and "
-          f"{args.duration} steps:")
+    columns = sorted({5, args.ablation_steps, 20, 50, args.duration} & set(range(1, args.duration + 1)))
+    print(f"\nAblation on the first {n} images (ANN {ann:.2f} %): SNN accuracy (%) after k steps, and the RMSE "
+          f"of the decoded outputs against the ANN logits after {args.duration} steps:")
+    print(f"  {'':<44}" + "".join(f"{'k=' + str(k):>8}" for k in columns) + f"{'RMSE':>9}")
     for label, input_mode, config in ABLATION:
         start = time.perf_counter()
         if input_mode == "analog" and not config["max_norm"]:
+            result = main_result
             curve = 100 * np.mean(main_result.output_trace[:n].argmax(-1) == y[:n, None], axis=0)
             note = "(main run)"
         else:
@@ -140,35 +134,28 @@ def ablation(model, snn, x, y, xc, args, main_result):
             curve = accuracy_curve(result)
             note = f"({time.perf_counter() - start:.0f} s{', incl. build' if result.timing['compiled'] else ''})"
         curves.append(curve)
-        print(f"  {label.replace(chr(10), ' '):<44}{curve[args.ablation_steps - 1]:7.2f} %{curve[-1]:8.2f} %  {note}")
+        rmse = np.sqrt(np.mean((result.outputs[:n] - result.ann_outputs[:n]) ** 2))
+        print(f"  {label.replace(chr(10), ' '):<44}" + "".join(f"{curve[k - 1]:8.2f}" for k in columns)
+              + f"{rmse:9.4f}  {note}")
     return n, curves
 
 
 def correlation(snn, x, args):
-    """Per-layer ANN activation against SNN rate (spike count / T times the layer's scale)."""
-    import torch
-
+    """Per-layer ANN activation against the value the SNN rates carry (spikes / T x scale)."""
     n = min(args.correlation_images, len(x))
-    d = snn.description
-    hidden = [p for p in d.populations if p.role == "hidden"]
-    result = snn.simulate(x[:n], spikes=[p.name for p in hidden], n_workers=args.workers, build_root=args.build_dir,
-                          batch_size=n)
-    _, activations = snn.graph.forward(torch.as_tensor(x[:n]), record=True)
-    pairs = {}
+    hidden = [p.name for p in snn.description.populations if p.role == "hidden"]
+    result = snn.simulate(x[:n], spikes=hidden, n_workers=args.workers, build_root=args.build_dir, batch_size=n)
+    _, activations = snn.graph.forward(x[:n], record=True)
     print(f"\nANN activation vs SNN rate on {n} images (rate x scale, ANN units), Pearson r:")
-    for p in hidden:
-        image, neuron, _ = result.spikes[p.name]
-        counts = np.zeros((n, p.size))
-        np.add.at(counts, (image, neuron), 1)
-        rate = counts / d.period_steps * snn.calibration.scales[p.layer]
-        ann = activations[p.layer].reshape(n, -1)
-        r = np.corrcoef(ann.ravel(), rate.ravel())[0, 1]
-        pairs[p.name] = (ann.ravel(), rate.ravel(), r, snn.calibration.scales[p.layer])
-        print(f"  {p.name:<14} r = {r:.4f}")
-    return pairs
+    for name in hidden:
+        ann = activations[snn.description.population(name).layer].reshape(n, -1)
+        carried = snn.scheme.population_values(snn.description, result, name)
+        print(f"  {name:<14} r = {np.corrcoef(ann.ravel(), carried.ravel())[0, 1]:.4f}")
+    return result, x[:n]
 
 
-def figures(args, curve, n_ablation, curves, ann_accuracy, ann_subset_accuracy, pairs):
+def figures(args, snn, curve, n_ablation, curves, ann_accuracy, ann_subset_accuracy, correlation_result,
+            correlation_x):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -181,9 +168,10 @@ def figures(args, curve, n_ablation, curves, ann_accuracy, ann_subset_accuracy, 
     for (label, _, _), c in zip(ABLATION[:-1], curves[:-1]):
         ax.plot(steps, c, lw=1, label=label.replace("\n", " ") + f" ({n_ablation} images)")
     ax.axhline(ann_accuracy, color="grey", ls="--", lw=1, label=f"ANN ({ann_accuracy:.2f} %)")
-    ax.set_xlabel("simulated steps per image (dt = 1 ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("simulated steps per image (dt = 1 ms, log scale)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(max(0, min(c[len(c) // 10] for c in [curve, *curves]) - 5), 100)
+    ax.set_ylim(0, 100.5)
     ax.set_title("Accuracy against simulated time (rate coding)")
     ax.legend(fontsize=7, loc="lower right")
     fig.savefig(out / "rate_accuracy_vs_time.png", dpi=120)
@@ -193,15 +181,7 @@ def figures(args, curve, n_ablation, curves, ann_accuracy, ann_subset_accuracy, 
         ablation_figure(plt, args, n_ablation, curves, ann_subset_accuracy, out)
         saved.append("rate_ablation.png")
 
-    fig, axes = plt.subplots(1, len(pairs), figsize=(3.2 * len(pairs), 3.3), constrained_layout=True)
-    for ax, (name, (ann, rate, r, scale)) in zip(np.atleast_1d(axes), pairs.items()):
-        ax.plot(ann, rate, ".", ms=1.5, alpha=0.4)
-        top = max(ann.max(), rate.max())
-        ax.plot([0, top], [0, top], "k--", lw=0.8)
-        ax.axhline(scale, color="grey", ls=":", lw=0.8)
-        ax.set_title(f"{name}: r = {r:.3f}", fontsize=9)
-        ax.set_xlabel("ANN activation")
-    np.atleast_1d(axes)[0].set_ylabel("SNN rate x scale")
+    fig = plot.activation_correlation(snn, correlation_result, correlation_x)
     fig.savefig(out / "rate_correlation.png", dpi=120)
     saved.append("rate_correlation.png")
     for name in saved:
@@ -226,16 +206,16 @@ def ablation_figure(plt, args, n_ablation, curves, ann_accuracy, out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lopez_randulfe_cnn")
-    parser.add_argument("--images", type=int, default=None,
-                        help="test images of the main run (default: 2000 with the full MNIST, else the 1000 bundled)")
+    parser.add_argument("--images", type=int, default=1000,
+                        help="test images of the main run (the first ones of the test set; 10000: all)")
     parser.add_argument("--duration", type=int, default=200, help="steps per image (dt = 1 ms)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="figures")
     parser.add_argument("--calibration", type=int, default=500, help="training images used for calibration")
     parser.add_argument("--batch", type=int, default=250, help="images per run of the compiled program")
-    parser.add_argument("--report-steps", type=int, nargs="+", default=[10, 20, 30, 50, 75, 100, 150])
+    parser.add_argument("--report-steps", type=int, nargs="+", default=[5, 8, 10, 15, 20, 30, 50, 100, 150])
     parser.add_argument("--ablation-images", type=int, default=500)
-    parser.add_argument("--ablation-steps", type=int, default=30, help="step count at which the ablation is compared")
+    parser.add_argument("--ablation-steps", type=int, default=10, help="step count at which the ablation is compared")
     parser.add_argument("--correlation-images", type=int, default=20)
     parser.add_argument("--data", default=None)
     parser.add_argument("--build-dir", default=None)
@@ -253,9 +233,10 @@ def main():
     n_ablation, curves = (0, [])
     if not args.skip_ablation:
         n_ablation, curves = ablation(model, snn, x, y, xc, args, result)
-    pairs = correlation(snn, x, args)
+    correlation_result, correlation_x = correlation(snn, x, args)
     ann_subset = 100 * np.mean(result.ann_predictions[:n_ablation] == y[:n_ablation]) if n_ablation else None
-    figures(args, curve, n_ablation, curves, 100 * result.ann_accuracy, ann_subset, pairs)
+    figures(args, snn, curve, n_ablation, curves, 100 * result.ann_accuracy, ann_subset, correlation_result,
+            correlation_x)
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
 
 

@@ -120,3 +120,14 @@ def test_every_error_is_a_brianconv_error():
     assert issubclass(ConversionError, ValueError) and issubclass(DataNotFoundError, FileNotFoundError)
     assert issubclass(BuildError, RuntimeError) and issubclass(AccuracyWarning, UserWarning)
     assert brianconv.ConversionError is ConversionError
+
+
+def test_options_with_wrong_units_are_rejected():
+    from brian2 import mV, ms
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).eval()
+    x = torch.rand(5, 4)
+    with pytest.raises(InvalidValueError, match="dt must be a positive time"):
+        brianconv.convert(model, "ttfs", calibration=x, dt=1 * mV)
+    with pytest.raises(InvalidValueError, match="v_unit must be a positive voltage"):
+        brianconv.convert(model, "ttfs", calibration=x, v_unit=1 * ms)

@@ -193,7 +193,8 @@ def pool_net():
 
 def _pool_windows():
     """Conv neuron indices of each of the four pools (4x4 map, 2x2 windows)."""
-    return [[(2 * py + dy) * 4 + 2 * px + dx for dy in range(2) for dx in range(2)] for py in range(2) for px in range(2)]
+    return [[(2 * py + dy) * 4 + 2 * px + dx for dy in range(2) for dx in range(2)]
+            for py in range(2) for px in range(2)]
 
 
 def _estimates(spikes, decay):
@@ -312,6 +313,15 @@ def test_threshold_and_readout_steps_at_run_time(dense, dense_subtract):
     assert half.parameters["v_th"] == 2 * mV
     # the decoded outputs keep their ANN units (each spike carries the sender's threshold)
     assert np.sqrt(np.mean((half.outputs - half.ann_outputs) ** 2)) < 0.2 * np.std(half.ann_outputs)
+    scaled = snn.simulate(x, device=DEVICE, spikes=[hidden], threshold_scale=2.0)   # the sweep/CLI name
+    np.testing.assert_array_equal(_counts(scaled, hidden, len(x), 10), _counts(half, hidden, len(x), 10))
+    # population_values decodes rates back into ANN units: spikes / T * lambda * v_th / v_unit
+    scale = snn.calibration.scales[snn.graph.layers[1].name]
+    for result, factor in ((full, 1.0), (half, 2.0), (scaled, 2.0)):
+        values = snn.scheme.population_values(snn.description, result, hidden)
+        np.testing.assert_allclose(values, _counts(result, hidden, len(x), 10) / T * scale * factor, rtol=1e-12)
+    with pytest.raises(InvalidValueError, match="analog"):
+        snn.scheme.population_values(snn.description, snn.simulate(x, device=DEVICE, spikes=["input"]), "input")
     early = snn.simulate(x, device=DEVICE, steps=16)
     np.testing.assert_array_equal(early.outputs, full.output_trace[:, 15])
     assert early.parameters["steps"] == 16
@@ -323,6 +333,8 @@ def test_threshold_and_readout_steps_at_run_time(dense, dense_subtract):
         snn.simulate(x, device=DEVICE, seed=3)
     with pytest.raises(InvalidValueError, match="reset"):
         snn.simulate(x, device=DEVICE, reset="none")
+    with pytest.raises(InvalidValueError, match="threshold_scale"):
+        snn.simulate(x, device=DEVICE, threshold_scale=0)
 
 
 def test_options_are_checked(dense):

@@ -162,9 +162,11 @@ def check_percentile(value):
 
 def check_positive(name, value, unit, kind):
     """Raise unless ``value`` is a positive Brian2 quantity with the dimensions of ``unit``."""
+    from brian2 import get_dimensions
+
     try:
-        positive = float(value / unit) > 0
-    except Exception:  # wrong dimensions or not a number
+        positive = get_dimensions(value) == get_dimensions(unit) and float(value / unit) > 0
+    except Exception:  # not a number
         positive = False
     if not positive:
         raise InvalidValueError(f"{name} must be a positive {kind} (e.g. in {unit}), got {value!r}.")

@@ -89,10 +89,10 @@ import numpy as np
 from brian2 import check_units, declare_types, have_same_dimensions, implementation, ms, mV, second, volt
 
 from ..calibration import calibrate, normalised_parameters
-from ..connectivity import compose, connections_for
 from ..description import NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
-from .base import RunSetup, Scheme, register
+from ..graph import LayerGraph
+from .base import RunSetup, Scheme, population_names, projected_layers, register
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -308,8 +308,8 @@ class Rate(Scheme):
     seed : int
         Seed of the Poisson input (0); a run-time parameter too.
 
-    Run-time parameters (``simulate(..., v_th=, steps=, reset=, scales=, seed=)``), applied to the
-    compiled network without rebuilding: see :meth:`setup`.
+    Run-time parameters (``simulate(..., v_th=, threshold_scale=, steps=, reset=, scales=, seed=)``),
+    applied to the compiled network without rebuilding: see :meth:`setup`.
     """
 
     name = "rate"
@@ -318,39 +318,35 @@ class Rate(Scheme):
                     maxpool_tau=20 * ms, maxpool_limit=True, seed=0)
 
     def validate_options(self):
+        super().validate_options()   # percentile, dt, v_unit
         o = self.options
-        if not isinstance(o["duration"], (int, np.integer)) or isinstance(o["duration"], bool) or o["duration"] < 1:
-            raise InvalidValueError(f"duration is a number of steps and must be an integer >= 1, got {o['duration']!r}.")
+        duration = o["duration"]
+        if not isinstance(duration, (int, np.integer)) or isinstance(duration, bool) or duration < 1:
+            raise InvalidValueError(f"duration is a number of steps and must be an integer >= 1, got {duration!r}.")
         if o["reset"] not in ("subtract", "zero"):
             raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {o['reset']!r}.")
         if o["input"] not in ("analog", "poisson"):
             raise InvalidValueError(f"input must be 'analog' or 'poisson', got {o['input']!r}.")
-        if not 0 < o["percentile"] <= 100:
-            raise InvalidValueError(f"percentile must be in (0, 100], got {o['percentile']}.")
-        if not _positive(o["dt"], second):
-            raise InvalidValueError(f"dt must be a positive time (e.g. 1 * ms), got {o['dt']!r}.")
-        if not _positive(o["v_unit"], volt):
-            raise InvalidValueError(f"v_unit must be a positive voltage (e.g. 1 * mV), got {o['v_unit']!r}.")
-        if o["maxpool_tau"] is not None and not _positive(o["maxpool_tau"], second):
-            raise InvalidValueError(f"maxpool_tau must be a positive time (e.g. 20 * ms) or None, "
-                                    f"got {o['maxpool_tau']!r}.")
+        # base.check_positive accepts any positive quantity; the dimensions are checked here
+        for name, unit, kind in (("dt", second, "time"), ("v_unit", volt, "voltage"),
+                                 ("maxpool_tau", second, "time (or None)")):
+            if o[name] is not None and not _positive(o[name], unit):
+                raise InvalidValueError(f"{name} must be a positive {kind} (e.g. in {unit}), got {o[name]!r}.")
         _check_seed(o["seed"])
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
         super().check(graph)
+        self.check_pooling_and_output(graph)
         for layer in graph:
-            if layer.op in ("maxpool", "avgpool") and layer.activation not in (None, "relu"):
-                raise ConversionError(f"rate: layer {layer.name!r} applies {layer.activation!r} after pooling; "
-                                      "only ReLU can be represented.")
             if layer.op == "maxpool":
                 source = graph[layer.inputs[0]]
+                if source.op == "avgpool":
+                    raise ConversionError(f"rate: max-pooling {layer.name!r} directly after average pooling is not "
+                                          "supported; average-pool after the max-pool instead.")
                 if not source.is_weighted:
                     raise ConversionError(f"rate: max-pooling {layer.name!r} must follow a Linear or Conv2d layer "
                                           f"(its gate reads the spike rates of IF neurons), not {source.op!r}.")
-        if graph.output.op not in ("linear", "conv"):
-            raise ConversionError(f"rate: the output layer {graph.output.name!r} must be Linear or Conv2d, "
-                                  f"not {graph.output.op}.")
 
     def check_input(self, x):
         if self.options["input"] == "poisson" and np.min(x) < 0:
@@ -374,7 +370,10 @@ class Rate(Scheme):
         v_unit = o["v_unit"]
         decay = 1.0 if o["maxpool_tau"] is None else float(np.exp(-float(o["dt"] / o["maxpool_tau"])))
         params = normalised_parameters(graph, calibration)
-        names = _population_names(graph)
+        # the same graph with normalised weights and biases, W~ = W lambda_(l-1) / lambda_l (Eq. 9)
+        normalised = LayerGraph([replace(layer, weight=params[layer.name][0], bias=params[layer.name][1])
+                                 if layer.name in params else layer for layer in graph])
+        names = population_names(graph)
         feeds_maxpool = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
         analog = o["input"] == "analog"
         populations, projections, depth = [], [], {}
@@ -394,35 +393,21 @@ class Rate(Scheme):
                 values=values, layer=inp.name, shape=inp.out_shape, role="input",
                 namespace={"uniform_hash": uniform_hash}))
         depth[name] = 0
-        # layer name -> (population carrying its value, pending linear map not yet given to synapses)
-        carriers = {inp.name: (name, None)}
-        for layer in graph.layers[1:]:
-            source, pending = carriers[layer.inputs[0]]
-            if layer.op == "avgpool":
-                pool = connections_for(layer)[0]
-                carriers[layer.name] = (source, pool if pending is None else compose(pending, pool))
-                continue
+        # average pooling is folded into the projection of the layer that reads it
+        for layer, source, connections in projected_layers(normalised, names):
             name = names[layer.name]
             depth[name] = depth[source] + 1
             if layer.op == "maxpool":
-                if pending is not None:
-                    raise ConversionError(f"rate: max-pooling {layer.name!r} directly after average pooling is not "
-                                          "supported; average-pool after the max-pool instead.")
                 populations.append(Population(
                     name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="",
                     events={"update": ("True", MAXPOOL_UPDATE)},
                     values=dict(v_th=v_unit, decay=decay, limit=int(bool(o["maxpool_limit"]))),
                     layer=layer.name, shape=layer.out_shape))
-                projections.append(Projection(f"{source}_to_{name}", source, name, connections_for(layer)[0],
+                projections.append(Projection(f"{source}_to_{name}", source, name, connections,
                                               model="", on_pre=MAXPOOL_ON_PRE))
-                carriers[layer.name] = (name, None)
                 continue
-            weight, bias = params[layer.name]
-            connections = connections_for(replace(layer, weight=weight, bias=bias))[0]
-            if pending is not None:
-                connections = compose(pending, connections)
-            output = layer is graph.output
-            bias = np.repeat(bias, layer.size // len(bias))
+            output = layer.name == graph.output.name
+            bias = np.repeat(layer.bias, layer.size // len(layer.bias))
             from_input = source == populations[0].name
             if output:
                 code = OUTPUT_UPDATE
@@ -444,7 +429,6 @@ class Rate(Scheme):
                     shape=layer.out_shape, namespace={"v_unit": v_unit}))
             on_pre = ANALOG_ON_PRE if analog and from_input else ON_PRE
             projections.append(Projection(f"{source}_to_{name}", source, name, connections, on_pre=on_pre))
-            carriers[layer.name] = (name, None)
         for population in populations:
             population.window_start = depth[population.name]
         return NetworkDescription(
@@ -456,7 +440,7 @@ class Rate(Scheme):
                          pool_sources={layer.name: layer.inputs[0] for layer in graph if layer.op == "maxpool"}))
 
     # -- runs --------------------------------------------------------------------------------
-    def setup(self, description, v_th=None, steps=None, seed=None, reset=None, scales=None):
+    def setup(self, description, v_th=None, steps=None, seed=None, reset=None, scales=None, threshold_scale=1.0):
         """Run-time values: thresholds (layer scales), reset, readout step and Poisson seed.
 
         Parameters
@@ -478,6 +462,9 @@ class Rate(Scheme):
             lambda_calibrated``. Because every spike carries its sender's threshold, this is the
             same as normalising with ``lambda`` (Eq. 9) without rebuilding, e.g. max-norm scales on
             a network built with the 99.9th percentile. Max-pools follow their source layer.
+        threshold_scale : float
+            Multiplies every hidden layer's threshold (1: ``v_th``); the name the sweeps and the
+            CLI use for all schemes.
         """
         options = description.options
         period = description.period_steps
@@ -488,6 +475,9 @@ class Rate(Scheme):
         threshold = options["v_unit"] if v_th is None else v_th
         if not _positive(threshold, volt):
             raise InvalidValueError(f"v_th must be a positive voltage (e.g. 1 * mV), got {v_th!r}.")
+        if isinstance(threshold_scale, bool) or not float(threshold_scale) > 0:
+            raise InvalidValueError(f"threshold_scale must be > 0, got {threshold_scale!r}.")
+        threshold = threshold * float(threshold_scale)
         reset = options["reset"] if reset is None else reset
         if reset not in ("subtract", "zero"):
             raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {reset!r}.")
@@ -510,7 +500,8 @@ class Rate(Scheme):
             values[(population.name, "v_th")] = threshold * ratio[source]
             if "zero_reset" in population.equations:
                 values[(population.name, "zero_reset")] = int(reset == "zero")
-        parameters = dict(v_th=threshold, steps=int(steps), reset=reset, scales=dict(scales or {}))
+        parameters = dict(v_th=threshold, steps=int(steps), reset=reset, scales=dict(scales or {}),
+                          threshold_scale=float(threshold_scale))
         if options["input"] == "poisson":
             seed = options["seed"] if seed is None else seed
             _check_seed(seed)
@@ -521,6 +512,33 @@ class Rate(Scheme):
         starts = {p.name: p.window_start for p in description.populations}
         return RunSetup(values, starts, readout_step=int(steps) - 1, parameters=parameters)
 
+    def population_values(self, description, result, population):
+        """Values (ANN units) carried by a population's rates, shape ``(N, size)``.
+
+        ``spikes / T * lambda * v_th / v_unit`` with ``T`` the image period and ``lambda`` the
+        layer's scale in that run (a max-pool carries its source's); needs
+        ``simulate(..., spikes=[population])``. The Poisson input gives ``spikes / T * lambda_0``.
+        """
+        if population not in result.spikes:
+            raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
+        options = description.options
+        p = description.population(population)
+        if p.role == "output":
+            raise InvalidValueError(f"{population!r} is the output accumulator; its values are result.outputs.")
+        if p.role == "input":
+            if options["input"] == "analog":
+                raise InvalidValueError("With input='analog' the input population sends one event per non-zero "
+                                        "pixel, not a rate; its values are the input itself.")
+            scale = options["scales"][p.layer]
+        else:
+            layer = options["pool_sources"].get(p.layer, p.layer)
+            scale = (result.parameters.get("scales") or {}).get(layer, options["scales"][layer])
+            scale *= float(result.parameters["v_th"] / options["v_unit"])
+        image, neuron, _ = result.spikes[population]
+        counts = np.zeros((result.n_images, p.size))
+        np.add.at(counts, (image, neuron), 1)
+        return counts / description.period_steps * scale
+
 
 def _positive(value, unit):
     """True if ``value`` is a Brian2 quantity with the dimensions of ``unit`` and positive."""
@@ -530,11 +548,3 @@ def _positive(value, unit):
 def _check_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 31:
         raise InvalidValueError(f"seed must be an integer in [0, 2**31), got {seed!r}.")
-
-
-def _population_names(graph):
-    names = {}
-    for k, layer in enumerate(graph):
-        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
-        names[layer.name] = base if base not in names.values() else f"{base}_{k}"
-    return names
