@@ -9,10 +9,10 @@ it the 1,000 bundled test images are used. Figures go to ``--out``. Every number
 in this run (C++ standalone, ``--workers`` parallel runs of one compiled program per configuration).
 
 Default image count: the main run simulates the first 1,000 test images. Measured on two cores
-shared with other jobs: 1,000 images of the 29k-neuron ``lopez_randulfe_cnn`` for 200 steps take
-about 16 minutes (1.0 image/s with two workers; 42 million synaptic operations per image), and the
-whole script (three compiled networks, the ablation on 500 images, the correlation run) about 35
-minutes. ``--images 10000`` (the full test set) adds about 2.5 hours.
+shared with other jobs: 1,000 images of the 29k-neuron ``lopez_randulfe_cnn`` for 200 steps took
+10-16 minutes (1.0-1.7 images/s with two workers; 42 million synaptic operations per image), and
+the whole script 33 minutes including its three compilations (about 3 minutes each), 17 minutes
+with the compiled networks cached. ``--images 10000`` (the full test set) adds 1.5-2.5 hours.
 """
 
 import argparse
@@ -197,9 +197,9 @@ def ablation_figure(plt, args, n_ablation, curves, ann_accuracy, out):
     ax.axhline(ann_accuracy, color="grey", ls="--", lw=1, label=f"ANN ({ann_accuracy:.2f} %)")
     ax.set_xticks(range(len(values)), [label for label, _, _ in ABLATION], fontsize=8)
     ax.set_ylabel(f"accuracy after {args.ablation_steps} steps (%)")
-    ax.set_ylim(max(0, min(values) - 10), 100)
+    ax.set_ylim(max(0, min(values) - 10), 101.5)
     ax.set_title(f"Conversion tools added one at a time ({n_ablation} MNIST test images)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     fig.savefig(out / "rate_ablation.png", dpi=120)
 
 
