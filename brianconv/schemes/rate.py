@@ -92,7 +92,7 @@ from ..calibration import calibrate, normalised_parameters
 from ..description import NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from ..graph import LayerGraph
-from .base import RunSetup, Scheme, population_names, projected_layers, register
+from .base import RunSetup, Scheme, check_positive, population_names, projected_layers, register
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -327,11 +327,8 @@ class Rate(Scheme):
             raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {o['reset']!r}.")
         if o["input"] not in ("analog", "poisson"):
             raise InvalidValueError(f"input must be 'analog' or 'poisson', got {o['input']!r}.")
-        # base.check_positive accepts any positive quantity; the dimensions are checked here
-        for name, unit, kind in (("dt", second, "time"), ("v_unit", volt, "voltage"),
-                                 ("maxpool_tau", second, "time (or None)")):
-            if o[name] is not None and not _positive(o[name], unit):
-                raise InvalidValueError(f"{name} must be a positive {kind} (e.g. in {unit}), got {o[name]!r}.")
+        if o["maxpool_tau"] is not None:
+            check_positive("maxpool_tau", o["maxpool_tau"], second, "time (or None)")
         _check_seed(o["seed"])
 
     # -- checks ----------------------------------------------------------------------------
