@@ -16,6 +16,7 @@ Both return the same :class:`Records` for a batch.
 """
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 #: ``a*b + c`` from being fused into one rounding, so runtime and standalone round alike.
 COMPILE_ARGS = ["-w", "-O3", "-ffp-contract=off"]
 MANIFEST = "brianconv_build.json"
+#: Changes whenever the builder lays out the same description differently (part of the cache key).
+BUILD_FORMAT = "synapses-source-major-1"
 
 
 @dataclass
@@ -151,9 +154,10 @@ def create_objects(description, batch_size, monitors=None):
     for q in d.projections:
         syn = Synapses(groups[q.source], groups[q.target], model=q.model, on_pre=q.on_pre, name=q.name,
                        clock=clock, delay=q.delay_steps * d.dt if q.delay_steps else None)
-        syn.connect(i=q.connections.pre, j=q.connections.post)
+        order = _source_major(q.connections)
+        syn.connect(i=q.connections.pre[order], j=q.connections.post[order])
         if "w" in syn.variables:
-            syn.w = q.connections.weight * q.weight_unit
+            syn.w = q.connections.weight[order] * q.weight_unit
         synapses[q.name] = syn
     counter = NeuronGroup(len(d.populations), "spikes : 1\nsynops : 1", name="spike_counter", clock=clock)
     counter_synapses = {}
@@ -291,15 +295,23 @@ class StandaloneProgram:
     def start(self, stimulus, values=None, results_dir=None):
         """Launch one run in the background; returns what :meth:`finish` needs."""
         results = Path(results_dir or tempfile.mkdtemp(prefix="run-", dir=_scratch_dir()))
-        results.mkdir(parents=True, exist_ok=True)
-        args = ["--results_dir", str(results) + os.sep]
-        rows = _stimulus_rows(stimulus, self.batch_size, self.description.n_inputs)
-        args.append(self._file_arg("stimulus.values", rows, results))
-        for (population, variable), value in (values or {}).items():
-            args.append(self._value_arg(f"{population}.{variable}", value, results))
-        with open(results / "stdout.txt", "wb") as out, open(results / "stderr.txt", "wb") as err:
-            process = subprocess.Popen([str(self.directory / "main")] + args, cwd=self.directory, stdout=out,
-                                       stderr=err)
+        try:
+            results.mkdir(parents=True, exist_ok=True)
+            args = ["--results_dir", str(results) + os.sep]
+            rows = _stimulus_rows(stimulus, self.batch_size, self.description.n_inputs)
+            args.append(self._file_arg("stimulus.values", rows, results))
+            for (population, variable), value in (values or {}).items():
+                args.append(self._value_arg(f"{population}.{variable}", value, results))
+            with open(results / "stdout.txt", "wb") as out, open(results / "stderr.txt", "wb") as err:
+                process = subprocess.Popen([str(self.directory / "main")] + args, cwd=self.directory, stdout=out,
+                                           stderr=err)
+        except OSError as exc:
+            shutil.rmtree(results, ignore_errors=True)
+            if exc.errno == errno.ENOSPC:
+                raise BuildError(f"The disk is full: could not write the run files of {self.directory} to {results} "
+                                 f"({exc}). Free space on that disk (runs write to /dev/shm where available, else "
+                                 "$TMPDIR).") from exc
+            raise
         process.memory = _MemoryWatch(process.pid)
         return process, results
 
@@ -317,6 +329,11 @@ class StandaloneProgram:
                                  f"{signal}: {err[-2000:]}")
             if "Error" in err or "Cannot set" in err:
                 raise BuildError(f"The compiled network rejected its run arguments: {err[-2000:]}")
+            out = (results / "stdout.txt").read_bytes().decode(errors="replace")
+            if "Error writing output file" in out:  # Brian2's binary reports this on stdout and exits with 0
+                raise BuildError(f"The compiled network in {self.directory} could not write its results to {results} "
+                                 "(is the disk full?). Free space on that disk (runs write to /dev/shm where "
+                                 f"available, else $TMPDIR): {out[-2000:]}")
             records = self._read(results)
             records.peak_memory_mb = process.memory.peak_mb()
             return records
@@ -413,15 +430,14 @@ def build_standalone(description, batch_size, monitors=None, build_root=None):
     """
     monitors = monitors or MonitorRequest()
     root = Path(build_root) if build_root is not None else default_build_root()
-    key = description.fingerprint(batch_size) + "-" + _short_hash(monitors.key() + brian2.__version__)
-    final = root / key
+    final = root / build_key(description, batch_size, monitors)
     if (final / MANIFEST).is_file():
         return StandaloneProgram(final, description, freshly_built=False)
     if find_compiler() is None:
         raise BuildError("No C++ compiler found (looked for $CXX, g++, c++, clang++). Install one "
                          "(e.g. 'apt-get install g++') or simulate with device='runtime'.")
     root.mkdir(parents=True, exist_ok=True)
-    scratch = root / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    scratch = root / f"{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         manifest = _compile(description, batch_size, monitors, scratch)
         with open(scratch / MANIFEST, "w") as handle:
@@ -432,11 +448,37 @@ def build_standalone(description, batch_size, monitors=None, build_root=None):
             if not (final / MANIFEST).is_file():
                 raise
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise _disk_full(scratch, exc) from exc
         raise BuildError(f"Could not write the build folder {scratch}: {exc}. Free disk space or set "
                          "BRIANCONV_BUILD_DIR to a writable folder.") from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return StandaloneProgram(final, description, freshly_built=True)
+
+
+def _disk_full(directory, exc):
+    """The error for a build that ran out of disk space while writing ``directory``."""
+    return BuildError(f"The disk is full: could not write the build folder {directory} ({exc}). Free disk space "
+                      f"there, or set $BRIANCONV_BUILD_DIR to a folder on a disk with room (builds are cached in "
+                      f"{Path(directory).parent}).")
+
+
+def build_key(description, batch_size, monitors):
+    """Name of the build folder: the description's fingerprint, the monitors, Brian2's version and
+    the builder's layout (:data:`BUILD_FORMAT`)."""
+    return description.fingerprint(batch_size) + "-" + _short_hash(monitors.key() + brian2.__version__ + BUILD_FORMAT)
+
+
+def _source_major(connections):
+    """Synapse order grouped by source neuron (then target), stable.
+
+    A spike walks its source's synapses: stored contiguously, their weights and targets are read
+    from consecutive memory instead of one cache line per synapse (conv layers list synapses by
+    kernel offset). Each synapse keeps its own weight, and the order of the spikes is unchanged,
+    so the simulated values are the same.
+    """
+    return np.lexsort((connections.post, connections.pre))
 
 
 def _short_hash(text):
@@ -473,6 +515,8 @@ def _compile(description, batch_size, monitors, directory):
         try:
             device.build(directory=str(directory), compile=True, run=False, with_output=False)
         except (RuntimeError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise _disk_full(directory, exc) from exc
             raise BuildError(f"C++ compilation of the {description.scheme} network failed in {directory}: {exc}. "
                              "Check the compiler installation, or simulate with device='runtime'.") from exc
         if not (directory / "main").is_file():

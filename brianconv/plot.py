@@ -14,14 +14,11 @@ __all__ = ["membrane_traces", "raster", "accuracy_over_time", "activation_correl
            "sweep_heatmap"]
 
 
-def _stage_marks(result):
-    """Stage boundaries (in steps from the window start) a scheme reports through its parameters."""
-    t_max = result.parameters.get("t_max")
-    return [] if t_max is None else [t_max, 2 * t_max]
-
-
 def membrane_traces(result, population, image=0, variable="v", threshold=None, unit=1e-3, ax=None):
     """Membrane potential of the monitored neurons of ``population`` during one image's window.
+
+    Stage boundaries the scheme reports (``result.stage_marks``: the silent and spiking stages of
+    ttfs, the inhibited window and ticking phase of tdsnn) are drawn as dotted lines.
 
     Parameters
     ----------
@@ -51,7 +48,7 @@ def membrane_traces(result, population, image=0, variable="v", threshold=None, u
         ax.plot(time_ms, values[:, column] / unit, lw=1.2, label=f"neuron {indices[column]}")
     if threshold is not None:
         ax.axhline(threshold / unit, color="k", ls="--", lw=1, label="threshold")
-    for mark, name in zip(_stage_marks(result), ("silent | spiking", "end of spiking stage")):
+    for mark, name in result.stage_marks.get(population, []):
         ax.axvline(mark * result.dt * 1e3, color="grey", ls=":", lw=1)
         ax.text(mark * result.dt * 1e3, ax.get_ylim()[1], " " + name, va="top", fontsize=8, color="grey")
     if population in result.spikes:

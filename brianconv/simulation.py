@@ -97,7 +97,12 @@ class SimulationResult:
         The labels passed to ``simulate``.
     spikes : dict
         ``population -> (image, neuron, step)`` arrays for populations monitored with ``spikes=``;
-        ``step`` counts from the start of that population's window for the image.
+        ``step`` counts from the start of that population's window for the image (a neuron that
+        answers an image after its window, see :meth:`Scheme.evaluation_lags`, is still
+        attributed to that image, with ``step`` beyond the window).
+    stage_marks : dict
+        ``population -> [(step, label), ...]``: stage boundaries in the window of each population
+        monitored with ``states=`` (e.g. silent/spiking stage of ttfs, ticking phase of tdsnn).
     states : dict
         ``population -> {variable: array (N, window_steps, n_recorded)}`` for ``states=`` monitors,
         one window (the image period) per image, from the population's window start.
@@ -106,6 +111,10 @@ class SimulationResult:
     output_trace : np.ndarray or None
         With ``simulate(..., trace=True)``: the output variable in ANN units over each image's
         output window, shape (N, period_steps, n_outputs) (accuracy as a function of time).
+    synaptic_ops_trace : np.ndarray or None
+        With ``trace=True``: synaptic operations of all populations accumulated over the first
+        ``k + 1`` steps of each population's window, shape (N, period_steps) (operations spent
+        up to a given latency; the last column equals :attr:`synaptic_ops`).
     window_starts : dict
         ``population -> step`` where its window for an image begins, counted from the image's entry.
     monitored_indices : dict
@@ -131,8 +140,10 @@ class SimulationResult:
     timing: dict = field(default_factory=dict)
     dt: float = None
     output_trace: np.ndarray = None
+    synaptic_ops_trace: np.ndarray = None
     window_starts: dict = field(default_factory=dict)
     monitored_indices: dict = field(default_factory=dict)
+    stage_marks: dict = field(default_factory=dict)
 
     @property
     def n_images(self):
@@ -300,14 +311,15 @@ class SpikingNetwork:
         program = self.program(device, batch_size, monitors, build_root)
         flat = x.reshape(n, -1)
         batches = [flat[start:start + batch_size] for start in range(0, n, batch_size)]
+        batch_values = [setup.batch_values(start) for start in range(0, n, batch_size)]
         start_time = time.perf_counter()
-        records = _run_batches(program, batches, setup.values, n_workers, progress)
+        records = _run_batches(program, batches, batch_values, n_workers, progress)
         elapsed = time.perf_counter() - start_time
         return self._assemble(x, labels, batches, records, setup, device, program, elapsed, trace, monitors)
 
     def _assemble(self, x, labels, batches, records, setup, device, program, elapsed, trace, monitors):
         d = self.description
-        outputs, spikes, synops, traces = [], {}, {}, []
+        outputs, spikes, synops, traces, synop_traces = [], {}, {}, [], []
         monitored_spikes, monitored_states = {}, {}
         for batch, rec in zip(batches, records):
             outputs.append(self.scheme.decode(d, setup, rec, len(batch)))
@@ -315,15 +327,21 @@ class SpikingNetwork:
                 start = setup.window_starts[d.output_population]
                 window = rec.output[start:start + len(batch) * d.period_steps] / float(d.output_unit)
                 traces.append(window.reshape(len(batch), d.period_steps, -1))
+                synop_traces.append(sum(_per_image_trace(rec.synop_count[:, k], setup.window_starts[p.name],
+                                                         d.period_steps, len(batch))
+                                        for k, p in enumerate(d.populations)))
             for k, p in enumerate(d.populations):
                 start = setup.window_starts[p.name]
                 spikes.setdefault(p.name, []).append(_per_image(rec.spike_count[:, k], start, d.period_steps, len(batch)))
                 synops.setdefault(p.name, []).append(_per_image(rec.synop_count[:, k], start, d.period_steps, len(batch)))
             offset = sum(len(o) for o in outputs[:-1])
             for name, (index, step) in rec.spikes.items():
-                image, local = np.divmod(step - setup.window_starts[name], d.period_steps)
+                lags = self.scheme.evaluation_lags(d, name)
+                lag = 0 if lags is None else np.asarray(lags)[index]
+                image, local = np.divmod(step - setup.window_starts[name] - lag, d.period_steps)
                 keep = (image >= 0) & (image < len(batch)) & (step >= setup.window_starts[name])
-                monitored_spikes.setdefault(name, []).append((image[keep] + offset, index[keep], local[keep]))
+                monitored_spikes.setdefault(name, []).append(
+                    (image[keep] + offset, index[keep], (local + lag)[keep]))
             for name, variables in rec.states.items():
                 start = setup.window_starts[name]
                 for variable, values in variables.items():
@@ -341,8 +359,10 @@ class SpikingNetwork:
             states={k: {var: np.concatenate(parts) for var, parts in v.items()} for k, v in monitored_states.items()},
             parameters=setup.parameters, device=device, dt=float(d.dt),
             output_trace=np.concatenate(traces) if trace else None,
+            synaptic_ops_trace=np.concatenate(synop_traces) if trace else None,
             window_starts=dict(setup.window_starts),
             monitored_indices={name: np.asarray(indices) for name, (_, indices) in monitors.states.items()},
+            stage_marks={name: self.scheme.stage_marks(d, setup, name) for name in monitors.states},
             timing=dict(build=program.__dict__.pop("build_seconds", 0.0), simulate=elapsed,
                         compiled=program.__dict__.pop("freshly_built", False),
                         peak_memory_mb=max((r.peak_memory_mb or 0.0) for r in records) or None))
@@ -366,17 +386,25 @@ def _per_image(cumulative, start, period, n_images):
     return np.rint(padded[edges[1:]] - padded[edges[:-1]])
 
 
-def _run_batches(program, batches, values, n_workers, progress):
+def _per_image_trace(cumulative, start, period, n_images):
+    """Counts accumulated over the first 1 ... period steps of each image's window, shape (n_images, period)."""
+    padded = np.concatenate([[0.0], cumulative])
+    first = start + np.arange(n_images)[:, None] * period
+    return np.rint(padded[first + 1 + np.arange(period)] - padded[first])
+
+
+def _run_batches(program, batches, batch_values, n_workers, progress):
+    """Run every batch (with its own run values), in order or over ``n_workers`` processes."""
     if program.device == "runtime" or n_workers <= 1:
         records = []
-        for batch in batches:
+        for batch, values in zip(batches, batch_values):
             records.append(program.run(batch, values))
             if progress:
                 progress(len(batch))
         return records
     records = [None] * len(batches)
     running = []
-    for index, batch in enumerate(batches):
+    for index, (batch, values) in enumerate(zip(batches, batch_values)):
         running.append((index, len(batch), program.start(batch, values)))
         if len(running) >= n_workers:
             _finish_first(program, running, records, progress)

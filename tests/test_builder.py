@@ -1,6 +1,8 @@
 """The builder and the simulation plumbing: Brian2 objects, counting, caching, failures."""
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -33,8 +35,14 @@ def test_network_exposes_explicit_brian2_objects(snn):
     assert "dv/dt" in str(objects.groups[conv].equations)
     for projection in snn.description.projections:
         synapses = objects.synapses[projection.name]
-        np.testing.assert_array_equal(synapses.i[:], projection.connections.pre)
-        np.testing.assert_array_equal(synapses.j[:], projection.connections.post)
+        c = projection.connections
+        # the same synapses with the same weights, stored grouped by source neuron
+        order = np.lexsort((c.post, c.pre))
+        np.testing.assert_array_equal(synapses.i[:], c.pre[order])
+        np.testing.assert_array_equal(synapses.j[:], c.post[order])
+        assert np.all(np.diff(synapses.i[:]) >= 0)
+        if "w" in synapses.variables:
+            np.testing.assert_array_equal(synapses.w[:] / projection.weight_unit, c.weight[order])
     # every object is inside the explicit network (nothing relies on Brian2's magic network)
     contained = {obj.name for obj in objects.network.objects}
     assert set(names) <= contained and {p.name for p in snn.description.projections} <= contained
@@ -99,8 +107,104 @@ def test_cached_build_is_found_by_fingerprint(snn, tmp_path, monkeypatch):
                               t_max=8)
     assert other.description.fingerprint(2) != key
     monkeypatch.setattr(builder, "_compile", lambda *a: pytest.fail("compiled although a build exists"))
-    folder = tmp_path / (key + "-" + builder._short_hash(builder.MonitorRequest().key() + builder.brian2.__version__))
+    folder = tmp_path / builder.build_key(snn.description, 2, builder.MonitorRequest())
+    assert folder.name.startswith(key)
     folder.mkdir()
     (folder / builder.MANIFEST).write_text(json.dumps({"batch_size": 2, "n_steps": 10}))
     program = builder.build_standalone(snn.description, 2, build_root=tmp_path)
     assert program.directory == folder and not program.freshly_built
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The smallest network that builds: standalone code generation for it takes about a second."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    return brianconv.convert(model, "ttfs", calibration=torch.rand(8, 4), t_max=4, percentile=100)
+
+
+def _no_space(path):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def _assert_names_the_full_disk(message, folder):
+    assert "disk is full" in message and str(folder) in message
+    assert "Free disk space" in message and "BRIANCONV_BUILD_DIR" in message
+
+
+def test_full_disk_during_the_build_is_named_and_leaves_no_cache_entry(tiny, monkeypatch, tmp_path):
+    """Brian2 writes every generated source file through ``CPPWriter.write``: there the disk fills up."""
+    from brian2.devices.cpp_standalone import device as cpp_device
+
+    attempts = []
+
+    def full(writer, filename, contents):
+        attempts.append(filename)
+        raise _no_space(os.path.join(writer.project_dir, filename))
+
+    monkeypatch.setattr(cpp_device.CPPWriter, "write", full)
+    monkeypatch.setattr(builder, "find_compiler", lambda: "c++")   # the disk fills before anything compiles
+    with pytest.raises(BuildError) as info:
+        tiny.simulate(torch.rand(2, 4), device="cpp_standalone", build_root=tmp_path)
+    assert attempts, "the build never reached the injected write"
+    _assert_names_the_full_disk(str(info.value), tmp_path)
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
+    assert list(tmp_path.rglob(builder.MANIFEST)) == []   # no cache entry a later run would trust
+    assert list(tmp_path.iterdir()) == []                 # not even the half-written scratch folder
+
+
+def test_full_disk_when_writing_the_manifest_leaves_no_cache_entry(tiny, monkeypatch, tmp_path):
+    """The last write of a build (its manifest) failing: the compiled folder must not become a cache entry."""
+    def compiled(description, batch_size, monitors, directory):
+        directory.mkdir(parents=True)
+        (directory / "main").write_text("")
+        return {"batch_size": batch_size, "n_steps": 1}
+
+    def dump(obj, handle, **kwargs):
+        handle.write("{")   # a partial manifest, as a full disk leaves it
+        raise _no_space(handle.name)
+
+    monkeypatch.setattr(builder, "_compile", compiled)
+    monkeypatch.setattr(builder, "find_compiler", lambda: "c++")
+    monkeypatch.setattr(builder.json, "dump", dump)
+    with pytest.raises(BuildError) as info:
+        builder.build_standalone(tiny.description, 2, build_root=tmp_path)
+    _assert_names_the_full_disk(str(info.value), tmp_path)
+    assert list(tmp_path.rglob(builder.MANIFEST)) == [] and list(tmp_path.iterdir()) == []
+
+
+def _fake_build(tiny, folder, main):
+    """A build folder with a manifest and a stand-in ``main`` program (shell script)."""
+    folder.mkdir()
+    size = 3 * tiny.description.n_inputs   # batch of 2 plus the blank row
+    (folder / builder.MANIFEST).write_text(json.dumps({"batch_size": 2, "n_steps": 1, "settable": {
+        "stimulus.values": {"name": "stimulus.values", "size": size, "dtype": "<f8"}}}))
+    (folder / "main").write_text(main)
+    (folder / "main").chmod(0o755)
+    return builder.StandaloneProgram(folder, tiny.description)
+
+
+def test_full_disk_when_a_run_writes_its_files_is_named(tiny, monkeypatch, tmp_path):
+    program = _fake_build(tiny, tmp_path / "build", "#!/bin/sh\nexit 0\n")
+
+    def full(self, key, array, results):
+        raise _no_space(results / "arg_stimulus_values.dat")
+
+    monkeypatch.setattr(builder.StandaloneProgram, "_file_arg", full)
+    results = tmp_path / "results"
+    with pytest.raises(BuildError, match="disk is full") as info:
+        program.run(np.zeros((2, tiny.description.n_inputs)), results_dir=results)
+    assert str(results) in str(info.value) and "Free space" in str(info.value)
+    assert not results.exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in program is a shell script")
+def test_run_whose_results_cannot_be_written_is_an_error(tiny, tmp_path):
+    """Brian2's binary reports a failed result file on stdout and still exits with 0."""
+    program = _fake_build(tiny, tmp_path / "build",
+                          "#!/bin/sh\necho 'Error writing output file for _array_ttfs_output_v.'\nexit 0\n")
+    results = tmp_path / "results"
+    with pytest.raises(BuildError, match="could not write its results") as info:
+        program.run(np.zeros((2, tiny.description.n_inputs)), results_dir=results)
+    assert str(results) in str(info.value) and "Free space" in str(info.value)
+    assert not results.exists()

@@ -38,8 +38,27 @@ def test_membrane_traces_show_the_recorded_potentials(simulated):
     assert [line.get_label() for line in traces] == ["neuron 0", "neuron 5", "neuron 7"]
     np.testing.assert_allclose(traces[1].get_ydata(), result.states[hidden.name]["v"][2, :, 1] * 1e3)
     assert ax.get_xlabel().startswith("time") and "mV" in ax.get_ylabel()
+    # the stage boundaries the scheme reports, at T and 2T steps (dt = 0.1 ms, T = 8)
+    assert result.stage_marks[hidden.name] == [(8, "silent | spiking"), (16, "end of spiking stage")]
+    marks = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+    np.testing.assert_allclose(marks, [0.8, 1.6])
+    assert {text.get_text().strip() for text in ax.texts} == {"silent | spiking", "end of spiking stage"}
     with pytest.raises(InvalidValueError, match="recorded"):
         plot.membrane_traces(result, snn.description.populations[2].name)
+
+
+def test_tdsnn_traces_mark_the_inhibited_window_and_the_ticking_phase():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    x = torch.rand(3, 5)
+    snn = brianconv.convert(model, "tdsnn", calibration=x, L=4.0)
+    hidden = snn.description.populations[1]
+    result = snn.simulate(x, device="numpy", states={hidden.name: (["v"], [0, 1])})
+    t_il, t_out = int(hidden.values["T_il"]), int(hidden.values["T_out"])
+    assert result.stage_marks[hidden.name] == [(t_il + 1, "inhibition ends: ticking"), (t_il + 1 + t_out, "end of code")]
+    fig = plot.membrane_traces(result, hidden.name, threshold=0.0)
+    marks = [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == ":"]
+    np.testing.assert_allclose(marks, [(t_il + 1) * result.dt * 1e3, (t_il + 1 + t_out) * result.dt * 1e3])
 
 
 def test_raster_has_one_band_per_population_with_all_spikes(simulated):

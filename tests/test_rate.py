@@ -100,6 +100,13 @@ def test_single_neuron_trajectory_and_output_accumulator(dense, dense_subtract):
     np.testing.assert_allclose(result.outputs, expected, rtol=1e-12, atol=1e-12)
     # the trace is the running average: step k holds (k + 1) steps of input
     np.testing.assert_array_equal(result.output_trace[:, -1], result.outputs)
+    # operations up to step k: the input's one-time events (step 0) plus each hidden spike
+    # at or before step k times its fan-out (4 output neurons)
+    input_ops = result.synaptic_ops_per_population["input"]
+    expected = np.stack([input_ops[n] + 4 * np.array([np.sum((image == n) & (step <= k)) for k in range(T)])
+                         for n in range(len(x))])
+    np.testing.assert_array_equal(result.synaptic_ops_trace, expected)
+    np.testing.assert_array_equal(result.synaptic_ops_trace[:, -1], result.synaptic_ops)
 
 
 def test_reset_to_zero_loses_the_charge_above_threshold(dense, dense_subtract):
@@ -160,6 +167,13 @@ def test_poisson_input_converges_to_the_analog_rates(dense):
     np.testing.assert_array_equal(_counts(again, "input", len(x), 12), n_in)
     other = snn.simulate(x, device=DEVICE, spikes=["input"], seed=7)
     assert other.parameters["seed"] == 7 and not np.array_equal(_counts(other, "input", len(x), 12), n_in)
+    # the stream belongs to the image's index in the input, not its place in a batch: other
+    # batch sizes give the same spikes, and one image repeated in two batches gets fresh noise
+    batched = snn.simulate(x, device=DEVICE, spikes=["input"], batch_size=3)
+    np.testing.assert_array_equal(_counts(batched, "input", len(x), 12), n_in)
+    repeated = snn.simulate(torch.cat([x[:1], x[:1]]), device=DEVICE, spikes=["input"], batch_size=1)
+    first, second = _counts(repeated, "input", 2, 12)
+    assert first.sum() > 0 and not np.array_equal(first, second)
 
 
 def test_uniform_hash_is_uniform_and_decorrelated():
@@ -380,6 +394,7 @@ def test_runtime_and_standalone_give_identical_spikes(pool_net, build_root):
     standalone = snn.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, n_workers=2,
                               build_root=build_root, trace=True)
     np.testing.assert_array_equal(runtime.output_trace, standalone.output_trace)
+    np.testing.assert_array_equal(runtime.synaptic_ops_trace, standalone.synaptic_ops_trace)
     for name in names:
         np.testing.assert_array_equal(runtime.spike_counts[name], standalone.spike_counts[name])
         np.testing.assert_array_equal(runtime.synaptic_ops_per_population[name],

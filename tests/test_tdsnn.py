@@ -134,6 +134,13 @@ def test_conv_and_maxpool_fire_with_the_latest_input():
     latest = torch.nn.functional.max_pool2d(torch.as_tensor(conv_steps.reshape(len(x), 3, 6, 6)), 2)
     np.testing.assert_array_equal(pool_steps, latest.reshape(len(x), -1).numpy())
     assert pool.window_start == conv.window_start + conv.values["T_il"] + 1
+    # the scheme decodes what each population carries: the coded network's values, exactly
+    values, _ = emulate(snn.graph, x, L, t_out=snn.description.options["t_out"])
+    for population in (conv, pool):
+        carried = snn.scheme.population_values(snn.description, result, population.name)
+        np.testing.assert_allclose(carried, values[population.layer].reshape(len(x), -1), rtol=0, atol=1e-12)
+    with pytest.raises(InvalidValueError, match="helper"):
+        snn.scheme.population_values(snn.description, result, f"tick_{conv.name}")
 
 
 def test_bias_neuron_carries_the_value_one():

@@ -52,12 +52,14 @@ default): a new image enters every step (``P = 1``), and ``N`` images take ``N +
 With ``pipeline=False`` an image passes through all layers before the next enters
 (``P = S_out + 1``); the outputs are identical.
 
-Spike attribution: the shared machinery assigns a population's spikes to images by windows of
-``P`` steps from ``window_start``. With ``P = 1`` neuron ``k`` answers image ``n`` in window
-``n + k``, so ``SimulationResult.spike_counts`` of hidden populations are shifted per neuron (their
-sum over a run is right except for the last ``K - 1`` images, whose late spikes fall after the last
-window). :func:`spike_images` and :func:`sent_values` attribute monitored spikes exactly; with
-``pipeline=False`` the window counts are exact.
+Spike attribution: neuron ``k`` answers image ``n`` ``k`` steps after the image's window starts
+(with ``P = 1``: in window ``n + k``). :meth:`AMOS.evaluation_lags` tells the simulation, so
+monitored spikes (``SimulationResult.spikes``) carry their true image, and
+:meth:`AMOS.population_values` / :func:`sent_values` decode them exactly for every image. The
+per-image counts ``SimulationResult.spike_counts`` come from counters read at window edges: with
+``P = 1`` those of hidden populations are shifted per neuron (their sum over a run is right except
+for the last ``K - 1`` images, whose late spikes fall after the last window); with
+``pipeline=False`` they are exact.
 
 Populations: why one population of ``K n`` neurons per layer
 -----------------------------------------------------------
@@ -93,7 +95,7 @@ from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import RunSetup, Scheme, population_names, projected_layers, register
 
-__all__ = ["AMOS", "Unit", "relu_unit", "load_unit", "spike_images", "sent_values", "synapse_count",
+__all__ = ["AMOS", "Unit", "relu_unit", "load_unit", "sent_values", "synapse_count",
            "NEURON_EQUATIONS", "INPUT_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR"]
 
 #: Folder of the trained unit files ``amos_<gate>.npz``.
@@ -335,34 +337,43 @@ class AMOS(Scheme):
         starts = {p.name: p.window_start for p in description.populations}
         return RunSetup({}, starts, readout_step=0, parameters={})
 
+    def evaluation_lags(self, description, population):
+        """Neuron ``k`` of a unit answers ``k`` steps after its image's window starts."""
+        p = description.population(population)
+        return np.asarray(p.values["k"]) if "k" in p.values else None
 
-def spike_images(description, population, image, neuron, local):
-    """The image each monitored spike of an AMOS population belongs to.
+    def population_unit(self, description, population):
+        """The :class:`Unit` of a hidden population (rebuilt from the description)."""
+        p = description.population(population)
+        if population not in description.options["units"]:
+            raise InvalidValueError(f"{population!r} is the {p.role} population, not a layer of AMOS units.")
+        gate, K = description.options["units"][population]
+        if gate == "relu":
+            return relu_unit(K, description.options["scales"][p.layer])
+        return load_unit(gate, description.options["unit_dir"])
 
-    ``SimulationResult.spikes`` attributes a spike to the window it falls in; neuron ``k`` of a unit
-    evaluates its image ``k`` steps after the window start, which with ``pipeline=True`` (one step
-    per window) is ``k`` windows later. Returns the image index of every spike (input and output
-    populations: the window's image).
-    """
-    p = description.population(population)
-    P = description.period_steps
-    if p.role in ("input", "output"):
-        return np.asarray(image)
-    k = np.asarray(p.values["k"])[np.asarray(neuron)]
-    return (np.asarray(image) * P + np.asarray(local) - k) // P
+    def population_values(self, description, result, population):
+        """What a hidden population sends, ``y = sum_k d_k z_k`` per unit, shape ``(N, n_units)``.
+
+        Needs ``simulate(..., spikes=[population])``.
+        """
+        if population not in result.spikes:
+            raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
+        unit = self.population_unit(description, population)
+        return sent_values(result, description, population, unit, result.n_images)[0]
 
 
 def sent_values(result, description, population, unit, n_images):
     """What an AMOS population sends, ``y = sum_k d_k z_k`` per unit, shape (n_images, n_units), from its
     monitored spikes (``simulate(..., spikes=[population])``), and the spike count of every neuron and image.
 
-    With ``pipeline=True`` the spikes of the last ``K - 1`` images fall outside the simulated
-    windows: simulate ``K - 1`` extra images and pass the real ``n_images``.
+    The simulation attributes each spike to the image its neuron evaluated
+    (:meth:`AMOS.evaluation_lags`), so every image is complete, pipelined or not.
     """
-    image, neuron, local = result.spikes[population]
+    image, neuron, _ = result.spikes[population]
     size = description.population(population).size
     n = size // unit.K
-    image = spike_images(description, population, image, neuron, local)
+    image = np.asarray(image)
     keep = (image >= 0) & (image < n_images)
     image, neuron = image[keep], np.asarray(neuron)[keep]
     counts = np.zeros((n_images, size), dtype=np.int64)

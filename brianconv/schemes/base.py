@@ -52,12 +52,22 @@ class RunSetup:
         Step inside the output window at which the output is final (None: the whole window).
     parameters : dict
         The user-facing parameter values of this run (for reports).
+    image_index_targets : tuple
+        ``(population, variable)`` pairs set, for every batch, to the index of the batch's first
+        image in the whole input (e.g. so that random input streams differ between batches).
     """
 
     values: dict = field(default_factory=dict)
     window_starts: dict = field(default_factory=dict)
     readout_step: int = None
     parameters: dict = field(default_factory=dict)
+    image_index_targets: tuple = ()
+
+    def batch_values(self, first_image):
+        """The run values of the batch whose first image has index ``first_image``."""
+        values = dict(self.values)
+        values.update({target: int(first_image) for target in self.image_index_targets})
+        return values
 
 
 class Scheme:
@@ -142,6 +152,20 @@ class Scheme:
     def population_values(self, description, result, population):
         """The values (ANN units) a population carries, shape ``(N, size)``, from recorded spikes."""
         raise NotImplementedError(f"Method {self.name!r} does not decode hidden populations.")
+
+    def evaluation_lags(self, description, population):
+        """Per-neuron steps between the start of an image's window and the step the neuron answers it.
+
+        ``None`` (default): every neuron answers inside the window of its image. Schemes whose
+        neurons answer later (AMOS neuron ``k`` evaluates ``k`` steps after its window starts,
+        ``k`` windows later when pipelined) return an int array of shape ``(size,)``, so that
+        monitored spikes are attributed to the right image.
+        """
+        return None
+
+    def stage_marks(self, description, setup, population):
+        """``[(step, label), ...]``: stage boundaries inside ``population``'s window (for plots)."""
+        return []
 
     def decode(self, description, setup, records, n_images):
         """Decoded outputs, shape ``(n_images, n_outputs)``, from one batch's records.

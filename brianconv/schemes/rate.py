@@ -45,8 +45,9 @@ multiply-accumulates of that one-time current set-up.
 ``input="poisson"``: pixel ``j`` spikes in each step with probability ``min(x_j / lambda_0, 1)``
 (rate ``x_j / lambda_0 * r_max``) and each spike carries ``v_unit``. The random numbers come from
 :func:`uniform_hash`, a counter-based generator (the SplitMix64 finaliser applied to ``seed``,
-image index within the batch, neuron index and step): no Brian2 random state is involved, so the
-spike trains are identical on every device and in every run with the same ``seed`` and batch size.
+the image's index in the whole input, neuron index and step): no Brian2 random state is involved,
+so the spike trains are identical on every device, for every batch size and number of workers,
+and in every run with the same ``seed``.
 
 Max-pooling (Sec. 3)
 --------------------
@@ -125,9 +126,10 @@ INPUT_POISSON_EQUATIONS = _STEPS + """
 v_th : volt (constant, shared)      # charge one input spike carries (v_unit)
 x_scale : 1 (constant, shared)
 seed : integer (constant, shared)
+first_image : integer (constant, shared)  # index of the batch's first image in the whole input
 image = (t_in_timesteps - window_start) // period_steps : integer (shared)
 x_now = clip(stimulus(image * period_steps * dt, i) / x_scale, 0, 1) : 1
-u = uniform_hash(seed, image, i, local_step) : 1
+u = uniform_hash(seed, first_image + image, i, local_step) : 1
 """
 INPUT_POISSON_THRESHOLD = "started == 1 and u < x_now"
 
@@ -384,7 +386,7 @@ class Rate(Scheme):
                 events={"update": ("first == 1", "x = x_now")}, values=values, layer=inp.name,
                 shape=inp.out_shape, role="input"))
         else:
-            values["seed"] = int(o["seed"])
+            values.update(seed=int(o["seed"]), first_image=0)
             populations.append(Population(
                 name, inp.size, INPUT_POISSON_EQUATIONS, threshold=INPUT_POISSON_THRESHOLD, reset="",
                 values=values, layer=inp.name, shape=inp.out_shape, role="input",
@@ -504,10 +506,14 @@ class Rate(Scheme):
             _check_seed(seed)
             values[(description.input_population, "seed")] = int(seed)
             parameters["seed"] = int(seed)
+            image_index_targets = ((description.input_population, "first_image"),)
         elif seed is not None:
             raise InvalidValueError("seed only applies to input='poisson'; this network has analog input.")
+        else:
+            image_index_targets = ()
         starts = {p.name: p.window_start for p in description.populations}
-        return RunSetup(values, starts, readout_step=int(steps) - 1, parameters=parameters)
+        return RunSetup(values, starts, readout_step=int(steps) - 1, parameters=parameters,
+                        image_index_targets=image_index_targets)
 
     def population_values(self, description, result, population):
         """Values (ANN units) carried by a population's rates, shape ``(N, size)``.

@@ -336,6 +336,42 @@ class TDSNN(Scheme):
         starts = {p.name: p.window_start for p in description.populations}
         return RunSetup({}, starts, readout_step=description.readout_step, parameters={})
 
+    def population_values(self, description, result, population):
+        """Values (ANN units) carried by the single spikes of ``population``, shape ``(N, size)``.
+
+        A spike at step ``t`` of the population's output window carries ``code_value(t)``:
+        ``exp(t / L) - 1`` with ``offset="fold"``, ``exp(t / L)`` with ``"keep"`` (Eq. 11). The
+        output window of a hidden layer starts ``T_il + 1`` steps into its window, a max-pool's
+        one step in, the input's at once. Needs ``simulate(..., spikes=[population])``.
+        """
+        p = description.population(population)
+        if p.role in ("output", "helper"):
+            raise InvalidValueError(f"{population!r} is a{'n output' if p.role == 'output' else ' helper'} "
+                                    "population: it carries no coded value (the outputs are result.outputs).")
+        if population not in result.spikes:
+            raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
+        if p.role == "input":
+            delay = 0
+        elif "T_il" in p.values:
+            delay = int(p.values["T_il"]) + 1
+        else:  # max-pool: fires one step after its latest input
+            delay = 1
+        options = description.options
+        image, neuron, local = result.spikes[population]
+        values = np.zeros((result.n_images, p.size))
+        values[image, neuron] = code_value(np.asarray(local) - delay, float(options["L"]), options["offset"])
+        return values
+
+    def stage_marks(self, description, setup, population):
+        """Inhibited window, ticking phase and end of the code of a hidden layer; the readout step."""
+        p = description.population(population)
+        if p.role == "output":
+            return [(int(p.values["T_il"]), "readout")]
+        if p.role == "hidden" and "T_il" in p.values:
+            t_il, t_out = int(p.values["T_il"]), int(p.values["T_out"])
+            return [(t_il + 1, "inhibition ends: ticking"), (t_il + 1 + t_out, "end of code")]
+        return []
+
     def decode(self, description, setup, records, n_images):
         """Logits ``A = -v(T_il) * exp(T_il / L) / v_unit`` of the output layer (Eq. 8)."""
         start = setup.window_starts[description.output_population]

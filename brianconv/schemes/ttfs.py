@@ -274,6 +274,16 @@ class TTFS(Scheme):
         values[image, neuron] = (T - (local - offset)) / T * scale
         return values
 
+    def stage_marks(self, description, setup, population):
+        """The silent | spiking boundary (``T``) and the end of the spiking stage (``2 T``) of a neuron."""
+        kind = {name: kind for name, _, kind in description.options["layout"]}[population]
+        T = setup.parameters["t_max"]
+        if kind == "neuron":
+            return [(T, "silent | spiking"), (2 * T, "end of spiking stage")]
+        if kind == "output":
+            return [(T, "readout")]
+        return []
+
     def quantisation_step(self, description):
         """Resolution of the code: the value of one step, as a fraction of each layer's scale."""
         return 1.0 / description.options["t_max"]
