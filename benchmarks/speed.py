@@ -6,8 +6,10 @@
 Each mode runs in its own child process so that its peak memory is its own: the Python
 process's maximum resident memory, and for C++ standalone also that of each simulation process
 (sampled from /proc while it runs). All modes simulate the same MNIST test images with the same converted network; the
-script prints images per second, peak memory, build time and the ratios between modes. Nothing
-here is a test: speed is measured, never asserted.
+script prints images per second (wall clock, and per CPU-second: user + system time of the
+process and its simulation processes, which stays put when other jobs share the machine), peak
+memory, build time and the ratios between modes. Nothing here is a test: speed is measured,
+never asserted.
 """
 
 import argparse
@@ -37,6 +39,13 @@ def _images(n):
     return np.concatenate([x] * repeats)[:n], np.concatenate([y] * repeats)[:n]
 
 
+def _cpu_seconds():
+    """User + system CPU time of this process and its finished children (s): unlike wall time it
+    does not grow when other jobs share the cores."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _peak_mb():
     """Peak resident memory of this Python process (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -57,11 +66,11 @@ def measure(mode, args):
     if mode == "torch":
         with torch.no_grad():
             model(torch.as_tensor(x[:100]))  # warm-up
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu_seconds()
             for batch in range(0, n, 1000):
                 model(torch.as_tensor(x[batch:batch + 1000]))
-            seconds = time.perf_counter() - start
-        return dict(mode=mode, images=n, seconds=seconds, build=0.0, peak_mb=_peak_mb())
+            seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        return dict(mode=mode, images=n, seconds=seconds, cpu=cpu, build=0.0, peak_mb=_peak_mb())
     calibration, _ = datasets.load_sample("train")
     options = {"t_max": args.t_max} if args.method == "ttfs" else {}
     snn = brianconv.convert(model, args.method, calibration=calibration, **options)
@@ -73,9 +82,12 @@ def measure(mode, args):
     if mode == "runtime":  # Cython compiles its code objects on the first run: keep that out of the timing
         snn.simulate(x[:1], device=device, batch_size=batch)
     build = time.perf_counter() - start
+    cpu = _cpu_seconds()
     result = snn.simulate(x, labels=y, device=device, n_workers=workers, batch_size=batch, build_root=args.build_dir)
+    cpu = _cpu_seconds() - cpu
     binary = result.timing.get("peak_memory_mb") or 0.0
-    return dict(mode=mode, images=n, seconds=result.timing["simulate"], build=build, peak_mb=max(_peak_mb(), binary),
+    return dict(mode=mode, images=n, seconds=result.timing["simulate"], cpu=cpu, build=build,
+                peak_mb=max(_peak_mb(), binary),
                 python_mb=_peak_mb(), binary_mb=binary, accuracy=result.accuracy, ann_accuracy=result.ann_accuracy,
                 workers=workers)
 
@@ -106,26 +118,30 @@ def main():
         if "--build-dir" not in command:
             command += ["--build-dir", args.build_dir]
         output = subprocess.run(command, capture_output=True, text=True)
-        line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((text for text in output.stdout.splitlines() if text.startswith("RESULT ")), None)
         if line is None:
             print(f"{mode} failed:\n{output.stderr[-3000:]}")
             continue
         rows[mode] = json.loads(line[7:])
         r = rows[mode]
-        print(f"{mode:<11} {r['images']:>6} images in {r['seconds']:8.1f} s = {r['images'] / r['seconds']:9.1f} images/s, "
+        print(f"{mode:<11} {r['images']:>6} images in {r['seconds']:8.1f} s = {r['images'] / r['seconds']:9.1f} images/s "
+              f"({r['images'] / r['cpu']:8.1f} per CPU-second), "
               f"build {r['build']:6.1f} s, peak memory {r['peak_mb']:7.0f} MB"
               + (f" (Python {r['python_mb']:.0f} MB, one simulation process {r['binary_mb']:.0f} MB)"
                  if r.get("binary_mb") else "")
               + (f", SNN accuracy {100 * r['accuracy']:.2f} % (ANN {100 * r['ann_accuracy']:.2f} %)" if "accuracy" in r else ""),
               flush=True)
     speed = {mode: r["images"] / r["seconds"] for mode, r in rows.items()}
-    print(f"\n{args.method} on {args.model}, {args.cores} cores")
+    per_cpu = {mode: r["images"] / r["cpu"] for mode, r in rows.items()}
+    print(f"\n{args.method} on {args.model}, {args.cores} cores; ratios of images/s (wall clock) and of images "
+          "per CPU-second (independent of other load)")
+    print(f"  {'':<52} {'wall':>10} {'CPU':>10}")
     for a, b, label in [("standalone", "runtime", "(c) standalone, 1 process / (b) runtime"),
                         ("parallel", "standalone", "(d) standalone, all cores / (c) 1 process"),
                         ("standalone", "torch", "(c) standalone / (a) torch ANN: distance to the limit"),
                         ("parallel", "torch", "(d) standalone, all cores / (a) torch ANN")]:
         if a in speed and b in speed:
-            print(f"  {label:<52} {speed[a] / speed[b]:10.3f}")
+            print(f"  {label:<52} {speed[a] / speed[b]:10.3f} {per_cpu[a] / per_cpu[b]:10.3f}")
     if "parallel" in speed:
         print(f"  10,000 images with (d) would take {10000 / speed['parallel']:.0f} s")
 

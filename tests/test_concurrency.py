@@ -31,7 +31,7 @@ def test_two_processes_build_the_same_network_at_once(tmp_path):
     for process in processes:
         out, err = process.communicate(timeout=900)
         assert process.returncode == 0, err[-2000:]
-        line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+        line = next(text for text in out.splitlines() if text.startswith("RESULT "))
         results.append(json.loads(line[7:]))
     assert results[0]["outputs"] == results[1]["outputs"]
     folders = sorted(p.name for p in tmp_path.iterdir())

@@ -17,7 +17,8 @@ def _load(name):
 
 def test_tutorials_are_numbered_scripts_with_a_title():
     scripts = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.py"))
-    assert scripts[:2] == ["01_one_neuron_one_spike.py", "02_convert_mnist_cnn.py"]
+    assert scripts == ["01_one_neuron_one_spike.py", "02_convert_mnist_cnn.py", "03_schemes_compared.py",
+                       "04_parameter_study.py", "05_amos_units.py"]
     for name in scripts:
         assert _load(name).__doc__.startswith(f"Tutorial {int(name[:2])} ")
 
@@ -34,6 +35,42 @@ def test_tutorial_2_mnist_raster(tmp_path):
     assert result.n_images == 10 and result.agreement >= 0.9
     for figure in ("02_raster.png", "02_spikes_per_layer.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
+
+
+def test_tutorial_3_four_schemes_on_one_network(tmp_path):
+    schemes = {"rate": dict(duration=20), "ttfs": dict(t_max=16), "tdsnn": dict(L=4.0), "amos": dict(K=4)}
+    rows = _load("03_schemes_compared.py").main(out=tmp_path, images=8, model="mlp", device="numpy", schemes=schemes)
+    assert [row["scheme"] for row in rows] == list(schemes)
+    for row in rows:
+        assert row["agreement"] >= 75 and row["synaptic_ops"] > 0 and row["latency_ms"] > 0
+    spikes = {row["scheme"]: row["spikes_per_neuron"] for row in rows}
+    assert spikes["rate"] > spikes["ttfs"] and max(spikes["ttfs"], spikes["tdsnn"], spikes["amos"]) <= 1.01
+    assert (tmp_path / "03_schemes_compared.png").stat().st_size > 10_000
+
+
+def test_tutorial_4_parameter_study(tmp_path):
+    ttfs, rate, leak = _load("04_parameter_study.py").main(out=tmp_path, images=8, model="mlp", device="numpy",
+                                                           fast=True)
+    assert len(ttfs) == 4 and len(rate) == 4 and len(leak) == 2
+    assert not any(ttfs.column("compiled"))  # the numpy device compiles nothing; standalone is tested elsewhere
+    # a lower threshold makes more spikes; more steps read out more of them
+    by_point = {(row["threshold_scale"], row["steps"]): row for row in rate}
+    assert by_point[(0.5, 20)]["spikes_per_neuron"] > by_point[(2.0, 20)]["spikes_per_neuron"]
+    assert set(rate.column("v_th_mV")) == {0.5, 2.0}
+    assert list(leak.column("period_steps")) == sorted(leak.column("period_steps"))  # longer leak, longer windows
+    for name in ("04_parameter_study.png", "04_ttfs.csv", "04_rate.csv", "04_tdsnn_leak.csv"):
+        assert (tmp_path / name).stat().st_size > 100
+
+
+def test_tutorial_5_amos_units(tmp_path):
+    errors = _load("05_amos_units.py").main(out=tmp_path, points=41, device="numpy")
+    relu = errors["relu"]
+    assert relu["max_error"] <= relu["alpha"] * 2.0 ** -relu["K"] + 1e-9
+    for gate in ("relu", "sigmoid", "silu"):
+        assert errors[gate]["same_as_unit"] >= 0.85  # the Brian2 network computes the unit (up to threshold ties)
+    assert errors["sigmoid"]["K"] == 8 and errors["silu"]["K"] == 12
+    assert errors["sigmoid"]["max_error"] < 0.1 and errors["silu"]["max_error"] < 0.2
+    assert (tmp_path / "05_amos_units.png").stat().st_size > 10_000
 
 
 if __name__ == "__main__":

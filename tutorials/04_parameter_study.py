@@ -1,0 +1,123 @@
+"""Tutorial 4 — a parameter study: thresholds, coding window and leak.
+
+How do accuracy, spikes and synaptic operations move when we change a biophysical parameter?
+
+A. ``ttfs``: the coding window ``t_max`` (steps per stage) against a common factor on every
+   threshold. Both are run-time parameters, so ``brianconv.sweep`` re-runs ONE compiled C++
+   program over the whole grid (no recompilation: the table's ``compiled`` column says so).
+B. ``rate``: the firing threshold ``v_th`` in millivolts (each spike carries it, so rates scale
+   as ``v_unit / v_th``) against the number of steps read out: low thresholds answer early but
+   saturate, high ones need longer.
+C. ``tdsnn``: the membrane leak constant ``L`` (in steps). The leak shapes the code itself
+   (spike times ``ceil(L ln(x + 1))``), so every value is a new conversion; longer ``L`` resolves
+   values more finely at the price of longer windows.
+
+    python tutorials/04_parameter_study.py [--images 200] [--model small_cnn] [--out figures]
+"""
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from brian2 import mV  # noqa: E402
+
+import brianconv  # noqa: E402
+from brianconv import datasets, models, plot  # noqa: E402
+from brianconv.builder import find_compiler  # noqa: E402
+from brianconv.sweep import SweepTable  # noqa: E402
+
+TTFS_GRID = {"t_max": [4, 8, 16, 32], "threshold_scale": [0.5, 0.75, 1.0, 1.5]}
+RATE_GRID = {"threshold_scale": [0.25, 0.5, 1.0, 2.0], "steps": [5, 10, 20, 40]}
+LEAKS = [2.0, 4.0, 8.0, 16.0]
+
+
+def ttfs_study(model, x, y, calibration, device, grid=TTFS_GRID):
+    """Part A: one compiled ttfs network over ``t_max`` x ``threshold_scale``."""
+    snn = brianconv.convert(model, "ttfs", calibration=calibration, t_max=max(grid["t_max"]))
+    return brianconv.sweep(snn, x, grid, labels=y, device=device)
+
+
+def rate_study(model, x, y, calibration, device, grid=RATE_GRID):
+    """Part B: one compiled rate network over the threshold (mV) and the readout step."""
+    snn = brianconv.convert(model, "rate", calibration=calibration, duration=max(grid["steps"]))
+    table = brianconv.sweep(snn, x, grid, labels=y, device=device)
+    v_unit = snn.description.options["v_unit"]
+    for row in table:
+        row["v_th_mV"] = float(row["threshold_scale"] * v_unit / mV)
+    return table
+
+
+def leak_study(model, x, y, calibration, device, leaks=LEAKS):
+    """Part C: one tdsnn conversion per leak constant ``L``; rows like a sweep table."""
+    rows = []
+    for L in leaks:
+        snn = brianconv.convert(model, "tdsnn", calibration=calibration, L=L)
+        result = snn.simulate(x, labels=y, device=device)
+        rows.append(dict(L=L, accuracy=result.accuracy, agreement=result.agreement,
+                         spikes_per_neuron=result.spikes_per_neuron,
+                         synaptic_ops=float(np.mean(result.synaptic_ops)),
+                         period_steps=snn.description.period_steps,
+                         rmse=float(np.sqrt(np.mean((result.outputs - result.ann_outputs) ** 2)))))
+    return SweepTable(rows)
+
+
+def plot_study(ttfs, rate, leak):
+    """One figure: the ttfs accuracy map, ttfs ops vs t_max, rate accuracy vs v_th, tdsnn vs L."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
+    plot.sweep_heatmap(ttfs, "t_max", "threshold_scale", "accuracy", ax=axes[0, 0])
+    axes[0, 0].set_title("ttfs: accuracy over t_max and threshold factor")
+    plot.sweep_curves(ttfs, "t_max", "synaptic_ops", hue="threshold_scale", ax=axes[0, 1])
+    axes[0, 1].set_title("ttfs: synaptic operations per image")
+    plot.sweep_curves(rate, "v_th_mV", "accuracy", hue="steps", ax=axes[1, 0])
+    axes[1, 0].set_xscale("log", base=2)
+    axes[1, 0].set_xlabel("threshold v_th (mV)")
+    axes[1, 0].set_title("rate: accuracy against threshold, per readout step")
+    ax = axes[1, 1]
+    ax.plot(leak.column("L"), 100 * leak.column("accuracy"), "o-", color="C0")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("leak constant L (steps)")
+    ax.set_ylabel("accuracy (%)", color="C0")
+    twin = ax.twinx()
+    twin.plot(leak.column("L"), leak.column("period_steps"), "s--", color="C1")
+    twin.set_ylabel("steps per image", color="C1")
+    ax.set_title("tdsnn: accuracy and window length against the leak")
+    return fig
+
+
+def main(out="figures", images=200, model="small_cnn", device=None, fast=False):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or ("cpp_standalone" if find_compiler() else "runtime")
+    x, y = datasets.load_sample("test", limit=images)
+    calibration, _ = datasets.load_sample("train")
+    net = models.load(model)
+    small = dict(t_max=[4, 16], threshold_scale=[0.5, 1.0]), dict(threshold_scale=[0.5, 2.0], steps=[5, 20]), [4.0, 8.0]
+    ttfs_grid, rate_grid, leaks = small if fast else (TTFS_GRID, RATE_GRID, LEAKS)
+    print("A. ttfs: t_max x threshold factor (one compiled network)")
+    ttfs = ttfs_study(net, x, y, calibration, device, ttfs_grid)
+    print(ttfs)
+    print("\nB. rate: threshold (mV) x readout step (one compiled network)")
+    rate = rate_study(net, x, y, calibration, device, rate_grid)
+    print(rate)
+    print("\nC. tdsnn: leak constant L (one conversion per value)")
+    leak = leak_study(net, x, y, calibration, device, leaks)
+    print(leak)
+    plot_study(ttfs, rate, leak).savefig(out / "04_parameter_study.png", dpi=120)
+    for name, table in (("ttfs", ttfs), ("rate", rate), ("tdsnn_leak", leak)):
+        table.to_csv(out / f"04_{name}.csv")
+    print(f"figure and tables written to {out}/04_parameter_study.png, 04_*.csv")
+    return ttfs, rate, leak
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="figures")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--model", default="small_cnn")
+    parser.add_argument("--device", default=None, choices=["cpp_standalone", "runtime", "numpy"])
+    parser.add_argument("--fast", action="store_true", help="a 2 x 2 grid and two leaks")
+    main(**vars(parser.parse_args()))
