@@ -350,7 +350,7 @@ class SpikingNetwork:
                         windows.reshape(len(batch), d.period_steps, -1))
         outputs = np.concatenate(outputs)
         _warn_silent_populations(d, spikes, sum(len(b) for b in batches))
-        return SimulationResult(
+        result = SimulationResult(
             predictions=np.argmax(outputs, axis=1), outputs=outputs, ann_outputs=self.graph.forward(x),
             spike_counts={k: np.concatenate(v).astype(np.int64) for k, v in spikes.items()},
             synaptic_ops_per_population={k: np.concatenate(v).astype(np.int64) for k, v in synops.items()},
@@ -366,6 +366,8 @@ class SpikingNetwork:
             timing=dict(build=program.__dict__.pop("build_seconds", 0.0), simulate=elapsed,
                         compiled=program.__dict__.pop("freshly_built", False),
                         peak_memory_mb=max((r.peak_memory_mb or 0.0) for r in records) or None))
+        _warn_lost_neurons(self.graph, d, self.calibration, x, result.spikes)
+        return result
 
 
 def _warn_silent_populations(description, spikes, n_images, min_images=20):
@@ -376,6 +378,38 @@ def _warn_silent_populations(description, spikes, n_images, min_images=20):
         if population.role == "hidden" and population.threshold and sum(c.sum() for c in spikes[population.name]) == 0:
             warnings.warn(f"Population {population.name!r} emitted no spike for {n_images} images: the information "
                           "stops there. Check its thresholds (calibration data, percentile, run-time scales).",
+                          AccuracyWarning, stacklevel=3)
+
+
+def _warn_lost_neurons(graph, description, calibration, x, spikes, min_images=20, fraction=0.1):
+    """An AccuracyWarning for monitored neurons that never spiked although the ANN needs them.
+
+    A neuron of a hidden population (one neuron per ANN unit) whose ANN activation reaches
+    ``fraction`` of its layer's scale on at least one of the images, yet that never spiked on any
+    of them, drops information the ANN uses. Needs ``simulate(..., spikes=[...])``; checked on
+    ``min_images`` or more images.
+    """
+    candidates = [name for name in spikes if description.population(name).role == "hidden"
+                  and description.population(name).size == graph[description.population(name).layer].size
+                  and description.population(name).layer in calibration.scales]
+    if len(x) < min_images or not candidates:
+        return
+    peak = {name: np.full(description.population(name).size, -np.inf) for name in candidates}
+    for start in range(0, len(x), 256):
+        _, activations = graph.forward(x[start:start + 256], record=True)
+        for name in candidates:
+            values = activations[description.population(name).layer]
+            peak[name] = np.maximum(peak[name], values.reshape(len(values), -1).max(axis=0))
+    for name in candidates:
+        population = description.population(name)
+        spiked = np.zeros(population.size, dtype=bool)
+        spiked[spikes[name][1]] = True
+        lost = np.nonzero((peak[name] >= fraction * calibration.scales[population.layer]) & ~spiked)[0]
+        if len(lost):
+            warnings.warn(f"{len(lost)} of {population.size} neurons of population {name!r} never spiked in {len(x)} "
+                          f"images although their ANN activation reaches {fraction:.0%} of the layer's scale or more "
+                          f"(e.g. neuron {lost[0]}): their information is lost. Lower the thresholds "
+                          "(threshold_scale, percentile) or lengthen the code (t_max, duration).",
                           AccuracyWarning, stacklevel=3)
 
 

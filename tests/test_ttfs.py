@@ -265,3 +265,26 @@ def test_warnings_for_coarse_codes_and_silent_layers(dense):
     hidden_layer = snn.graph.layers[1].name
     with pytest.warns(AccuracyWarning, match="emitted no spike for 30 images"):
         snn.simulate(x, device="numpy", scales={hidden_layer: 1e6})  # a huge threshold silences the layer
+
+
+def test_warning_names_neurons_the_ann_needs_that_never_spiked(dense):
+    """A threshold far above the layer's activations silences it: every neuron whose activation
+    reaches a tenth of the scale is reported, with the count; the calibrated run is quiet."""
+    import warnings
+
+    from brianconv.errors import AccuracyWarning
+
+    model, x = dense
+    snn = brianconv.convert(model, "ttfs", calibration=x, t_max=T, percentile=100)
+    hidden = snn.description.populations[1].name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyWarning)
+        normal = snn.simulate(x, device="numpy", spikes=[hidden])
+    layer = snn.graph.layers[1].name
+    raised = snn.simulate(x, device="numpy", spikes=[hidden], threshold_scale=1.0)  # same thresholds: quiet
+    assert raised.spike_counts[hidden].sum() == normal.spike_counts[hidden].sum()
+    peak = snn.graph.forward(x, record=True)[1][layer].max(axis=0)
+    expected = int(np.sum(peak >= 0.1 * snn.calibration.scales[layer]))
+    assert expected > 0
+    with pytest.warns(AccuracyWarning, match=rf"^{expected} of 10 neurons of population {hidden!r} never spiked in 30"):
+        snn.simulate(x, device="numpy", spikes=[hidden], scales={layer: 40 * snn.calibration.scales[layer]})
