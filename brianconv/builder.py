@@ -19,6 +19,7 @@ import contextlib
 import errno
 import json
 import logging
+import re
 import os
 import shutil
 import subprocess
@@ -38,6 +39,29 @@ __all__ = ["Records", "MonitorRequest", "create_objects", "RuntimeProgram", "Sta
            "build_standalone", "build_runtime", "default_build_root", "find_compiler"]
 
 logger = logging.getLogger(__name__)
+
+
+class _RoundingOnlyGridFilter(logging.Filter):
+    """Drop Brian2's "time grids not aligned" warning when the grids differ only by float rounding.
+
+    The stimulus TimedArray steps ``period_steps * dt``; the ratio of the two steps can come out
+    as e.g. 104.00000000000001, which Brian2 reports although its lookup rounds to the nearest
+    row and reads the right image. Ratios that are really fractional still warn.
+    """
+
+    _RATIO = re.compile(r"ratio: 1/([0-9.eE+-]+)\)")
+
+    def filter(self, record):
+        match = self._RATIO.search(record.getMessage())
+        if match is None:
+            return True
+        ratio = float(match.group(1))
+        return abs(ratio - round(ratio)) > 1e-9 * ratio
+
+
+_timedarray_logger = logging.getLogger("brian2.input.timedarray")
+if not any(isinstance(f, _RoundingOnlyGridFilter) for f in _timedarray_logger.filters):
+    _timedarray_logger.addFilter(_RoundingOnlyGridFilter())
 
 #: Compiler flags for generated C++ (standalone and Cython). ``-ffp-contract=off`` keeps
 #: ``a*b + c`` from being fused into one rounding, so runtime and standalone round alike.

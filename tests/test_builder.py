@@ -208,3 +208,18 @@ def test_run_whose_results_cannot_be_written_is_an_error(tiny, tmp_path):
         program.run(np.zeros((2, tiny.description.n_inputs)), results_dir=results)
     assert str(results) in str(info.value) and "Free space" in str(info.value)
     assert not results.exists()
+
+
+def test_only_rounding_level_grid_warnings_are_dropped():
+    """Brian2's "time grids not aligned" warning is a false alarm for 104.00000000000001 steps."""
+    import logging
+
+    template = "Group uses a dt of 100. us while TimedArray uses dt of {} (ratio: 1/{}) → time grids not aligned"
+    keep = builder._RoundingOnlyGridFilter().filter
+    record = logging.LogRecord("brian2.input.timedarray", logging.WARNING, "", 0, "", None, None)
+    record.msg = template.format("10.4 ms", "104.00000000000001")
+    assert not keep(record)
+    record.msg = template.format("250. us", "2.5")
+    assert keep(record)
+    record.msg = "another message"
+    assert keep(record)

@@ -6,13 +6,18 @@ A. ``ttfs``: the coding window ``t_max`` (steps per stage) against a common fact
    threshold. Both are run-time parameters, so ``brianconv.sweep`` re-runs ONE compiled C++
    program over the whole grid (no recompilation: the table's ``compiled`` column says so).
 B. ``rate``: the firing threshold ``v_th`` in millivolts (each spike carries it, so rates scale
-   as ``v_unit / v_th``) against the number of steps read out: low thresholds answer early but
-   saturate, high ones need longer.
+   as ``v_unit / v_th``) against the number of steps read out. One run per threshold records the
+   output and the synaptic operations at every step (``trace=True``): low thresholds answer
+   early but saturate and cost many spikes, high ones need longer.
 C. ``tdsnn``: the membrane leak constant ``L`` (in steps). The leak shapes the code itself
    (spike times ``ceil(L ln(x + 1))``), so every value is a new conversion; longer ``L`` resolves
    values more finely at the price of longer windows.
 
     python tutorials/04_parameter_study.py [--images 200] [--model small_cnn] [--out figures]
+
+The default device is Brian2's runtime with numpy code: for a few hundred images of a small
+network it finishes sooner than compiling C++ (``--device cpp_standalone`` compiles each network
+once, then every sweep point is a run of the same program with new ``run_args``).
 """
 
 import argparse
@@ -27,11 +32,11 @@ from brian2 import mV  # noqa: E402
 
 import brianconv  # noqa: E402
 from brianconv import datasets, models, plot  # noqa: E402
-from brianconv.builder import find_compiler  # noqa: E402
 from brianconv.sweep import SweepTable  # noqa: E402
 
 TTFS_GRID = {"t_max": [4, 8, 16, 32], "threshold_scale": [0.5, 0.75, 1.0, 1.5]}
-RATE_GRID = {"threshold_scale": [0.25, 0.5, 1.0, 2.0], "steps": [5, 10, 20, 40]}
+RATE_THRESHOLDS = [0.25, 0.5, 1.0, 2.0]   # x v_unit (1 mV)
+RATE_STEPS = [5, 10, 20, 40]
 LEAKS = [2.0, 4.0, 8.0, 16.0]
 
 
@@ -41,14 +46,23 @@ def ttfs_study(model, x, y, calibration, device, grid=TTFS_GRID):
     return brianconv.sweep(snn, x, grid, labels=y, device=device)
 
 
-def rate_study(model, x, y, calibration, device, grid=RATE_GRID):
-    """Part B: one compiled rate network over the threshold (mV) and the readout step."""
-    snn = brianconv.convert(model, "rate", calibration=calibration, duration=max(grid["steps"]))
-    table = brianconv.sweep(snn, x, grid, labels=y, device=device)
+def rate_study(model, x, y, calibration, device, thresholds=RATE_THRESHOLDS, steps=RATE_STEPS):
+    """Part B: one rate network, one run per threshold, read out after each of ``steps``.
+
+    Rows: threshold (mV), steps, accuracy after that many steps, spikes per neuron and synaptic
+    operations up to that step (from the per-step traces of the run).
+    """
+    snn = brianconv.convert(model, "rate", calibration=calibration, duration=max(steps))
     v_unit = snn.description.options["v_unit"]
-    for row in table:
-        row["v_th_mV"] = float(row["threshold_scale"] * v_unit / mV)
-    return table
+    rows = []
+    for scale in thresholds:
+        result = snn.simulate(x, labels=y, device=device, threshold_scale=scale, trace=True)
+        for k in steps:
+            predictions = result.output_trace[:, k - 1].argmax(axis=1)
+            rows.append(dict(v_th_mV=float(scale * v_unit / mV), steps=k, accuracy=float(np.mean(predictions == y)),
+                             synaptic_ops=float(result.synaptic_ops_trace[:, k - 1].mean()),
+                             compiled=bool(result.timing["compiled"])))
+    return SweepTable(rows)
 
 
 def leak_study(model, x, y, calibration, device, leaks=LEAKS):
@@ -76,6 +90,14 @@ def plot_study(ttfs, rate, leak):
     axes[1, 0].set_xscale("log", base=2)
     axes[1, 0].set_xlabel("threshold v_th (mV)")
     axes[1, 0].set_title("rate: accuracy against threshold, per readout step")
+    inset = axes[1, 0].inset_axes([0.6, 0.12, 0.37, 0.35])
+    for k in sorted(set(rate.column("steps"))):
+        rows = [row for row in rate if row["steps"] == k]
+        inset.plot([row["v_th_mV"] for row in rows], [row["synaptic_ops"] for row in rows], ".-", lw=1)
+    inset.set_xscale("log", base=2)
+    inset.set_yscale("log")
+    inset.set_title("synaptic ops", fontsize=7)
+    inset.tick_params(labelsize=6)
     ax = axes[1, 1]
     ax.plot(leak.column("L"), 100 * leak.column("accuracy"), "o-", color="C0")
     ax.set_xscale("log", base=2)
@@ -88,20 +110,21 @@ def plot_study(ttfs, rate, leak):
     return fig
 
 
-def main(out="figures", images=200, model="small_cnn", device=None, fast=False):
+def main(out="figures", images=200, model="small_cnn", device="numpy", fast=False):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = device or ("cpp_standalone" if find_compiler() else "runtime")
     x, y = datasets.load_sample("test", limit=images)
     calibration, _ = datasets.load_sample("train")
     net = models.load(model)
-    small = dict(t_max=[4, 16], threshold_scale=[0.5, 1.0]), dict(threshold_scale=[0.5, 2.0], steps=[5, 20]), [4.0, 8.0]
-    ttfs_grid, rate_grid, leaks = small if fast else (TTFS_GRID, RATE_GRID, LEAKS)
-    print("A. ttfs: t_max x threshold factor (one compiled network)")
+    if fast:
+        ttfs_grid, thresholds, steps, leaks = dict(t_max=[4, 16], threshold_scale=[0.5, 1.0]), [0.5, 2.0], [5, 20], [4.0, 8.0]
+    else:
+        ttfs_grid, thresholds, steps, leaks = TTFS_GRID, RATE_THRESHOLDS, RATE_STEPS, LEAKS
+    print("A. ttfs: t_max x threshold factor (one network, re-run per point)")
     ttfs = ttfs_study(net, x, y, calibration, device, ttfs_grid)
     print(ttfs)
-    print("\nB. rate: threshold (mV) x readout step (one compiled network)")
-    rate = rate_study(net, x, y, calibration, device, rate_grid)
+    print("\nB. rate: threshold (mV) x readout step (one run per threshold)")
+    rate = rate_study(net, x, y, calibration, device, thresholds, steps)
     print(rate)
     print("\nC. tdsnn: leak constant L (one conversion per value)")
     leak = leak_study(net, x, y, calibration, device, leaks)
@@ -118,6 +141,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="figures")
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--model", default="small_cnn")
-    parser.add_argument("--device", default=None, choices=["cpp_standalone", "runtime", "numpy"])
+    parser.add_argument("--device", default="numpy", choices=["cpp_standalone", "runtime", "numpy"])
     parser.add_argument("--fast", action="store_true", help="a 2 x 2 grid and two leaks")
     main(**vars(parser.parse_args()))
