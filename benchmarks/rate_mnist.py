@@ -9,10 +9,10 @@ it the 1,000 bundled test images are used. Figures go to ``--out``. Every number
 in this run (C++ standalone, ``--workers`` parallel runs of one compiled program per configuration).
 
 Default image count: the main run simulates the first 1,000 test images. Measured on two cores
-shared with other jobs: 1,000 images of the 29k-neuron ``lopez_randulfe_cnn`` for 200 steps took
-10-16 minutes (1.0-1.7 images/s with two workers; 42 million synaptic operations per image), and
-the whole script 33 minutes including its three compilations (about 3 minutes each), 17 minutes
-with the compiled networks cached. ``--images 10000`` (the full test set) adds 1.5-2.5 hours.
+shared with other jobs: ``--images 10000 --duration 100 --ablation-images 2000`` (the run kept in
+``benchmarks/results/rate_mnist.txt``) took 30 minutes in all, of which 18 minutes for the
+10,000 images of the 29k-neuron ``lopez_randulfe_cnn`` (9.4 images/s with two workers; 21 million
+synaptic operations per image) and 10 minutes for the ablation, compilations included.
 """
 
 import argparse
