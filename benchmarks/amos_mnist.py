@@ -4,6 +4,7 @@ neurons and parameters added (the paper's Table 3), and throughput in pipelined 
     python benchmarks/amos_mnist.py                        # small_cnn, K = 10, first 1,000 test images
     python benchmarks/amos_mnist.py --images 200 --model mlp
     python benchmarks/amos_mnist.py --model lopez_randulfe_cnn  # prints why it is not simulated
+    python benchmarks/amos_mnist.py --model small_cnn_silu      # trained SiLU units (K = 12)
 
 The full MNIST is looked up in ``--data``, ``$BRIANCONV_DATA`` or ``../shared/data/mnist`` (the
 bundled 1,000 test images otherwise). The network runs in C++ standalone, pipelined (a new image
@@ -22,12 +23,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import brianconv
 from brianconv import datasets, models
 from brianconv.connectivity import connections_for
 from brianconv.graph import trace
-from brianconv.schemes.amos import relu_unit, sent_values, synapse_count
+from brianconv.schemes.amos import UNIT_DIR, load_unit, relu_unit, sent_values, synapse_count
 
 PAPER_TABLE3 = {"sigmoid (K=8)": 52, "ReLU (K=10)": 75, "Swish (K=12)": 102, "Mult (K=40)": 940}
 
@@ -39,8 +41,13 @@ def load_data(args):
     return x, y, xc[-args.calibration:], source
 
 
+def unit_size(layer, K):
+    """Neurons per AMOS unit of a hidden layer: ``K`` for ReLU, the trained unit's own K otherwise."""
+    return K if layer.activation == "relu" else load_unit(layer.activation).K
+
+
 def estimated_synapses(graph, K):
-    """Synapses of the AMOS network with ReLU units of K neurons, without building it.
+    """Synapses of the AMOS network with ReLU units of K neurons (trained units: their own K), without building it.
 
     Feedforward: ``K_s K_t F`` per weighted layer (``K_s = 1`` from the analog input, ``K_t = 1`` into
     the output); inhibition ``n K (K - 1) / 2`` per hidden layer. Average pooling is counted as
@@ -53,10 +60,30 @@ def estimated_synapses(graph, K):
             k_of[layer.name] = k_source
             continue
         fan = len(connections_for(layer)[0])
-        k_target = 1 if layer is graph.output else K
-        total += k_source * k_target * fan + (0 if layer is graph.output else layer.size * K * (K - 1) // 2)
-        k_of[layer.name] = K
+        k_target = 1 if layer is graph.output else unit_size(layer, K)
+        inhibition = 0 if layer is graph.output else layer.size * k_target * (k_target - 1) // 2
+        total += k_source * k_target * fan + inhibition
+        k_of[layer.name] = k_target
     return total
+
+
+def outside_domain(snn, values):
+    """Per hidden layer with a trained unit: ``(name, gate, domain, fraction of pre-activations outside it)``.
+
+    ``values`` are the per-layer outputs of ``snn.scheme.reference``; each layer's pre-activations are
+    recomputed from what its inputs send, i.e. what the SNN's units receive.
+    """
+    rows = []
+    for layer in snn.graph.layers[1:]:
+        if layer.activation in (None, "relu") or layer is snn.graph.output:
+            continue
+        with np.load(Path(snn.scheme.options["unit_dir"] or UNIT_DIR) / f"amos_{layer.activation}.npz") as data:
+            low, high = data["domain"]
+        with torch.no_grad():
+            z = layer.pre_activation(*(torch.as_tensor(values[name]) for name in layer.inputs)).numpy()
+        rows.append((layer.name, layer.activation, (low, high), np.mean((z < low) | (z > high)),
+                     np.mean(z < low), np.mean(z > high)))
+    return rows
 
 
 def main():
@@ -78,7 +105,7 @@ def main():
     estimate = estimated_synapses(graph, args.K)
     print(f"{args.model}: {len(x)} test images from the {source}; calibration on {len(xc)} training images; "
           f"K = {args.K}, percentile {args.percentile}")
-    print(f"estimated synapses with K = {args.K}: {estimate:,.0f} (the ANN has "
+    print(f"estimated synapses with K = {args.K} (ReLU; trained units: their own K): {estimate:,.0f} (the ANN has "
           f"{sum(len(connections_for(l)[0]) for l in graph if l.is_weighted):,} connections)")
     if any(layer.op == "maxpool" for layer in graph) or estimate > args.max_synapses:
         print("not simulated: " + ("max-pooling is not supported by amos yet; " if any(
@@ -110,7 +137,7 @@ def main():
     outputs = result.outputs[real]
     predictions = outputs.argmax(axis=1)
     ann = snn.graph.forward(x)
-    reference, _ = snn.scheme.reference(snn.graph, snn.calibration, x)
+    reference, values = snn.scheme.reference(snn.graph, snn.calibration, x)
     # spikes per real image, from the monitors
     spikes = {}
     for p in d.populations:
@@ -149,9 +176,23 @@ def main():
     print(f"{'latency: steps from input to logits':<52}{d.populations[-1].window_start:>12}")
     print("\nparameters added per unit type (paper Table 3 in brackets); ReLU units of different layers share them "
           "up to one scale alpha per layer:")
-    relu = relu_unit(args.K, 1.0)
-    print(f"  ReLU (K={args.K}): {relu.n_parameters} (paper, K=10: {PAPER_TABLE3['ReLU (K=10)']}) "
-          f"+ {sum(1 for l in snn.graph if l.activation == 'relu' and l is not snn.graph.output)} scales")
+    n_relu = sum(1 for l in snn.graph if l.activation == "relu" and l is not snn.graph.output)
+    if n_relu:
+        relu = relu_unit(args.K, 1.0)
+        print(f"  ReLU (K={args.K}): {relu.n_parameters} (paper, K=10: {PAPER_TABLE3['ReLU (K=10)']}) "
+              f"+ {n_relu} scales")
+    for gate, paper in (("silu", "Swish (K=12)"), ("sigmoid", "sigmoid (K=8)")):
+        if any(l.activation == gate for l in snn.graph):
+            unit = load_unit(gate, snn.scheme.options["unit_dir"])
+            print(f"  {gate} (K={unit.K}, trained, shared by all layers): {unit.n_parameters} "
+                  f"(paper, {paper}: {PAPER_TABLE3[paper]})")
+    rows = outside_domain(snn, values)
+    if rows:
+        print("\npre-activations outside the trained unit's domain (the unit's output stays at its edge value there),"
+              f" on the {len(x)} simulated images:")
+        for name, gate, (low, high), outside, below, above in rows:
+            print(f"  {name:<14}{gate:<8}[{low:g}, {high:g}]  outside {100 * outside:7.3f} %  "
+                  f"(below {100 * below:.3f} %, above {100 * above:.3f} %)")
     print("\nper population: neurons, spikes per image, spikes per neuron and image")
     for name, count in spikes.items():
         size = d.population(name).size

@@ -25,13 +25,23 @@ of every net is the ``nn.Linear`` that gives the 10 class logits (no softmax).
         AvgPool2d(2)                                  # 16x3x3
         Flatten -> Linear(144, 64) -> ReLU -> Linear(64, 10)
 
+``small_cnn_silu``
+    ``small_cnn`` with ``nn.SiLU`` (Swish, ``x * sigmoid(x)``) in place of every ReLU, trained
+    with the same recipe. SiLU is negative for negative inputs, so rate coding cannot
+    represent it; it is meant for the ``"amos"`` scheme's trained SiLU units::
+
+        Conv2d(1, 8, 5, stride=2, padding=2) -> SiLU  # 8x14x14
+        Conv2d(8, 16, 3, stride=2, padding=1) -> SiLU # 16x7x7
+        AvgPool2d(2)                                  # 16x3x3
+        Flatten -> Linear(144, 64) -> SiLU -> Linear(64, 10)
+
 ``mlp``
     ``Flatten -> Linear(784, 128) -> ReLU -> Linear(128, 10)``.
 """
 
 from torch import nn
 
-__all__ = ["lopez_randulfe_cnn", "small_cnn", "mlp", "ARCHITECTURES"]
+__all__ = ["lopez_randulfe_cnn", "small_cnn", "small_cnn_silu", "mlp", "ARCHITECTURES"]
 
 
 def lopez_randulfe_cnn():
@@ -67,6 +77,21 @@ def small_cnn():
     )
 
 
+def small_cnn_silu():
+    """``small_cnn`` with SiLU activations instead of ReLU (2,570 neurons)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, kernel_size=5, stride=2, padding=2),
+        nn.SiLU(),
+        nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1),
+        nn.SiLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 3 * 3, 64),
+        nn.SiLU(),
+        nn.Linear(64, 10),
+    )
+
+
 def mlp():
     """A one-hidden-layer perceptron: 784 -> 128 -> 10."""
     return nn.Sequential(
@@ -81,5 +106,6 @@ def mlp():
 ARCHITECTURES = {
     "lopez_randulfe_cnn": lopez_randulfe_cnn,
     "small_cnn": small_cnn,
+    "small_cnn_silu": small_cnn_silu,
     "mlp": mlp,
 }

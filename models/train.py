@@ -35,6 +35,7 @@ from brianconv.datasets import load_mnist  # noqa: E402
 RECIPES = {
     "lopez_randulfe_cnn": dict(epochs=20, batch_size=128, max_lr=3e-3, augment=True),
     "small_cnn": dict(epochs=15, batch_size=128, max_lr=1e-2, augment=False),
+    "small_cnn_silu": dict(epochs=15, batch_size=128, max_lr=1e-2, augment=False),
     "mlp": dict(epochs=8, batch_size=128, max_lr=3e-3, augment=False),
 }
 #: Augmentation ranges: rotation in degrees, scale factor, shift in pixels.

@@ -90,7 +90,8 @@ def plot_study(ttfs, rate, leak):
     axes[1, 0].set_xscale("log", base=2)
     axes[1, 0].set_xlabel("threshold v_th (mV)")
     axes[1, 0].set_title("rate: accuracy against threshold, per readout step")
-    inset = axes[1, 0].inset_axes([0.6, 0.12, 0.37, 0.35])
+    axes[1, 0].legend(fontsize=7, loc="lower left")
+    inset = axes[1, 0].inset_axes([0.36, 0.1, 0.3, 0.28])
     for k in sorted(set(rate.column("steps"))):
         rows = [row for row in rate if row["steps"] == k]
         inset.plot([row["v_th_mV"] for row in rows], [row["synaptic_ops"] for row in rows], ".-", lw=1)
@@ -99,14 +100,15 @@ def plot_study(ttfs, rate, leak):
     inset.set_title("synaptic ops", fontsize=7)
     inset.tick_params(labelsize=6)
     ax = axes[1, 1]
-    ax.plot(leak.column("L"), 100 * leak.column("accuracy"), "o-", color="C0")
+    ax.plot(leak.column("L"), leak.column("rmse"), "o-", color="C0")
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xlabel("leak constant L (steps)")
-    ax.set_ylabel("accuracy (%)", color="C0")
+    ax.set_ylabel("RMSE of the logits against the ANN", color="C0")
     twin = ax.twinx()
     twin.plot(leak.column("L"), leak.column("period_steps"), "s--", color="C1")
     twin.set_ylabel("steps per image", color="C1")
-    ax.set_title("tdsnn: accuracy and window length against the leak")
+    ax.set_title("tdsnn: finer code, longer windows as the leak grows")
     return fig
 
 
