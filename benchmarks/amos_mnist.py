@@ -8,9 +8,10 @@ neurons and parameters added (the paper's Table 3), and throughput in pipelined 
 
 The full MNIST is looked up in ``--data``, ``$BRIANCONV_DATA`` or ``../shared/data/mnist`` (the
 bundled 1,000 test images otherwise). The network runs in C++ standalone, pipelined (a new image
-every step), in batches of ``--batch`` images each followed by ``K`` padding images so that the
-spikes of every real image fall inside its run; spikes are attributed to images from spike
-monitors. Every number printed is measured in this run.
+every step), in batches of ``--batch`` images each followed by ``K`` padding images, so that the
+per-image counters, read at window edges, cover the late neurons of every real image (the spike
+monitors attribute each spike to its image exactly either way, see ``AMOS.evaluation_lags``).
+Every number printed is measured in this run.
 
 The paper's unit sends each source neuron's spike to each of the ``K`` neurons of every target
 unit, so a layer with ``F`` ANN connections has ``K_s K_t F`` synapses; networks above

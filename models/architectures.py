@@ -62,34 +62,29 @@ def lopez_randulfe_cnn():
     )
 
 
-def small_cnn():
-    """A small strided CNN with one average-pooling layer (2,570 neurons)."""
+def _small_cnn(activation):
+    """The ``small_cnn`` layout with ``activation`` (a module class) after every hidden layer."""
     return nn.Sequential(
         nn.Conv2d(1, 8, kernel_size=5, stride=2, padding=2),
-        nn.ReLU(),
+        activation(),
         nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1),
-        nn.ReLU(),
+        activation(),
         nn.AvgPool2d(2),
         nn.Flatten(),
         nn.Linear(16 * 3 * 3, 64),
-        nn.ReLU(),
+        activation(),
         nn.Linear(64, 10),
     )
+
+
+def small_cnn():
+    """A small strided CNN with one average-pooling layer (2,570 neurons)."""
+    return _small_cnn(nn.ReLU)
 
 
 def small_cnn_silu():
     """``small_cnn`` with SiLU activations instead of ReLU (2,570 neurons)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 8, kernel_size=5, stride=2, padding=2),
-        nn.SiLU(),
-        nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1),
-        nn.SiLU(),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 3 * 3, 64),
-        nn.SiLU(),
-        nn.Linear(64, 10),
-    )
+    return _small_cnn(nn.SiLU)
 
 
 def mlp():
