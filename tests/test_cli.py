@@ -1,0 +1,77 @@
+"""The ``brianconv`` command line: every command end to end (numpy runtime, small model), complete
+``--help`` texts, and one-line errors for bad arguments."""
+
+import csv
+import json
+
+import pytest
+
+from brianconv.cli import main
+
+FAST = ["--model", "mlp", "--device", "numpy"]
+
+
+@pytest.mark.parametrize("command, options", [
+    ("demo", ["--model", "--method", "--option", "--checkpoint", "--images", "--device", "--workers", "--build-dir",
+              "--out"]),
+    ("convert", ["--model", "--method", "--option", "--checkpoint", "--output"]),
+    ("simulate", ["--network", "--model", "--images", "--data", "--device", "--workers", "--report", "--plots"]),
+    ("sweep", ["--network", "--model", "--param", "--images", "--data", "--device", "--output"]),
+])
+def test_help_lists_every_option(capsys, command, options):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in options:
+        assert option in text, f"{command} --help does not mention {option}"
+
+
+def test_demo_writes_the_report_and_both_figures(tmp_path, capsys):
+    assert main(["demo", *FAST, "--images", "20", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy (%)" in out and "SNN/ANN prediction agreement" in out and "synaptic ops" in out
+    for name in ("membrane.png", "raster.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_convert_then_simulate_writes_a_consistent_json_report(tmp_path, capsys):
+    network = tmp_path / "mlp.pkl"
+    assert main(["convert", "--model", "mlp", "--option", "t_max=16", "-o", str(network)]) == 0
+    report, plots = tmp_path / "report.json", tmp_path / "plots"
+    assert main(["simulate", "--network", str(network), "--images", "30", "--device", "numpy", "--report", str(report),
+                 "--plots", str(plots)]) == 0
+    data = json.loads(report.read_text())
+    assert data["method"] == "ttfs" and data["images"] == 30 and data["parameters"]["t_max"] == 16
+    assert 0.8 <= data["snn_accuracy"] <= 1 and 0.8 <= data["agreement"] <= 1
+    assert data["ann_macs"] == 784 * 128 + 128 * 10
+    assert sum(p["synaptic_ops_per_image"] for p in data["populations"].values()) == pytest.approx(
+        data["synaptic_ops_per_image"])
+    assert (plots / "raster.png").stat().st_size > 10_000
+
+
+def test_sweep_writes_one_row_per_grid_point(tmp_path):
+    table = tmp_path / "sweep.csv"
+    assert main(["sweep", *FAST, "--param", "t_max=4,8", "--param", "threshold_scale=0.5,1", "--images", "10",
+                 "-o", str(table)]) == 0
+    with open(table) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["t_max"], row["threshold_scale"]) for row in rows] == [("4", "0.5"), ("4", "1"), ("8", "0.5"),
+                                                                        ("8", "1")]
+    assert {"accuracy", "agreement", "spikes_per_neuron", "synaptic_ops", "rmse"} <= set(rows[0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "--method", "nope", "-o", "x.pkl"], "nope"),
+    (["convert", "--model", "resnet", "-o", "x.pkl"], "resnet"),
+    (["convert", "--model", "mlp", "--option", "t_max=0", "-o", "x.pkl"], "t_max"),
+    (["convert", "--model", "mlp", "--option", "nope", "-o", "x.pkl"], "NAME=VALUE"),
+    (["demo", *FAST, "--images", "0"], "--images"),
+    (["sweep", *FAST, "--param", "t_max"], "NAME=VALUE"),
+    (["simulate", "--network", "missing.pkl", "--device", "numpy"], "missing.pkl"),
+], ids=["method", "model", "option-range", "option-syntax", "images", "param-syntax", "missing-network"])
+def test_bad_arguments_give_one_line_errors(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"brianconv {argv[0]}: error:") and message in err
