@@ -107,7 +107,7 @@ def main():
     print(f"{args.model}: {len(x)} test images from the {source}; calibration on {len(xc)} training images; "
           f"K = {args.K}, percentile {args.percentile}")
     print(f"estimated synapses with K = {args.K} (ReLU; trained units: their own K): {estimate:,.0f} (the ANN has "
-          f"{sum(len(connections_for(l)[0]) for l in graph if l.is_weighted):,} connections)")
+          f"{sum(len(connections_for(layer)[0]) for layer in graph if layer.is_weighted):,} connections)")
     if any(layer.op == "maxpool" for layer in graph) or estimate > args.max_synapses:
         print("not simulated: " + ("max-pooling is not supported by amos yet; " if any(
             layer.op == "maxpool" for layer in graph) else "") +
@@ -171,19 +171,19 @@ def main():
     print(f"{'spikes per neuron and image':<52}{total_spikes.mean() / d.n_neurons:>12.4f}")
     print(f"{'neurons: ANN (hidden + output) / SNN (incl. input)':<52}{ann_neurons:>6,} / {d.n_neurons:,}")
     print(f"{'synapses: ANN connections / SNN':<52}"
-          f"{sum(len(connections_for(l)[0]) for l in snn.graph if l.is_weighted):>6,} / {d.n_synapses:,}")
+          f"{sum(len(connections_for(layer)[0]) for layer in snn.graph if layer.is_weighted):>6,} / {d.n_synapses:,}")
     print(f"{'images per simulated step, pipelined ({} per run)'.format(args.batch + pad):<52}"
           f"{(args.batch + pad) / steps_per_run:>12.3f}")
     print(f"{'latency: steps from input to logits':<52}{d.populations[-1].window_start:>12}")
     print("\nparameters added per unit type (paper Table 3 in brackets); ReLU units of different layers share them "
           "up to one scale alpha per layer:")
-    n_relu = sum(1 for l in snn.graph if l.activation == "relu" and l is not snn.graph.output)
+    n_relu = sum(1 for layer in snn.graph if layer.activation == "relu" and layer is not snn.graph.output)
     if n_relu:
         relu = relu_unit(args.K, 1.0)
         print(f"  ReLU (K={args.K}): {relu.n_parameters} (paper, K=10: {PAPER_TABLE3['ReLU (K=10)']}) "
               f"+ {n_relu} scales")
     for gate, paper in (("silu", "Swish (K=12)"), ("sigmoid", "sigmoid (K=8)")):
-        if any(l.activation == gate for l in snn.graph):
+        if any(layer.activation == gate for layer in snn.graph):
             unit = load_unit(gate, snn.scheme.options["unit_dir"])
             print(f"  {gate} (K={unit.K}, trained, shared by all layers): {unit.n_parameters} "
                   f"(paper, {paper}: {PAPER_TABLE3[paper]})")

@@ -19,8 +19,8 @@ import contextlib
 import errno
 import json
 import logging
-import re
 import os
+import re
 import shutil
 import subprocess
 import tempfile
