@@ -80,7 +80,7 @@ def plot_comparison(rows):
         ax.bar(names, [r[key] for r in rows], color=colors)
         ax.set_ylabel(label)
     axes[0].axhline(rows[0]["ann_accuracy"], color="k", ls="--", lw=1, label="ANN")
-    axes[0].set_ylim(min(r["accuracy"] for r in rows) - 5, 100)
+    axes[0].set_ylim(min(r["accuracy"] for r in rows) - 5, 100.5)
     axes[0].legend(loc="lower right")
     axes[2].axhline(rows[0]["ann_macs"], color="k", ls="--", lw=1, label="ANN MACs")
     axes[2].set_yscale("log")
