@@ -350,12 +350,16 @@ class SpikingNetwork:
                         windows.reshape(len(batch), d.period_steps, -1))
         outputs = np.concatenate(outputs)
         _warn_silent_populations(d, spikes, sum(len(b) for b in batches))
+        monitored = {k: tuple(np.concatenate(parts) for parts in zip(*v)) for k, v in monitored_spikes.items()}
+        checked = (_populations_to_check(self.graph, d, self.calibration, monitored)
+                   if len(x) >= LOST_NEURON_MIN_IMAGES else [])
+        ann_outputs, peaks = _ann_forward(self.graph, x, {d.population(name).layer for name in checked})
         result = SimulationResult(
-            predictions=np.argmax(outputs, axis=1), outputs=outputs, ann_outputs=self.graph.forward(x),
+            predictions=np.argmax(outputs, axis=1), outputs=outputs, ann_outputs=ann_outputs,
             spike_counts={k: np.concatenate(v).astype(np.int64) for k, v in spikes.items()},
             synaptic_ops_per_population={k: np.concatenate(v).astype(np.int64) for k, v in synops.items()},
             neurons={p.name: p.size for p in d.populations}, labels=labels,
-            spikes={k: tuple(np.concatenate(parts) for parts in zip(*v)) for k, v in monitored_spikes.items()},
+            spikes=monitored,
             states={k: {var: np.concatenate(parts) for var, parts in v.items()} for k, v in monitored_states.items()},
             parameters=setup.parameters, device=device, dt=float(d.dt),
             output_trace=np.concatenate(traces) if trace else None,
@@ -366,7 +370,7 @@ class SpikingNetwork:
             timing=dict(build=program.__dict__.pop("build_seconds", 0.0), simulate=elapsed,
                         compiled=program.__dict__.pop("freshly_built", False),
                         peak_memory_mb=max((r.peak_memory_mb or 0.0) for r in records) or None))
-        _warn_lost_neurons(self.graph, d, self.calibration, x, result.spikes)
+        _warn_lost_neurons(d, self.calibration, checked, monitored, peaks, len(x))
         return result
 
 
@@ -381,34 +385,51 @@ def _warn_silent_populations(description, spikes, n_images, min_images=20):
                           AccuracyWarning, stacklevel=3)
 
 
-def _warn_lost_neurons(graph, description, calibration, x, spikes, min_images=20, fraction=0.1):
+#: Lost neurons are looked for on runs of at least this many images (see :func:`_warn_lost_neurons`).
+LOST_NEURON_MIN_IMAGES = 20
+#: ... among neurons whose ANN activation reaches this fraction of their layer's scale.
+LOST_NEURON_FRACTION = 0.1
+
+
+def _populations_to_check(graph, description, calibration, spikes):
+    """Monitored hidden populations with one neuron per ANN unit and a calibrated scale."""
+    return [name for name in spikes if description.population(name).role == "hidden"
+            and description.population(name).layer in calibration.scales
+            and description.population(name).size == graph[description.population(name).layer].size]
+
+
+def _ann_forward(graph, x, layers, chunk=256):
+    """The ANN's outputs (N, n_out) and, for each of ``layers``, the largest activation of every
+    unit over the images (flattened); one float64 pass in chunks of ``chunk`` images."""
+    if not layers:
+        return graph.forward(x), {}
+    outputs, peaks = [], {layer: -np.inf for layer in layers}
+    for start in range(0, len(x), chunk):
+        out, activations = graph.forward(x[start:start + chunk], record=True)
+        outputs.append(out)
+        for layer in layers:
+            values = activations[layer]
+            peaks[layer] = np.maximum(peaks[layer], values.reshape(len(values), -1).max(axis=0))
+    return np.concatenate(outputs), peaks
+
+
+def _warn_lost_neurons(description, calibration, populations, spikes, peaks, n_images):
     """An AccuracyWarning for monitored neurons that never spiked although the ANN needs them.
 
     A neuron of a hidden population (one neuron per ANN unit) whose ANN activation reaches
-    ``fraction`` of its layer's scale on at least one of the images, yet that never spiked on any
-    of them, drops information the ANN uses. Needs ``simulate(..., spikes=[...])``; checked on
-    ``min_images`` or more images.
+    :data:`LOST_NEURON_FRACTION` of its layer's scale on at least one of the images, yet that
+    never spiked on any of them, drops information the ANN uses.
     """
-    candidates = [name for name in spikes if description.population(name).role == "hidden"
-                  and description.population(name).size == graph[description.population(name).layer].size
-                  and description.population(name).layer in calibration.scales]
-    if len(x) < min_images or not candidates:
-        return
-    peak = {name: np.full(description.population(name).size, -np.inf) for name in candidates}
-    for start in range(0, len(x), 256):
-        _, activations = graph.forward(x[start:start + 256], record=True)
-        for name in candidates:
-            values = activations[description.population(name).layer]
-            peak[name] = np.maximum(peak[name], values.reshape(len(values), -1).max(axis=0))
-    for name in candidates:
+    for name in populations:
         population = description.population(name)
         spiked = np.zeros(population.size, dtype=bool)
         spiked[spikes[name][1]] = True
-        lost = np.nonzero((peak[name] >= fraction * calibration.scales[population.layer]) & ~spiked)[0]
+        needed = peaks[population.layer] >= LOST_NEURON_FRACTION * calibration.scales[population.layer]
+        lost = np.nonzero(needed & ~spiked)[0]
         if len(lost):
-            warnings.warn(f"{len(lost)} of {population.size} neurons of population {name!r} never spiked in {len(x)} "
-                          f"images although their ANN activation reaches {fraction:.0%} of the layer's scale or more "
-                          f"(e.g. neuron {lost[0]}): their information is lost. Lower the thresholds "
+            warnings.warn(f"{len(lost)} of {population.size} neurons of population {name!r} never spiked in {n_images} "
+                          f"images although their ANN activation reaches {LOST_NEURON_FRACTION:.0%} of the layer's "
+                          f"scale or more (e.g. neuron {lost[0]}): their information is lost. Lower the thresholds "
                           "(threshold_scale, percentile) or lengthen the code (t_max, duration).",
                           AccuracyWarning, stacklevel=3)
 
