@@ -204,6 +204,11 @@ def load_unit(gate, folder=None):
         return Unit(c=data["c"], T=data["T"], d=data["d"], h=np.tril(data["h"], -1), gate=gate)
 
 
+def _unit(gate, K, alpha, unit_dir):
+    """The closed-form ReLU unit (``K`` neurons on ``(-inf, alpha]``) or the trained unit of ``gate``."""
+    return relu_unit(K, alpha) if gate == "relu" else load_unit(gate, unit_dir)
+
+
 @register
 class AMOS(Scheme):
     """AMOS conversion: each gate becomes K McCulloch-Pitts neurons with at most one spike each.
@@ -262,9 +267,7 @@ class AMOS(Scheme):
     # -- units -------------------------------------------------------------------------------
     def unit_for(self, layer, calibration):
         """The :class:`Unit` that replaces the activation of ``layer``."""
-        if layer.activation == "relu":
-            return relu_unit(int(self.options["K"]), calibration.scales[layer.name])
-        return load_unit(layer.activation, self.options["unit_dir"])
+        return _unit(layer.activation, int(self.options["K"]), calibration.scales[layer.name], self.options["unit_dir"])
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
@@ -348,9 +351,7 @@ class AMOS(Scheme):
         if population not in description.options["units"]:
             raise InvalidValueError(f"{population!r} is the {p.role} population, not a layer of AMOS units.")
         gate, K = description.options["units"][population]
-        if gate == "relu":
-            return relu_unit(K, description.options["scales"][p.layer])
-        return load_unit(gate, description.options["unit_dir"])
+        return _unit(gate, K, description.options["scales"][p.layer], description.options["unit_dir"])
 
     def population_values(self, description, result, population):
         """What a hidden population sends, ``y = sum_k d_k z_k`` per unit, shape ``(N, n_units)``.
