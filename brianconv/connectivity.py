@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import ConversionError
 
-__all__ = ["Connections", "connections_for", "linear", "conv2d", "pool2d", "one_to_one", "compose"]
+__all__ = ["Connections", "connections_for", "linear", "conv2d", "pool2d", "one_to_one", "channel_broadcast",
+           "compose"]
 
 
 @dataclass
@@ -158,6 +159,14 @@ def one_to_one(n, weight=1.0):
     return _make(np.arange(n), np.arange(n), np.full(n, weight), n, n)
 
 
+def channel_broadcast(out_shape):
+    """Value ``c`` of a per-channel source (``C`` neurons) to every neuron of channel ``c`` of a
+    ``(C, H, W)`` map (the gate of a squeeze-and-excitation block)."""
+    n = int(np.prod(out_shape))
+    post = np.arange(n)
+    return _make(post // (n // out_shape[0]), post, np.ones(n), out_shape[0], n)
+
+
 def connections_for(layer, source_size=None):
     """The :class:`Connections` of every input of ``layer`` (a :class:`~brianconv.graph.Layer`).
 
@@ -177,6 +186,9 @@ def connections_for(layer, source_size=None):
                        average=layer.op == "avgpool", count_include_pad=p.get("count_include_pad", True))]
     if layer.op == "add":
         return [one_to_one(layer.size), one_to_one(layer.size)]
+    if layer.op == "mul":
+        second = one_to_one(layer.size) if p["second_size"] == layer.size else channel_broadcast(layer.out_shape)
+        return [one_to_one(layer.size), second]
     raise ConversionError(f"Layer {layer.name!r} of type {layer.op!r} has no synapses.")
 
 

@@ -6,8 +6,12 @@ order:
 
 * ``input`` — the network input, shape ``(C, H, W)`` or ``(F,)``;
 * ``linear`` and ``conv`` — weighted layers (BatchNorm folded in, bias kept as a current);
-* ``avgpool`` and ``maxpool`` — pooling;
-* ``add`` — element-wise sum of two layers (residual connections).
+* ``avgpool`` and ``maxpool`` — pooling (``AdaptiveAvgPool2d`` where the input size is a multiple
+  of the output size, e.g. the global pooling of a squeeze-and-excitation block);
+* ``add`` — element-wise sum of two layers (residual connections);
+* ``mul`` — element-wise product of two layers, the second either of the same size or one value
+  per channel (``(C,)``, ``(C, 1, 1)``), broadcast over the first's ``H x W`` (the gating of a
+  squeeze-and-excitation block).
 
 ``Flatten``/``view``/``reshape`` keep the C, H, W-flattened neuron order and vanish;
 ``Dropout`` and ``Identity`` vanish; activations (``ReLU`` and the others in
@@ -46,12 +50,14 @@ _PASS_THROUGH_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn
 _PASS_THROUGH_FUNCTIONS = {F.dropout, torch.flatten}
 _PASS_THROUGH_METHODS = {"view", "reshape", "flatten", "contiguous"}
 _ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
+_MUL_FUNCTIONS = {operator.mul, torch.mul, operator.imul}
 #: Parametrised activations: ``name -> (parameter, the value the layer graph applies)``. Other
 #: values would make the graph's forward pass differ from the model's, so they are rejected.
 _ACTIVATION_PARAMETERS = {"leaky_relu": ("negative_slope", 0.01), "elu": ("alpha", 1.0),
                           "gelu": ("approximate", "none"), "softmax": ("dim", None)}
-_SUPPORTED = ("Linear, Conv2d, AvgPool2d, MaxPool2d, BatchNorm1d/2d (folded), Flatten/view/reshape, "
-              "Dropout/Identity (dropped), element-wise add, and the activations "
+_SUPPORTED = ("Linear, Conv2d, AvgPool2d, AdaptiveAvgPool2d (to a divisor of the input size), MaxPool2d, "
+              "BatchNorm1d/2d (folded), Flatten/view/reshape, Dropout/Identity (dropped), element-wise add, "
+              "element-wise or per-channel mul, and the activations "
               + ", ".join(sorted(set(ACTIVATIONS.values()))))
 
 
@@ -64,9 +70,9 @@ class Layer:
     name : str
         Unique name (the torch module path where there is one).
     op : str
-        ``"input"``, ``"linear"``, ``"conv"``, ``"avgpool"``, ``"maxpool"`` or ``"add"``.
+        ``"input"``, ``"linear"``, ``"conv"``, ``"avgpool"``, ``"maxpool"``, ``"add"`` or ``"mul"``.
     inputs : list of str
-        Names of the layers feeding this one (two for ``add``).
+        Names of the layers feeding this one (two for ``add`` and ``mul``).
     in_shape, out_shape : tuple of int
         Shape of one sample entering / leaving the layer, without the batch axis.
     weight, bias : np.ndarray or None
@@ -116,7 +122,17 @@ class Layer:
             return F.max_pool2d(inputs[0], p["kernel_size"], p["stride"], p["padding"])
         if self.op == "add":
             return inputs[0].reshape(inputs[1].shape) + inputs[1]
+        if self.op == "mul":
+            return inputs[0].reshape((-1,) + tuple(self.out_shape)) * self.broadcast(inputs[1])
         return inputs[0]
+
+    def broadcast(self, second):
+        """The second input of a ``mul``, ``(N, ...)``, broadcast to ``(N, *out_shape)``."""
+        n = second.shape[0]
+        if self.params["second_size"] == self.size:
+            return second.reshape((n,) + tuple(self.out_shape))
+        channels = self.out_shape[0]
+        return second.reshape((n, channels) + (1,) * (len(self.out_shape) - 1)).expand((n,) + tuple(self.out_shape))
 
     def forward(self, *inputs):
         """This layer's output (activation applied) for torch tensors ``(N, *in_shape)``."""
@@ -385,6 +401,8 @@ class _Builder:
                 return self._pass_through(node)
             if node.target in _ADD_FUNCTIONS:
                 return self._add(node)
+            if node.target in _MUL_FUNCTIONS:
+                return self._mul(node)
             raise ConversionError(f"Unsupported operation: {self._describe(node)}. Supported: {_SUPPORTED}.")
         if node.op == "call_method":
             if node.target in _PASS_THROUGH_METHODS:
@@ -393,6 +411,8 @@ class _Builder:
                 return self._activation(node, node.target)
             if node.target == "add":
                 return self._add(node)
+            if node.target == "mul":
+                return self._mul(node)
             raise ConversionError(f"Unsupported tensor method .{node.target}() (node {node.name}). "
                                   f"Supported: {_SUPPORTED}.")
         raise ConversionError(f"Unsupported graph node {self._describe(node)}: parameters used directly "
@@ -443,6 +463,34 @@ class _Builder:
         if int(np.prod(shapes[0])) != int(np.prod(shapes[1])):
             raise ShapeError(f"{self._describe(node)} adds tensors of shapes {shapes[0]} and {shapes[1]}.")
         self._emit(node, Layer(node.name, "add", names, shapes[1], self.shapes[node]))
+
+    def _mul(self, node):
+        sources = [a for a in node.args if isinstance(a, torch.fx.Node) and a in self.alias]
+        if len(sources) != 2 or len(node.args) != 2 or node.kwargs:
+            raise ConversionError(f"{self._describe(node)}: only the product of two layer outputs is supported "
+                                  "(multiply by a constant inside a Linear or Conv2d instead).")
+        for a in sources:
+            self._check_fresh(a, node)
+        sizes = [int(np.prod(self.shapes[a])) for a in sources]
+        if sizes[1] > sizes[0]:  # the per-channel factor goes second
+            sources, sizes = sources[::-1], sizes[::-1]
+        shape = self.shapes[node]
+        per_channel = len(shape) == 3 and sizes[1] == shape[0]
+        if sizes[0] != int(np.prod(shape)) or not (sizes[1] == sizes[0] or per_channel):
+            raise ShapeError(f"{self._describe(node)} multiplies tensors of shapes {self.shapes[sources[0]]} and "
+                             f"{self.shapes[sources[1]]}; supported: equal sizes, or one value per channel of a "
+                             "(C, H, W) map.")
+        self._emit(node, Layer(node.name, "mul", [self.alias[a] for a in sources], self.shapes[sources[0]], shape,
+                               params=dict(second_size=sizes[1])))
+
+    def _adaptive_pool(self, node, module):
+        in_shape, out_shape = self.shapes[node.args[0]], self.shapes[node]
+        if any(i % o for i, o in zip(in_shape[1:], out_shape[1:])):
+            raise ConversionError(f"{self._describe(node)}: adaptive pooling from {in_shape[1:]} to {out_shape[1:]} "
+                                  "has windows of different sizes; use an output size that divides the input size.")
+        kernel = tuple(i // o for i, o in zip(in_shape[1:], out_shape[1:]))
+        params = dict(kernel_size=kernel, stride=kernel, padding=(0, 0), count_include_pad=True)
+        self._emit(node, Layer(node.target, "avgpool", [self._source(node)], in_shape, out_shape, params=params))
 
     def _linear(self, node, module):
         source = self._source(node)
@@ -527,6 +575,7 @@ _MODULE_HANDLERS = {
     nn.Conv2d: _Builder._conv,
     nn.AvgPool2d: _Builder._pool,
     nn.MaxPool2d: _Builder._pool,
+    nn.AdaptiveAvgPool2d: _Builder._adaptive_pool,
     nn.BatchNorm1d: _Builder._batchnorm,
     nn.BatchNorm2d: _Builder._batchnorm,
 }

@@ -6,7 +6,7 @@ measured). An installed brianconv carries a copy of that folder as ``brianconv/_
 
 >>> from brianconv import models
 >>> models.available()
-['lopez_randulfe_cnn', 'mlp', 'small_cnn', 'small_cnn_silu']
+['lopez_randulfe_cnn', 'mlp', 'small_cnn', 'small_cnn_se', 'small_cnn_silu']
 """
 
 import hashlib

@@ -35,13 +35,28 @@ of every net is the ``nn.Linear`` that gives the 10 class logits (no softmax).
         AvgPool2d(2)                                  # 16x3x3
         Flatten -> Linear(144, 64) -> SiLU -> Linear(64, 10)
 
+``small_cnn_se``
+    ``small_cnn`` with a squeeze-and-excitation block (Hu et al. 2018) after the second
+    convolution: each of its 16 maps is multiplied by a gate in (0, 1) computed from the maps'
+    global averages. Sigmoid and multiplication are what rate codes cannot represent; the
+    ``"amos"`` scheme converts them with trained sigmoid and product units. Not an
+    ``nn.Sequential``: traced with torch.fx::
+
+        Conv2d(1, 8, 5, stride=2, padding=2) -> ReLU              # 8x14x14
+        Conv2d(8, 16, 3, stride=2, padding=1) -> ReLU             # a: 16x7x7
+        AdaptiveAvgPool2d(1) -> Flatten -> Linear(16, 4) -> ReLU
+            -> Linear(4, 16) -> Sigmoid                           # s: 16
+        a * s (per channel) -> AvgPool2d(2)                       # 16x3x3
+        Flatten -> Linear(144, 64) -> ReLU -> Linear(64, 10)
+
 ``mlp``
     ``Flatten -> Linear(784, 128) -> ReLU -> Linear(128, 10)``.
 """
 
 from torch import nn
 
-__all__ = ["lopez_randulfe_cnn", "small_cnn", "small_cnn_silu", "mlp", "ARCHITECTURES"]
+__all__ = ["lopez_randulfe_cnn", "small_cnn", "small_cnn_silu", "small_cnn_se", "SqueezeExcitation", "mlp",
+           "ARCHITECTURES"]
 
 
 def lopez_randulfe_cnn():
@@ -87,6 +102,41 @@ def small_cnn_silu():
     return _small_cnn(nn.SiLU)
 
 
+class SqueezeExcitation(nn.Module):
+    """Gate each of ``channels`` maps by ``sigmoid(W2 relu(W1 mean(map)))`` (Hu et al. 2018)."""
+
+    def __init__(self, channels, reduced):
+        super().__init__()
+        self.channels = channels
+        self.squeeze = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Linear(channels, reduced)
+        self.relu = nn.ReLU()
+        self.expand = nn.Linear(reduced, channels)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        s = self.gate(self.expand(self.relu(self.reduce(self.squeeze(x).flatten(1)))))
+        return x * s.view(-1, self.channels, 1, 1)
+
+
+class _SmallCNNSE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, kernel_size=5, stride=2, padding=2), nn.ReLU(),
+                                      nn.Conv2d(8, 16, kernel_size=3, stride=2, padding=1), nn.ReLU())
+        self.se = SqueezeExcitation(16, 4)
+        self.head = nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16 * 3 * 3, 64), nn.ReLU(),
+                                  nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.head(self.se(self.features(x)))
+
+
+def small_cnn_se():
+    """``small_cnn`` with a squeeze-and-excitation block on its 16 maps (2,590 neurons)."""
+    return _SmallCNNSE()
+
+
 def mlp():
     """A one-hidden-layer perceptron: 784 -> 128 -> 10."""
     return nn.Sequential(
@@ -102,5 +152,6 @@ ARCHITECTURES = {
     "lopez_randulfe_cnn": lopez_randulfe_cnn,
     "small_cnn": small_cnn,
     "small_cnn_silu": small_cnn_silu,
+    "small_cnn_se": small_cnn_se,
     "mlp": mlp,
 }

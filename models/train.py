@@ -36,6 +36,7 @@ RECIPES = {
     "lopez_randulfe_cnn": dict(epochs=20, batch_size=128, max_lr=3e-3, augment=True),
     "small_cnn": dict(epochs=15, batch_size=128, max_lr=1e-2, augment=False),
     "small_cnn_silu": dict(epochs=15, batch_size=128, max_lr=1e-2, augment=False),
+    "small_cnn_se": dict(epochs=15, batch_size=128, max_lr=1e-2, augment=False),
     "mlp": dict(epochs=8, batch_size=128, max_lr=3e-3, augment=False),
 }
 #: Augmentation ranges: rotation in degrees, scale factor, shift in pixels.
@@ -93,12 +94,22 @@ def accuracy(model, images, labels, batch_size=1000):
 
 
 def summary(model):
-    """One line: the layers of a Sequential with their output shapes for a 1x28x28 input."""
+    """One line: the layers with their output shapes for a 1x28x28 input (in call order; for a model that
+    is not a Sequential, its leaf modules with their paths, followed by what its forward() computes)."""
     x, parts = torch.zeros(1, 1, 28, 28), []
-    for layer in model:
-        x = layer(x)
-        parts.append(f"{layer} -> {'x'.join(map(str, x.shape[1:]))}")
-    return " | ".join(parts)
+    if isinstance(model, torch.nn.Sequential):
+        for layer in model:
+            x = layer(x)
+            parts.append(f"{layer} -> {'x'.join(map(str, x.shape[1:]))}")
+        return " | ".join(parts)
+    hooks = [module.register_forward_hook(
+        lambda module, inputs, output, name=name: parts.append(f"{name}: {module} -> {'x'.join(map(str, output.shape[1:]))}"))
+        for name, module in model.named_modules() if not list(module.children())]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return " | ".join(parts) + f" (forward: {type(model).__name__}.forward, see architectures.py)"
 
 
 def sha256(path):

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 import brianconv
+from brianconv.connectivity import connections_for
 from brianconv.errors import ConversionError, InvalidValueError
 from brianconv.schemes.amos import UNIT_DIR, load_unit, relu_unit, sent_values
 
@@ -170,11 +171,120 @@ def test_sigmoid_and_silu_layers_match_the_reference_and_their_unit_error():
         received = sent
 
 
+def _pooled_cnn(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(3 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_max_pool_sends_the_unit_code_of_the_window_maximum(pipeline):
+    """Pool neuron k fires iff some candidate k fired: the pool sends ``y(max_j x_j) = max_j y(x_j)`` exactly."""
+    model = _pooled_cnn(3)
+    x = torch.rand(12, 2, 6, 6)
+    snn = brianconv.convert(model, "amos", calibration=x, K=K, wiring="dendrite", pipeline=pipeline)
+    d = snn.description
+    names = [p.name for p in d.populations if p.threshold]
+    result = snn.simulate(x, device="numpy", spikes=names)
+    conv, pool = snn.graph.layers[1], snn.graph.layers[2]
+    unit = snn.scheme.unit_for(conv, snn.calibration)
+    with torch.no_grad():
+        z = torch.nn.functional.conv2d(x.double(), torch.as_tensor(conv.weight), torch.as_tensor(conv.bias), padding=1)
+    expected = torch.nn.functional.max_pool2d(torch.as_tensor(unit(z.numpy())), 2).reshape(len(x), -1).numpy()
+    sent = snn.scheme.population_values(d, result, "maxpool_2")
+    np.testing.assert_allclose(sent, expected, rtol=0, atol=FLOAT_SLACK)
+    assert np.mean(sent > 0) > 0.3, "too few active pools for a meaningful test"
+    for name in names[1:]:
+        per_image = np.bincount(result.spikes[name][0] * d.population(name).size + result.spikes[name][1])
+        assert per_image.max() <= 1, f"{name}: a neuron fired twice for one image"
+    reference, _ = snn.scheme.reference(snn.graph, snn.calibration, x)
+    np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
+    with pytest.raises(InvalidValueError, match="maxpool_2"):
+        snn.scheme.population_values(d, result, "conv_0")  # the candidates: the pool sends the layer's code
+    assert pool.op == "maxpool"
+
+
+def test_dendrite_wiring_sends_the_same_values_with_fewer_synapses():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(3 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    x = torch.rand(10, 2, 6, 6)
+    paper = brianconv.convert(model, "amos", calibration=x, K=4)
+    dendrite = brianconv.convert(model, "amos", calibration=x, K=4, wiring="dendrite")
+    names = [name for name in paper.description.options["units"]]
+    a = paper.simulate(x, device="numpy", spikes=names)
+    b = dendrite.simulate(x, device="numpy", spikes=names)
+    np.testing.assert_allclose(a.outputs, b.outputs, rtol=0, atol=FLOAT_SLACK)
+    for name in names:
+        np.testing.assert_array_equal(paper.scheme.population_values(paper.description, a, name),
+                                      dendrite.scheme.population_values(dendrite.description, b, name))
+    # K_s K_t F feedforward synapses against K_s F + K_t n: conv (from the input, K_s = 1), linear
+    # (the average pool folded in: 4 conv neurons per input), output (K_t = 1); inhibition n K (K - 1) / 2
+    conv_f, linear_f, output_f = len(connections_for(paper.graph.layers[1])[0]), 27 * 4 * 5, 5 * 3
+    inhibition = (108 + 5) * 4 * 3 // 2
+    assert paper.description.n_synapses == 4 * conv_f + 4 * 4 * linear_f + 4 * output_f + inhibition
+    assert dendrite.description.n_synapses == (conv_f + 4 * 108 + 4 * linear_f + 4 * 5 + 4 * output_f + inhibition)
+    # one more step per layer for the dendrite
+    assert dendrite.description.depth_steps == paper.description.depth_steps + 2
+
+
+class _GatedCNN(nn.Module):
+    """A conv map gated per channel by a squeeze-and-excitation block: sigmoid units and product units."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.squeeze, self.pool = nn.AdaptiveAvgPool2d(1), nn.AvgPool2d(2)
+        self.reduce, self.expand = nn.Linear(4, 2), nn.Linear(2, 4)
+        self.fc = nn.Linear(4 * 2 * 2, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.conv(x))
+        s = torch.sigmoid(self.expand(torch.relu(self.reduce(self.squeeze(a).flatten(1)))))
+        return self.fc(self.pool(a * s.view(-1, 4, 1, 1)).flatten(1))
+
+
+def test_squeeze_excitation_gate_is_a_layer_of_product_units():
+    """The product unit reads both factors' spikes at aligned delays and stays within its trained error."""
+    torch.manual_seed(0)
+    model = _GatedCNN().eval()
+    x = torch.rand(10, 1, 8, 8)
+    snn = brianconv.convert(model, "amos", calibration=x, K=K)
+    d = snn.description
+    names = list(d.options["units"])
+    assert [d.options["units"][name][0] for name in names] == ["relu", "relu", "sigmoid", "product"]
+    result = snn.simulate(x, device="numpy", spikes=names)
+    reference, values = snn.scheme.reference(snn.graph, snn.calibration, x)
+    np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
+    sent = {name: snn.scheme.population_values(d, result, name) for name in names}
+    conv, gate, product = sent[names[0]], sent[names[2]], sent[names[3]]
+    exact = conv.reshape(len(x), 4, 16) * gate[:, :, None]   # the product of what the two factors send
+    unit = snn.scheme.population_unit(d, names[3])
+    s_a, s_b = unit.scale
+    # scaled by what the factors can send: alpha of the ReLU units, the sigmoid unit's largest output
+    assert s_a == snn.calibration.scales["conv"] and s_b == load_unit("sigmoid").largest_output()
+    assert np.all(conv <= s_a) and np.all(np.abs(gate) <= s_b)
+    with np.load(UNIT_DIR / "amos_product.npz") as data:
+        max_error = float(data["max_error"])
+    # the unit sees a / s_a and s / s_b, inside its domain [-1, 1]^2; its error scales with s_a s_b
+    grid_slack = 2 * 2 / (257 - 1)  # |d(ab)| <= |a| db + |b| da over one step of the 257 x 257 test grid
+    assert np.max(np.abs(product - exact.reshape(len(x), -1))) <= (max_error + grid_slack) * s_a * s_b
+    np.testing.assert_allclose(product, values["mul"].reshape(len(x), -1), rtol=0, atol=FLOAT_SLACK)
+    # the product units evaluate once both factors have answered
+    starts = {p.name: p.window_start for p in d.populations}
+    assert starts[names[3]] == starts[names[2]] + 8  # the gate's last neuron (K = 8) answers at its lag 7
+
+
 def test_unsupported_layers_and_inputs_are_rejected():
     x = torch.rand(4, 1, 6, 6)
-    with pytest.raises(ConversionError, match="max-pooling"):
-        brianconv.convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                                        nn.Linear(8, 2)), "amos", calibration=x)
+    pooled = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 2))
+    with pytest.raises(ConversionError, match="wiring='dendrite'"):
+        brianconv.convert(pooled, "amos", calibration=x)
+    with pytest.raises(ConversionError, match="must directly follow a hidden Linear/Conv2d layer with ReLU"):
+        brianconv.convert(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(9, 2)), "amos", calibration=x,
+                          wiring="dendrite")
+    with pytest.raises(InvalidValueError, match="wiring"):
+        brianconv.convert(pooled, "amos", calibration=x, wiring="axon")
     with pytest.raises(ConversionError, match="output layer"):
         brianconv.convert(nn.Sequential(nn.Flatten(), nn.Linear(36, 2), nn.Sigmoid()), "amos", calibration=x)
     with pytest.raises(InvalidValueError, match="negative"):
@@ -185,12 +295,17 @@ def test_unsupported_layers_and_inputs_are_rejected():
 
 @needs_compiler
 @pytest.mark.standalone
-def test_runtime_and_standalone_give_identical_spikes(build_root):
-    """Kept small (K = 3, 8 projections): every projection is several C++ files to compile."""
+@pytest.mark.parametrize("wiring", ["paper", "dendrite"])
+def test_runtime_and_standalone_give_identical_spikes(build_root, wiring):
+    """Kept small (K = 3, about 10 projections): every projection is several C++ files to compile.
+    The dendrite net max-pools: candidates, pool neurons and their inhibition in both devices."""
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
-    x = torch.rand(8, 6)
-    snn = brianconv.convert(model, "amos", calibration=x, K=3)
+    if wiring == "paper":
+        model, x = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval(), torch.rand(8, 6)
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)).eval()
+        x = torch.rand(8, 1, 6, 6)
+    snn = brianconv.convert(model, "amos", calibration=x, K=3, wiring=wiring)
     names = [p.name for p in snn.description.populations if p.threshold]
     runtime = snn.simulate(x, device="numpy", spikes=names, batch_size=11)
     standalone = snn.simulate(x, device="cpp_standalone", spikes=names, batch_size=11,
@@ -198,5 +313,6 @@ def test_runtime_and_standalone_give_identical_spikes(build_root):
     assert standalone.timing["compiled"]
     np.testing.assert_array_equal(runtime.outputs, standalone.outputs)
     for name in names:
+        assert len(standalone.spikes[name][0]) > 0, f"{name} is silent: nothing compared"
         for a, b in zip(runtime.spikes[name], standalone.spikes[name]):
             np.testing.assert_array_equal(np.sort(a), np.sort(b))

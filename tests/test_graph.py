@@ -100,6 +100,62 @@ def test_custom_forward_with_residual_and_functional_calls():
     assert_matches_torch(graph, model, torch.randn(5, 2, 8, 8))
 
 
+class SqueezeExcite(nn.Module):
+    """A conv map gated per channel by sigmoid(W2 relu(W1 global-average(map))), then a same-size product."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.other = nn.Conv2d(1, 4, 3, padding=1)
+        self.squeeze = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Linear(4, 2)
+        self.expand = nn.Linear(2, 4)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        a = F.relu(self.conv(x))
+        s = torch.sigmoid(self.expand(F.relu(self.reduce(self.squeeze(a).flatten(1)))))
+        gated = a * s.view(-1, 4, 1, 1)
+        return self.fc((gated * torch.sigmoid(self.other(x))).flatten(1))
+
+
+def test_squeeze_excitation_products_and_adaptive_pooling():
+    model = SqueezeExcite().eval()
+    graph = trace(model, (1, 6, 6))
+    assert ops(graph) == ["input", "conv", "avgpool", "linear", "linear", "mul", "conv", "mul", "linear"]
+    squeeze, gate, other = graph["squeeze"], graph.layers[5], graph.layers[7]
+    assert squeeze.params["kernel_size"] == (6, 6) and squeeze.out_shape == (4, 1, 1)
+    assert gate.inputs == ["conv", "expand"] and gate.params["second_size"] == 4 and gate.out_shape == (4, 6, 6)
+    assert other.params["second_size"] == 144
+    assert_matches_torch(graph, model, torch.rand(5, 1, 6, 6))
+
+
+def test_products_the_graph_cannot_represent_are_rejected():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) * 2.0
+
+    with pytest.raises(ConversionError, match="product of two layer outputs"):
+        trace(Scaled(), (4,))
+
+    class SpatialGate(nn.Module):  # one value per pixel, broadcast over channels: not supported
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 1, 3)
+
+        def forward(self, x):
+            return self.a(x) * self.b(x)
+
+    with pytest.raises(ShapeError, match="one value per channel"):
+        trace(SpatialGate(), (1, 6, 6))
+    with pytest.raises(ConversionError, match="divides the input size"):
+        trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(4)), (1, 7, 7))
+
+
 def test_view_and_reshape_with_shape_arithmetic():
     class Net(nn.Module):
         def __init__(self):

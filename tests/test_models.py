@@ -14,7 +14,7 @@ from brianconv.datasets import load_sample
 from brianconv.errors import InvalidValueError, UnknownMethodError
 from brianconv.graph import trace
 
-NAMES = ["lopez_randulfe_cnn", "mlp", "small_cnn", "small_cnn_silu"]
+NAMES = ["lopez_randulfe_cnn", "mlp", "small_cnn", "small_cnn_se", "small_cnn_silu"]
 #: The recorded accuracy is on all 10,000 test images; on the 1,000-image sample the binomial
 #: standard error is sqrt(p (1 - p) / 1000) < 0.45 points for p >= 98 %, so 2 points is > 4 of them.
 ACCURACY_SLACK = 2.0
@@ -110,6 +110,6 @@ def test_a_checkpoint_of_another_architecture_is_rejected(models_copy):
 
 def test_a_model_without_weights_is_not_available(models_copy):
     (models_copy / "mlp.pt").unlink()
-    assert models.available() == ["lopez_randulfe_cnn", "small_cnn", "small_cnn_silu"]
+    assert models.available() == [name for name in NAMES if name != "mlp"]
     with pytest.raises(UnknownMethodError, match="'mlp'"):
         models.load("mlp")

@@ -52,7 +52,7 @@ default): a new image enters every step (``P = 1``), and ``N`` images take ``N +
 With ``pipeline=False`` an image passes through all layers before the next enters
 (``P = S_out + 1``); the outputs are identical.
 
-Spike attribution: neuron ``k`` answers image ``n`` ``k`` steps after the image's window starts
+Spike attribution: neuron ``k`` answers image ``n`` ``lag = k`` steps after the image's window starts
 (with ``P = 1``: in window ``n + k``). :meth:`AMOS.evaluation_lags` tells the simulation, so
 monitored spikes (``SimulationResult.spikes``) carry their true image, and
 :meth:`AMOS.population_values` / :func:`sent_values` decode them exactly for every image. The
@@ -64,7 +64,8 @@ for the last ``K - 1`` images, whose late spikes fall after the last window); wi
 Populations: why one population of ``K n`` neurons per layer
 -----------------------------------------------------------
 Each layer is one ``NeuronGroup`` of ``K * n`` neurons, neuron ``k * n + i`` being neuron ``k`` of
-unit ``i``, with per-neuron ``theta``, ``v_rest`` and ``k``. Brian2 delays are homogeneous per
+unit ``i``, with per-neuron ``theta``, ``v_rest`` and ``lag`` (the step of its window in which it
+evaluates: ``k``; ``2 k`` and ``2 k + 1`` in max-pools). Brian2 delays are homogeneous per
 ``Synapses`` object here (:attr:`~brianconv.description.Projection.delay_steps`), and a delay
 depends only on ``k_t - k_s``, so the feedforward synapses of a layer are grouped into
 ``K_s + K_t - 1`` projections (one per delay) and the inhibition into ``K - 1``: about ``3 K``
@@ -73,14 +74,51 @@ projection per pair). Every ``Synapses`` object is several C++ files to compile,
 bounds the build time; thresholds are per-neuron values, so trained units need nothing special.
 With per-synapse delays in the description, each layer would need only two projections.
 
-Cost: the paper's unit sends every source neuron's spike to every target neuron of the unit at
-its own delay, so a layer with ``F`` ANN connections gets ``K_s K_t F`` synapses (``K^2`` times
-the ANN). This is what makes one image per step possible with memoryless neurons; it limits the
-simulated network size (:func:`synapse_count` computes it before building).
+Wiring
+------
+``wiring="paper"`` (default): the paper's unit sends every source neuron's spike to every
+target neuron of the unit at its own delay, so a layer with ``F`` ANN connections gets
+``K_s K_t F`` synapses (``K^2`` times the ANN). :func:`synapse_count` computes it before building.
 
-Supported: Linear, Conv2d, average pooling (folded into the next projection), ReLU / sigmoid /
-SiLU on hidden layers, a Linear or Conv2d output layer without activation. Max-pooling is not
-(yet) supported.
+``wiring="dendrite"``: every target neuron of a unit receives the same sum ``sum W d_ks z`` (times
+its own ``c_k``), so the sum is formed once, in a *dendrite* (one per unit, ``role="helper"``,
+:data:`DENDRITE_EQUATIONS`): it integrates ``x = W y + b`` in volts like the output layer and
+relays it one step later, as the payload of one event, to the unit's K neurons over synapses of
+weight ``c_k`` and delay ``k`` (the same buffer mechanism as the input relay). A layer then
+needs ``K_s F + K_t n`` synapses instead of ``K_s K_t F`` and one more step of latency; every
+neuron still computes ``Theta(c_k x - H_k - T_k)`` on the same ``x``, so unit outputs are
+identical (up to float rounding of the sum). Without an event (``x = 0``; for ReLU units
+``x <= 0``) the neurons see ``x = 0``, which is exact. The AMOS neurons keep binary spikes and
+at most one spike each; the dendrite's events are graded (counted as the helper's spikes).
+
+Max-pooling (``wiring="dendrite"``)
+-----------------------------------
+A max-pool of ReLU units is computed exactly on their binary code. The ReLU unit is a
+successive-approximation converter: bit ``k`` is ``[x - H_k >= T_k]`` with ``H_k`` from the
+bits above it. Because ``x -> [x - H >= T]`` is monotone, bit ``k`` of the pool's maximum is
+``OR_j [x_j - H_k >= T_k]`` with ``H_k`` from the *pool's* bits. So each (member ``j``, pool
+``p``) pair gets K *candidate* neurons (the pooled layer's population: candidate ``k`` of pair
+``e`` tests ``x_j - H_k >= T_k`` at lag ``2 k``, reading the dendrite of unit ``j``), and each
+pool unit K neurons (pool neuron ``k`` fires at lag ``2 k + 1`` if any of its candidates ``k``
+fired: weight 1, threshold 1/2) whose spikes inhibit the candidates ``k' > k`` of the same pool
+by ``h_k'k``. The pool sends ``y(max_j x_j) = max_j y(x_j)``: the ANN's max-pool of the quantised
+ReLU, no approximation. A max-pooled layer takes ``2 K`` steps instead of ``K``; neurons still
+fire at most once per image. (Spikes of the candidates show the comparisons; decode the pool.)
+
+Products (squeeze-and-excitation)
+---------------------------------
+A ``mul`` layer (:mod:`brianconv.graph`: two layers multiplied element-wise, or a map times one
+gate per channel) becomes a layer of trained product units (K = 40, two inputs, Eq. 7), wired
+like any unit layer from the neurons of *both* factors; its window starts after the later factor
+has answered, and the delays (``S_t + lag_t - 1 - S_s - lag_s``) align the two. The unit was
+trained on ``[-1, 1]^2``: its inputs are divided by the largest value each factor's units can send
+(``alpha`` for ReLU units, the trained unit's largest output for sigmoid/SiLU,
+:meth:`AMOS.factor_range`), and its output multiplied by both, so the product stays inside the
+domain and its error is at most the unit's recorded maximum error times the two ranges.
+
+Supported: Linear, Conv2d, average pooling (folded into the next projection), max-pooling of a
+ReLU layer (dendrite wiring), products of two unit layers, ReLU / sigmoid / SiLU on hidden
+layers, a Linear or Conv2d output layer without activation.
 """
 
 from dataclasses import dataclass
@@ -90,13 +128,17 @@ import numpy as np
 from brian2 import mV, ms
 
 from ..calibration import calibrate
-from ..connectivity import Connections
+from ..connectivity import Connections, connections_for, one_to_one
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import RunSetup, Scheme, population_names, projected_layers, register
 
-__all__ = ["AMOS", "Unit", "relu_unit", "load_unit", "sent_values", "synapse_count",
-           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR"]
+__all__ = ["AMOS", "Unit", "relu_unit", "product_unit", "load_unit", "sent_values", "synapse_count",
+           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS"]
+
+#: ``"paper"``: every source neuron of a unit to every neuron of each target unit (``K_s K_t F``
+#: synapses); ``"dendrite"``: to one dendrite per target unit, which relays the sum (``K_s F + K_t n``).
+WIRINGS = ("paper", "dendrite")
 
 #: Folder of the trained unit files ``amos_<gate>.npz``.
 UNIT_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -107,11 +149,11 @@ NEURON_EQUATIONS = """
 v : volt                      # c_k x - H_k in volts (v_unit volts per ANN unit)
 v_rest : volt (constant)      # c_k b_i v_unit: the bias part, restored every step
 theta : volt (constant)       # threshold T_k v_unit
-k : integer (constant)        # position of the neuron in its unit, 0 ... K-1
+lag : integer (constant)      # steps from its window start to its evaluation (k, or 2k / 2k+1 in max-pools)
 """
-#: Neuron ``k`` evaluates image ``n`` at step ``window_start + n period_steps + k`` only.
-EVALUATES = ("t_in_timesteps >= window_start + k and "
-             "(t_in_timesteps - window_start - k) % period_steps == 0")
+#: A neuron evaluates image ``n`` at step ``window_start + n period_steps + lag`` only.
+EVALUATES = ("t_in_timesteps >= window_start + lag and "
+             "(t_in_timesteps - window_start - lag) % period_steps == 0")
 NEURON_THRESHOLD = EVALUATES + " and v >= theta"
 
 #: Input neurons relay the analog input: neuron ``i`` sends one event per image (if its value is
@@ -125,11 +167,15 @@ x_now = stimulus(((t_in_timesteps - window_start) // period_steps) * period_step
 INPUT_THRESHOLD = "started == 1 and local_step == 0 and x_now > 0"
 
 
-def input_equations(n_delays):
-    """Equations and ``shift`` event code of an input population whose synapses use delays ``0 ... n_delays - 1``."""
-    buffer = "\n".join(f"x_{D} : 1  # value {D} steps ago" for D in range(n_delays))
-    shift = "\n".join([f"x_{D} = x_{D - 1}" for D in range(n_delays - 1, 0, -1)] + ["x_0 = x_now"])
-    return INPUT_EQUATIONS + buffer + "\n", ("i >= 0", shift)
+#: A dendrite sums the input ``x = W y + b`` of its unit's K neurons once per image (volts, like
+#: the output layer) and relays it to them as the payload of one event, read through the buffer
+#: ``x_0 ... x_(D_max)`` like the input's. Only with ``wiring="dendrite"``.
+DENDRITE_EQUATIONS = """
+v : volt                      # W y + b of the image it relays next (v_unit volts per ANN unit)
+v_rest : volt (constant)      # b v_unit
+x_now = v / v_unit : 1        # the value it relays
+"""
+DENDRITE_THRESHOLD = "started == 1 and local_step == 0 and v {compare} 0 * volt"
 
 
 #: The output layer sums ``W y + b`` (volts) of one image per step and never spikes.
@@ -156,6 +202,9 @@ class Unit:
         fired (zero on and above the diagonal).
     gate : str
         What it approximates (``"relu"``, ``"sigmoid"``, ``"silu"``, ``"product"``).
+    scale : float, tuple or None
+        The range it was scaled to: ``alpha`` of a ReLU unit, the two input scales of a product
+        unit (:func:`product_unit`), None for units used as trained.
     """
 
     c: np.ndarray
@@ -163,6 +212,8 @@ class Unit:
     d: np.ndarray
     h: np.ndarray
     gate: str = ""
+    scale: object = None
+    domain: tuple = None
 
     @property
     def K(self):
@@ -187,11 +238,28 @@ class Unit:
         """The unit's output ``y = sum_k d_k z_k`` (Eq. 6)."""
         return self.spikes(x) @ self.d
 
+    def largest_output(self):
+        """``max |y|`` over the unit's input domain (a trained one-input unit keeps its edge values
+        outside it), on a grid of 20,001 points."""
+        if self.domain is None or np.ndim(self.c) != 1:
+            raise InvalidValueError(f"The {self.gate!r} unit has no one-dimensional input domain to bound its output on.")
+        return float(np.max(np.abs(self(np.linspace(*self.domain, 20001)))))
+
 
 def relu_unit(K, alpha):
     """The closed-form ReLU unit with ``K`` neurons on ``(-inf, alpha]`` (error at most ``alpha 2^-K``)."""
     powers = alpha * 2.0 ** -(np.arange(K) + 1.0)
-    return Unit(c=np.ones(K), T=powers.copy(), d=powers.copy(), h=np.tril(np.tile(powers, (K, 1)), -1), gate="relu")
+    return Unit(c=np.ones(K), T=powers.copy(), d=powers.copy(), h=np.tril(np.tile(powers, (K, 1)), -1), gate="relu",
+                scale=float(alpha))
+
+
+def product_unit(scales, folder=None):
+    """The trained product unit for inputs of ranges ``scales = (s_a, s_b)``: it sees ``a / s_a`` and ``b / s_b``
+    (in its training domain ``[-1, 1]^2`` for ``|a| <= s_a``, ``|b| <= s_b``) and its output is scaled by ``s_a s_b``."""
+    unit = load_unit("product", folder)
+    s_a, s_b = (float(s) for s in scales)
+    return Unit(c=unit.c / np.array([s_a, s_b]), T=unit.T, d=unit.d * s_a * s_b, h=unit.h, gate="product",
+                scale=(s_a, s_b))
 
 
 def load_unit(gate, folder=None):
@@ -201,12 +269,18 @@ def load_unit(gate, folder=None):
         raise DataNotFoundError(f"No trained AMOS unit for {gate!r} at {path}; train it with "
                                 f"'python benchmarks/train_amos_units.py {gate}'.")
     with np.load(path) as data:
-        return Unit(c=data["c"], T=data["T"], d=data["d"], h=np.tril(data["h"], -1), gate=gate)
+        return Unit(c=data["c"], T=data["T"], d=data["d"], h=np.tril(data["h"], -1), gate=gate,
+                    domain=tuple(float(v) for v in data["domain"]))
 
 
-def _unit(gate, K, alpha, unit_dir):
-    """The closed-form ReLU unit (``K`` neurons on ``(-inf, alpha]``) or the trained unit of ``gate``."""
-    return relu_unit(K, alpha) if gate == "relu" else load_unit(gate, unit_dir)
+def _unit(gate, K, scale, unit_dir):
+    """The closed-form ReLU unit (``K`` neurons on ``(-inf, scale]``), the product unit for input ranges
+    ``scale``, or the trained unit of ``gate``."""
+    if gate == "relu":
+        return relu_unit(K, scale)
+    if gate == "product":
+        return product_unit(scale, unit_dir)
+    return load_unit(gate, unit_dir)
 
 
 @register
@@ -228,12 +302,18 @@ class AMOS(Scheme):
         Volts per ANN unit (1 mV).
     unit_dir : str or None
         Folder with trained ``amos_<gate>.npz`` files (default: the package's data folder).
+    wiring : {"paper", "dendrite"}
+        ``"paper"``: each source neuron sends to each neuron of every target unit (``K_s K_t``
+        synapses per ANN connection); ``"dendrite"``: to the target unit's dendrite, which sums
+        ``x`` once and relays it to the unit's K neurons (``K_s`` per ANN connection, one step more
+        latency per layer, identical unit outputs). Max-pooling needs ``"dendrite"``.
     """
 
     name = "amos"
     activations = frozenset({"relu", "sigmoid", "silu"})
-    ops = frozenset({"input", "linear", "conv", "avgpool"})
-    defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None)
+    ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul"})
+    defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None,
+                    wiring="paper")
 
     def validate_options(self):
         super().validate_options()
@@ -241,20 +321,47 @@ class AMOS(Scheme):
         if int(o["K"]) != o["K"] or not 1 <= o["K"] <= 52:
             raise InvalidValueError(f"K is a number of neurons per unit and must be an integer in [1, 52] "
                                     f"(float64 resolution), got {o['K']!r}.")
+        if o["wiring"] not in WIRINGS:
+            raise InvalidValueError(f"wiring must be one of {WIRINGS}, got {o['wiring']!r}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
+        super().check(graph)
         for layer in graph:
             if layer.op == "maxpool":
-                raise ConversionError(f"amos: max-pooling ({layer.name!r}) is not supported yet; use average "
-                                      "pooling (it is folded into the next layer's synapses).")
-        super().check(graph)
+                self._check_max_pool(graph, layer)
+            if layer.op == "mul":
+                self._check_product(graph, layer)
         for layer in graph:
             if layer.op == "avgpool" and layer.activation is not None:
                 raise ConversionError(f"amos: layer {layer.name!r} applies {layer.activation!r} after pooling.")
         if graph.output.op not in ("linear", "conv") or graph.output.activation is not None:
             raise ConversionError(f"amos: the output layer {graph.output.name!r} must be Linear or Conv2d without "
                                   "activation (its logits are read from the membrane).")
+
+    def _check_max_pool(self, graph, layer):
+        pooled = graph[layer.inputs[0]]
+        if self.options["wiring"] != "dendrite":
+            raise ConversionError(f"amos: max-pooling ({layer.name!r}) needs wiring='dendrite' (the pool's candidate "
+                                  "neurons read their unit's dendrite).")
+        if not pooled.is_weighted or pooled.activation != "relu" or pooled is graph.output:
+            raise ConversionError(f"amos: max-pooling {layer.name!r} must directly follow a hidden Linear/Conv2d layer "
+                                  f"with ReLU, not {pooled.op!r} with {pooled.activation!r}.")
+        if layer.activation not in (None, "relu"):
+            raise ConversionError(f"amos: layer {layer.name!r} applies {layer.activation!r} after max-pooling.")
+        readers = [other.name for other in graph if pooled.name in other.inputs]
+        if readers != [layer.name]:
+            raise ConversionError(f"amos: layer {pooled.name!r} feeds {readers}; a max-pooled layer can feed only "
+                                  "its max-pool.")
+
+    def _check_product(self, graph, layer):
+        if layer.activation is not None or layer is graph.output:
+            raise ConversionError(f"amos: the product {layer.name!r} must be a hidden layer without activation.")
+        for name in layer.inputs:
+            factor = graph[name]
+            if not (factor.op == "maxpool" or (factor.is_weighted and factor.activation in self.activations)):
+                raise ConversionError(f"amos: product {layer.name!r} reads {name!r} ({factor.op}); both factors "
+                                      "must be layers of ReLU/sigmoid/SiLU units or their max-pool.")
 
     def check_input(self, x):
         if np.min(x) < 0:
@@ -265,74 +372,100 @@ class AMOS(Scheme):
         return calibrate(graph, x, self.options["percentile"])
 
     # -- units -------------------------------------------------------------------------------
-    def unit_for(self, layer, calibration):
-        """The :class:`Unit` that replaces the activation of ``layer``."""
+    def unit_for(self, layer, calibration, graph=None):
+        """The :class:`Unit` that replaces the activation of ``layer``.
+
+        For a ``mul`` layer (``graph`` needed): the product unit, its inputs scaled by the largest
+        value each factor's units can send (:meth:`factor_range`), so they stay in its domain.
+        """
+        if layer.op == "mul":
+            return _unit("product", None, [self.factor_range(graph[name], graph, calibration) for name in layer.inputs],
+                         self.options["unit_dir"])
         return _unit(layer.activation, int(self.options["K"]), calibration.scales[layer.name], self.options["unit_dir"])
+
+    def factor_range(self, layer, graph, calibration):
+        """Largest ``|value|`` a layer of units sends: ``alpha`` for ReLU units (and their max-pool), the
+        trained unit's largest output otherwise."""
+        if layer.op == "maxpool":
+            layer = graph[layer.inputs[0]]
+        unit = self.unit_for(layer, calibration)
+        return unit.scale if unit.gate == "relu" else unit.largest_output()
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        v_unit = o["v_unit"]
+        v_unit, dendrites = o["v_unit"], o["wiring"] == "dendrite"
         names = population_names(graph)
+        net = _Wiring(v_unit)
         inp = graph.input
-        first = next(layer for layer in graph.layers[1:] if layer.is_weighted)
-        n_delays = 1 if first is graph.output else self.unit_for(first, calibration).K
-        equations, shift = input_equations(n_delays)
-        populations = [Population(
-            names[inp.name], inp.size, equations, threshold=INPUT_THRESHOLD, reset="", events={"shift": shift},
-            layer=inp.name, shape=tuple(inp.out_shape), role="input")]
-        projections = []
-        units = {names[inp.name]: None}
-        starts = {names[inp.name]: 0}
+        input_population = net.add_relay(Population(
+            names[inp.name], inp.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
+            layer=inp.name, shape=tuple(inp.out_shape), role="input"), start=0)
+        senders = {input_population.name: input_population}
+        pooled = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
         for layer, source, connections in projected_layers(graph, names):
-            name = names[layer.name]
-            src_unit, n = units[source], layer.size
-            bias = np.repeat(layer.bias, n // len(layer.bias))
+            name, sender = names[layer.name], senders[source]
+            bias = np.repeat(layer.bias, layer.size // len(layer.bias)) if layer.is_weighted else None
             if layer is graph.output:
-                populations.append(Population(
-                    name, n, OUTPUT_EQUATIONS, events={"clear": CLEAR}, values=dict(v_rest=bias * v_unit),
-                    layer=layer.name, shape=layer.out_shape, role="output"))
-                target_unit = None
-                starts[name] = starts[source] + (src_unit.K - 1 if src_unit else 0)
-            else:
-                target_unit = self.unit_for(layer, calibration)
-                K = target_unit.K
-                populations.append(Population(
-                    name, K * n, NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset="", events={"clear": CLEAR},
-                    values=dict(v_rest=np.outer(target_unit.c, bias).ravel() * v_unit,
-                                theta=np.repeat(target_unit.T, n) * v_unit, k=np.repeat(np.arange(K), n)),
-                    layer=layer.name, shape=(K,) + tuple(layer.out_shape)))
-                projections += _inhibition(name, target_unit, n, v_unit)
-                units[name] = target_unit
-                starts[name] = starts[source] + (src_unit.K if src_unit else 1)
-            projections += _feedforward(source, name, connections, src_unit, target_unit, v_unit)
-        for population in populations:
-            population.window_start = starts[population.name]
-        period = 1 if o["pipeline"] else max(starts.values()) + 1
+                net.add(Population(name, layer.size, OUTPUT_EQUATIONS, events={"clear": CLEAR},
+                                   values=dict(v_rest=bias * v_unit), layer=layer.name, shape=layer.out_shape,
+                                   role="output"), start=sender.last_step)
+                net.feedforward(sender, name, connections, lags=np.ones(1, dtype=int), gains=np.ones(1))
+                continue
+            if layer.op == "mul":
+                second = senders[names[layer.inputs[1]]]
+                senders[name] = net.unit_layer([(sender, connections), (second, connections_for(layer)[1])], name,
+                                               layer, self.unit_for(layer, calibration, graph), np.zeros(layer.size))
+                continue
+            if layer.op == "maxpool":
+                senders[name] = net.max_pool(senders[source], names[layer.inputs[0]], name, layer, connections,
+                                             self.unit_for(graph[layer.inputs[0]], calibration))
+                continue
+            unit = self.unit_for(layer, calibration)
+            if dendrites:
+                sender = net.dendrite(sender, name, layer, connections, bias, relu=unit.gate == "relu")
+                if layer.name in pooled:  # the max-pool builds this layer's neurons
+                    senders[name] = sender
+                    continue
+                connections, bias = one_to_one(layer.size), np.zeros(layer.size)
+            senders[name] = net.unit_layer([(sender, connections)], name, layer, unit, bias)
+        period = 1 if o["pipeline"] else max(net.starts.values()) + 1
         return NetworkDescription(
-            scheme=self.name, populations=populations, projections=projections, dt=o["dt"], period_steps=period,
-            input_population=populations[0].name, output_population=populations[-1].name, output_variable="v",
-            output_unit=v_unit, readout_step=0,
+            scheme=self.name, populations=net.finished_populations(), projections=net.projections, dt=o["dt"],
+            period_steps=period, input_population=input_population.name, output_population=names[graph.output.name],
+            output_variable="v", output_unit=v_unit, readout_step=0,
             options=dict(self.options, scales=dict(calibration.scales),
-                         units={name: (u.gate, u.K) for name, u in units.items() if u is not None}))
+                         units={name: (s.unit.gate, s.unit.K, s.unit.scale) for name, s in senders.items()
+                                if s.unit is not None}))
 
-    def reference(self, graph, calibration, x):
+    def reference(self, graph, calibration, x, keep=None, chunk=256):
         """The function the AMOS network computes, in numpy float64 (no Brian2).
+
+        Parameters
+        ----------
+        keep : iterable of str, optional
+            Layers whose values to return (default: all; a large net's values for many images
+            take gigabytes: pass ``keep=()`` for the outputs only).
+        chunk : int
+            Images evaluated at a time (a unit's spikes take ``K`` values per neuron and image).
 
         Returns
         -------
         outputs : np.ndarray, shape (N, n_outputs)
         values : dict
-            ``layer name -> (N, *out_shape)``: what each layer sends (unit outputs ``y``).
+            ``layer name -> (N, *out_shape)``: what each kept layer sends (unit outputs ``y``).
         """
-        import torch
-
-        values = {graph.input.name: graph.check_input(x)}
-        for layer in graph.layers[1:]:
-            with torch.no_grad():
-                z = layer.pre_activation(*(torch.as_tensor(values[name]) for name in layer.inputs)).numpy()
-            values[layer.name] = z if layer.activation is None else self.unit_for(layer, calibration)(z)
-        return values[graph.output.name].reshape(len(values[graph.input.name]), -1), values
+        x = graph.check_input(x)
+        units = {layer.name: self.unit_for(layer, calibration, graph) for layer in graph.layers[1:]
+                 if layer.activation is not None or layer.op == "mul"}
+        names = [layer.name for layer in graph] if keep is None else list(keep)
+        outputs, kept = [], {name: [] for name in names}
+        for i in range(0, len(x), chunk):
+            part = _reference_values(graph, units, x[i:i + chunk])
+            outputs.append(part[graph.output.name].reshape(len(x[i:i + chunk]), -1))
+            for name in names:
+                kept[name].append(part[name])
+        return np.concatenate(outputs), {name: np.concatenate(parts) for name, parts in kept.items()}
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description):
@@ -343,15 +476,16 @@ class AMOS(Scheme):
     def evaluation_lags(self, description, population):
         """Neuron ``k`` of a unit answers ``k`` steps after its image's window starts."""
         p = description.population(population)
-        return np.asarray(p.values["k"]) if "k" in p.values else None
+        return np.asarray(p.values["lag"]) if "lag" in p.values else None
 
     def population_unit(self, description, population):
         """The :class:`Unit` of a hidden population (rebuilt from the description)."""
         p = description.population(population)
         if population not in description.options["units"]:
-            raise InvalidValueError(f"{population!r} is the {p.role} population, not a layer of AMOS units.")
-        gate, K = description.options["units"][population]
-        return _unit(gate, K, description.options["scales"][p.layer], description.options["unit_dir"])
+            raise InvalidValueError(f"{population!r} ({p.role}) is not a layer of AMOS units that the next layer reads; "
+                                    f"those are {sorted(description.options['units'])}.")
+        gate, K, alpha = description.options["units"][population]
+        return _unit(gate, K, alpha, description.options["unit_dir"])
 
     def population_values(self, description, result, population):
         """What a hidden population sends, ``y = sum_k d_k z_k`` per unit, shape ``(N, n_units)``.
@@ -362,6 +496,24 @@ class AMOS(Scheme):
             raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
         unit = self.population_unit(description, population)
         return sent_values(result, description, population, unit, result.n_images)[0]
+
+
+def _reference_values(graph, units, x):
+    """What every layer sends for the images ``x``: torch float64 for the linear parts, the units for the gates."""
+    import torch
+
+    values = {graph.input.name: x}
+    for layer in graph.layers[1:]:
+        inputs = [torch.as_tensor(values[name]) for name in layer.inputs]
+        if layer.op == "mul":  # the product unit of the two inputs (Eq. 7)
+            pair = np.stack([inputs[0].reshape((-1,) + tuple(layer.out_shape)).numpy(),
+                             layer.broadcast(inputs[1]).numpy()], axis=-1)
+            values[layer.name] = units[layer.name](pair)
+            continue
+        with torch.no_grad():
+            z = layer.pre_activation(*inputs).numpy()
+        values[layer.name] = z if layer.activation is None else units[layer.name](z)
+    return values
 
 
 def sent_values(result, description, population, unit, n_images):
@@ -389,53 +541,187 @@ def _connections(pre, post, weight, n_pre, n_post):
                        np.ascontiguousarray(weight, dtype=np.float64), int(n_pre), int(n_post))
 
 
-def _inhibition(name, unit, n, v_unit):
-    """Neuron m -> neuron k > m of every unit, weight -h[k, m], delay k - m - 1: one projection per delay."""
-    K, units = unit.K, np.arange(n)
-    projections = []
-    for delay in range(K - 1):
-        pairs = [(m, m + 1 + delay) for m in range(K - 1 - delay) if unit.h[m + 1 + delay, m] != 0]
-        if not pairs:
-            continue
-        pre = np.concatenate([m * n + units for m, _ in pairs])
-        post = np.concatenate([k * n + units for _, k in pairs])
-        weight = np.concatenate([np.full(n, -unit.h[k, m]) for m, k in pairs])
-        projections.append(Projection(f"{name}_inh{delay}", name, name, _connections(pre, post, weight, K * n, K * n),
-                                      model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=v_unit, delay_steps=delay))
-    return projections
+@dataclass
+class _Sender:
+    """A population that feeds the next layer: neuron ``k n + i`` is neuron ``k`` of unit ``i``.
 
-
-def _feedforward(source, target, connections, src_unit, target_unit, v_unit):
-    """Source neuron k_s -> target neuron k_t, weight W d_ks c_kt, delay K_s - 1 + k_t - k_s (one projection per delay).
-
-    For the output layer (``target_unit`` None) every ``k_s`` sends ``W d_ks`` with delay ``K_s - 1 - k_s``.
-    From the input relay (``src_unit`` None) the value itself is the payload: weight ``W c_kt``, delay ``k_t``.
+    ``unit`` is None for relays (the input and dendrites): one neuron per unit whose events carry
+    the value as payload. ``lags[k]``: steps between the window start and neuron ``k``'s evaluation.
     """
-    n_pre, n_post = connections.n_pre, connections.n_post
-    Ks = 1 if src_unit is None else src_unit.K
-    d_s = np.ones(1) if src_unit is None else src_unit.d
-    K_t = 1 if target_unit is None else target_unit.K
-    c_t = np.ones(1) if target_unit is None else target_unit.c
-    shift = 0 if src_unit is None else Ks - 1
-    projections = []
-    for delay in range(Ks + K_t - 1):
-        pairs = [(ks, kt) for kt in range(K_t) for ks in range(Ks)
-                 if shift + kt - ks == delay and d_s[ks] * c_t[kt] != 0]
-        if not pairs:
-            continue
-        pre = np.concatenate([ks * n_pre + connections.pre for ks, _ in pairs])
-        post = np.concatenate([kt * n_post + connections.post for _, kt in pairs])
-        weight = np.concatenate([connections.weight * d_s[ks] * c_t[kt] for ks, kt in pairs])
-        on_pre = ON_PRE if src_unit is not None else f"v_post += w * x_{delay}_pre"
-        projections.append(Projection(f"{source}_to_{target}_d{delay}", source, target,
-                                      _connections(pre, post, weight, Ks * n_pre, K_t * n_post),
-                                      model=SYNAPSE_MODEL, on_pre=on_pre, weight_unit=v_unit, delay_steps=delay))
-    return projections
+
+    name: str
+    n: int
+    start: int
+    lags: np.ndarray
+    unit: Unit = None
+
+    @property
+    def d(self):
+        return np.ones(1) if self.unit is None else self.unit.d
+
+    @property
+    def last_step(self):
+        """Step (for image 0) at which its last neuron answers."""
+        return self.start + int(self.lags.max())
+
+
+class _Wiring:
+    """Collects the populations and projections of an AMOS network, layer by layer.
+
+    A spike sent in step ``s`` over a delay of ``D`` steps is read by a unit neuron or a dendrite
+    in step ``s + D + 1`` (and by the output at the end of step ``s + D``), so a neuron evaluated
+    ``lag_t`` steps into a window starting at ``S_t`` hears a source neuron of lag ``lag_s``
+    (window ``S_s``) over a delay of ``S_t + lag_t - 1 - S_s - lag_s`` steps.
+    """
+
+    def __init__(self, v_unit):
+        self.v_unit = v_unit
+        self.populations, self.projections, self.starts = [], [], {}
+        self.relay_delays = {}
+
+    def add(self, population, start):
+        population.window_start = self.starts[population.name] = int(start)
+        self.populations.append(population)
+        return population
+
+    def add_relay(self, population, start):
+        """A relay population (input or dendrite); its value buffer is sized once all its synapses exist."""
+        self.add(population, start)
+        self.relay_delays[population.name] = 1
+        return _Sender(population.name, population.size, int(start), np.zeros(1, dtype=int))
+
+    def finished_populations(self):
+        """The populations, relays given the value buffer ``x_0 ... x_(D_max)`` their synapses read."""
+        for population in self.populations:
+            if population.name in self.relay_delays:
+                buffer, shift = _relay_buffer(self.relay_delays[population.name])
+                population.equations += buffer
+                clear = "\nv = v_rest" if population.role != "input" else ""
+                population.events = {"shift": ("i >= 0", shift + clear)}
+        return self.populations
+
+    def feedforward(self, sender, target, connections, lags, gains):
+        """Every neuron of every source unit to every neuron of its target units, one projection per delay.
+
+        Weight ``W d_ks c_kt`` (volts per ANN unit); a relay's events carry the value: ``w x_D``.
+        """
+        start = self.starts[target]
+        delays = start + lags[None, :] - 1 - sender.start - sender.lags[:, None]  # (K_s, K_t)
+        factors = sender.d[:, None] * gains[None, :]
+        if delays.min() < 0:
+            raise AssertionError(f"{sender.name} -> {target}: negative delay (window starts wrong)")
+        for delay in np.unique(delays):
+            pairs = [(ks, kt) for ks, kt in zip(*np.nonzero((delays == delay) & (factors != 0)))]
+            if not pairs:
+                continue
+            pre = np.concatenate([ks * sender.n + connections.pre for ks, _ in pairs])
+            post = np.concatenate([kt * connections.n_post + connections.post for _, kt in pairs])
+            weight = np.concatenate([connections.weight * factors[ks, kt] for ks, kt in pairs])
+            if sender.unit is None:
+                self.relay_delays[sender.name] = max(self.relay_delays[sender.name], int(delay) + 1)
+                on_pre = f"v_post += w * x_{delay}_pre"
+            else:
+                on_pre = ON_PRE
+            self.projections.append(Projection(
+                f"{sender.name}_to_{target}_d{delay}", sender.name, target,
+                _connections(pre, post, weight, len(sender.d) * sender.n, len(lags) * connections.n_post),
+                model=SYNAPSE_MODEL, on_pre=on_pre, weight_unit=self.v_unit, delay_steps=int(delay)))
+
+    def dendrite(self, sender, name, layer, connections, bias, relu):
+        """The dendrite of a layer's units: sums ``x = W y + b`` once per image and relays it to the K neurons.
+
+        For ReLU units only positive values are relayed (a unit given nothing computes ``f(0)``,
+        which is 0 for ReLU and exact for every unit: no event means ``x = 0``).
+        """
+        relay = self.add_relay(Population(
+            f"{name}_dendrite", layer.size, DENDRITE_EQUATIONS,
+            threshold=DENDRITE_THRESHOLD.format(compare=">" if relu else "!="), reset="",
+            values=dict(v_rest=bias * self.v_unit), layer=layer.name, shape=tuple(layer.out_shape), role="helper",
+            namespace={"v_unit": self.v_unit}), start=sender.last_step + 1)
+        self.feedforward(sender, relay.name, connections, lags=np.zeros(1, dtype=int), gains=np.ones(1))
+        return relay
+
+    def unit_neurons(self, name, n, unit, lags, bias, layer, shape, start, role="hidden"):
+        """``K n`` McCulloch-Pitts neurons, neuron ``k n + i`` being neuron ``k`` of unit ``i``."""
+        return self.add(Population(
+            name, unit.K * n, NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset="", events={"clear": CLEAR},
+            values=dict(v_rest=np.outer(np.reshape(unit.c, (unit.K, -1))[:, 0], bias).ravel() * self.v_unit, theta=np.repeat(unit.T, n) * self.v_unit,
+                        lag=np.repeat(lags, n)),
+            layer=layer, shape=(unit.K,) + tuple(shape), role=role), start=start)
+
+    def unit_layer(self, inputs, name, layer, unit, bias):
+        """A layer of AMOS units (Eqs. 2-6): neuron ``k`` answers ``k`` steps into the window.
+
+        ``inputs``: ``[(sender, connections)]``, one per input of the unit (two for products, Eq. 7).
+        """
+        lags = np.arange(unit.K)
+        start = max(sender.last_step for sender, _ in inputs) + 1
+        self.unit_neurons(name, layer.size, unit, lags, bias, layer.name, layer.out_shape, start)
+        gains = np.asarray(unit.c, dtype=float).reshape(unit.K, -1)
+        for port, (sender, connections) in enumerate(inputs):
+            self.feedforward(sender, name, connections, lags=lags, gains=gains[:, port])
+        self._inhibition(name, name, unit, one_to_one(layer.size), lags, lags)
+        return _Sender(name, layer.size, self.starts[name], lags, unit)
+
+    def max_pool(self, relay, candidates, name, layer, windows, unit):
+        """Max-pooling of ReLU units, exact on their binary code (see the module docstring).
+
+        ``relay`` is the dendrite of the pooled layer, ``windows`` the pool's (member, pool) pairs.
+        Candidate ``k`` of pair ``e = (j, p)`` tests ``x_j - H_k >= T_k`` at lag ``2k`` with ``H_k``
+        from the pool's own bits; pool neuron ``k`` of ``p`` fires at lag ``2k + 1`` if any of its
+        candidates ``k`` did: ``z_k(max_j x_j)``, because ``x -> z_k(x - H) `` is monotone.
+        """
+        K, n_pairs, n_pool = unit.K, len(windows), windows.n_post
+        start = relay.last_step + 1
+        pooled_layer = next(p.layer for p in self.populations if p.name == relay.name)
+        self.unit_neurons(candidates, n_pairs, unit, 2 * np.arange(K), np.zeros(n_pairs), pooled_layer,
+                          (n_pairs,), start)
+        self.feedforward(relay, candidates, _connections(windows.pre, np.arange(n_pairs), np.ones(n_pairs),
+                                                         windows.n_pre, n_pairs),
+                         lags=2 * np.arange(K), gains=np.asarray(unit.c, dtype=float))
+        pool_unit = Unit(c=np.ones(K), T=np.full(K, 0.5), d=unit.d, h=np.zeros((K, K)), gate=unit.gate)
+        self.unit_neurons(name, n_pool, pool_unit, 2 * np.arange(K) + 1, np.zeros(n_pool), layer.name,
+                          layer.out_shape, start)
+        members = _connections(np.arange(n_pairs), windows.post, np.ones(n_pairs), n_pairs, n_pool)
+        pre = np.concatenate([k * n_pairs + members.pre for k in range(K)])
+        post = np.concatenate([k * n_pool + members.post for k in range(K)])
+        self.projections.append(Projection(f"{candidates}_to_{name}", candidates, name,
+                                           _connections(pre, post, np.ones(len(pre)), K * n_pairs, K * n_pool),
+                                           model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=self.v_unit))
+        reverse = _connections(windows.post, np.arange(n_pairs), np.ones(n_pairs), n_pool, n_pairs)
+        self._inhibition(name, candidates, unit, reverse, 2 * np.arange(K) + 1, 2 * np.arange(K))
+        return _Sender(name, n_pool, start, 2 * np.arange(K) + 1, unit)
+
+    def _inhibition(self, source, target, unit, connections, source_lags, target_lags):
+        """Neuron ``m`` of a unit's source to neuron ``k > m`` of its targets, weight ``-h[k, m]``, one projection per delay."""
+        start = self.starts[target]
+        K, by_delay = unit.K, {}
+        for k in range(K):
+            for m in range(k):
+                if unit.h[k, m] != 0:
+                    delay = start + target_lags[k] - 1 - self.starts[source] - source_lags[m]
+                    by_delay.setdefault(int(delay), []).append((m, k))
+        for delay, pairs in sorted(by_delay.items()):
+            n_pre, n_post = connections.n_pre, connections.n_post
+            pre = np.concatenate([m * n_pre + connections.pre for m, _ in pairs])
+            post = np.concatenate([k * n_post + connections.post for _, k in pairs])
+            weight = np.concatenate([-unit.h[k, m] * connections.weight for m, k in pairs])
+            self.projections.append(Projection(
+                f"{source}_inh{delay}" if source == target else f"{source}_to_{target}_inh{delay}", source, target,
+                _connections(pre, post, weight, K * n_pre, K * n_post),
+                model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=self.v_unit, delay_steps=delay))
+
+
+def _relay_buffer(n_delays):
+    """Equations of the value buffer ``x_0 ... x_(n_delays - 1)`` and the code that shifts it every step."""
+    buffer = "\n".join(f"x_{D} : 1  # value {D} steps ago" for D in range(n_delays))
+    shift = "\n".join([f"x_{D} = x_{D - 1}" for D in range(n_delays - 1, 0, -1)] + ["x_0 = x_now"])
+    return buffer + "\n", shift
 
 
 def synapse_count(description):
     """Synapses per projection kind of a description: ``{"feedforward": int, "inhibition": int}``."""
     counts = {"feedforward": 0, "inhibition": 0}
     for projection in description.projections:
-        counts["inhibition" if projection.source == projection.target else "feedforward"] += projection.n_synapses
+        counts["inhibition" if "_inh" in projection.name else "feedforward"] += projection.n_synapses
     return counts
