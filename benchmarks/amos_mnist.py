@@ -46,26 +46,28 @@ def load_data(args):
 
 def unit_size(layer, K):
     """Neurons per AMOS unit of a hidden layer: ``K`` for ReLU, the trained unit's own K otherwise."""
+    if layer.op == "mul":
+        return load_unit("product").K
     return K if layer.activation == "relu" else load_unit(layer.activation).K
 
 
 def estimated_synapses(graph, K):
-    """Synapses of the AMOS network with ReLU units of K neurons (trained units: their own K), without building it.
+    """Synapses of the AMOS network (paper wiring) with ReLU units of K neurons (trained units: their own K),
+    without building it.
 
-    Feedforward: ``K_s K_t F`` per weighted layer (``K_s = 1`` from the analog input, ``K_t = 1`` into
-    the output); inhibition ``n K (K - 1) / 2`` per hidden layer. Average pooling is counted as
-    composed with the next layer only approximately (its own connections).
+    Feedforward: ``K_s K_t F`` per input of a weighted or product layer (``K_s = 1`` from the analog
+    input, ``K_t = 1`` into the output); inhibition ``n K (K - 1) / 2`` per hidden layer. Average
+    pooling is counted as composed with the next layer only approximately (its own connections).
     """
     total, k_of = 0, {graph.input.name: 1}
     for layer in graph.layers[1:]:
-        k_source = k_of[layer.inputs[0]]
         if layer.op in ("avgpool", "maxpool"):
-            k_of[layer.name] = k_source
+            k_of[layer.name] = k_of[layer.inputs[0]]
             continue
-        fan = len(connections_for(layer)[0])
         k_target = 1 if layer is graph.output else unit_size(layer, K)
-        inhibition = 0 if layer is graph.output else layer.size * k_target * (k_target - 1) // 2
-        total += k_source * k_target * fan + inhibition
+        for source, connections in zip(layer.inputs, connections_for(layer)):
+            total += k_of[source] * k_target * len(connections)
+        total += 0 if layer is graph.output else layer.size * k_target * (k_target - 1) // 2
         k_of[layer.name] = k_target
     return total
 
@@ -120,6 +122,8 @@ def main():
     parser.add_argument("--percentile", type=float, default=100.0)
     parser.add_argument("--wiring", choices=("paper", "dendrite"), default=None,
                         help="default: paper, dendrite for nets with max-pooling")
+    parser.add_argument("--product", choices=("trained", "code"), default="trained",
+                        help="mul layers: the paper's trained product unit or coincidence neurons (exact)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=250, help="images per standalone run")
     parser.add_argument("--max-synapses", type=float, default=5e7)
@@ -133,8 +137,8 @@ def main():
     wiring = args.wiring or ("dendrite" if pools else "paper")
     ann_connections = sum(len(connections_for(layer)[0]) for layer in graph if layer.is_weighted)
     print(f"{args.model}: {len(x)} test images from the {source}; calibration on {len(xc)} training images; "
-          f"K = {args.K}, percentile {args.percentile}, wiring {wiring}")
-    if wiring == "paper":
+          f"K = {args.K}, percentile {args.percentile}, wiring {wiring}, product {args.product}")
+    if wiring == "paper" and args.product == "trained":
         estimate = estimated_synapses(graph, args.K)
         print(f"estimated synapses with the paper's wiring: {estimate:,.0f} (the ANN has {ann_connections:,} "
               "connections)")
@@ -144,7 +148,8 @@ def main():
             return
 
     start = time.perf_counter()
-    snn = brianconv.convert(model, "amos", calibration=xc, K=args.K, percentile=args.percentile, wiring=wiring)
+    snn = brianconv.convert(model, "amos", calibration=xc, K=args.K, percentile=args.percentile, wiring=wiring,
+                            product=args.product)
     d = snn.description
     convert_seconds = time.perf_counter() - start
     counts = synapse_count(d)
@@ -197,12 +202,17 @@ def main():
         print(f"  ReLU (K={args.K}): {relu.n_parameters} (paper, K=10: {PAPER_TABLE3['ReLU (K=10)']}) "
               f"+ {n_relu} scales")
     for gate, paper in (("silu", "Swish (K=12)"), ("sigmoid", "sigmoid (K=8)"), ("product", "Mult (K=40)")):
-        if any(layer.activation == gate or (gate == "product" and layer.op == "mul") for layer in snn.graph):
+        trained_product = gate == "product" and args.product == "trained"
+        if any(layer.activation == gate or (trained_product and layer.op == "mul") for layer in snn.graph):
             unit = load_unit(gate, snn.scheme.options["unit_dir"])
             print(f"  {gate} (K={unit.K}, trained, shared by all layers): {unit.n_parameters} "
                   f"(paper, {paper}: {PAPER_TABLE3[paper]})")
     for layer in snn.graph:
-        if layer.op == "mul":
+        if layer.op == "mul" and args.product == "code":
+            unit = snn.scheme.unit_for(layer, snn.calibration, snn.graph)
+            print(f"  product {layer.name!r} by coincidence neurons: {unit.K} per element "
+                  f"({unit.factors[0].K} x {unit.factors[1].K}), no trained parameters")
+        elif layer.op == "mul":
             unit = snn.scheme.unit_for(layer, snn.calibration, snn.graph)
             print(f"  product {layer.name!r}: factors scaled by {unit.scale[0]:.4g} ({layer.inputs[0]}) and "
                   f"{unit.scale[1]:.4g} ({layer.inputs[1]}), the largest values their units send")

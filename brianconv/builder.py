@@ -176,10 +176,13 @@ def create_objects(description, batch_size, monitors=None):
         groups[p.name] = group
     synapses = {}
     for q in d.projections:
+        homogeneous = np.isscalar(q.delay_steps)
         syn = Synapses(groups[q.source], groups[q.target], model=q.model, on_pre=q.on_pre, name=q.name,
-                       clock=clock, delay=q.delay_steps * d.dt if q.delay_steps else None)
+                       clock=clock, delay=q.delay_steps * d.dt if homogeneous and q.delay_steps else None)
         order = _source_major(q.connections)
         syn.connect(i=q.connections.pre[order], j=q.connections.post[order])
+        if not homogeneous:
+            syn.delay = np.asarray(q.delay_steps)[order] * d.dt
         if "w" in syn.variables:
             syn.w = q.connections.weight[order] * q.weight_unit
         synapses[q.name] = syn

@@ -105,8 +105,9 @@ class Projection:
         Code run for every synapse of a spiking source neuron.
     weight_unit : brian2.Quantity or float
         Unit multiplying ``connections.weight`` when it is stored in ``w``.
-    delay_steps : int
-        Transmission delay in steps (0: effect in the same step, read by the target one step later).
+    delay_steps : int or np.ndarray
+        Transmission delay in steps (0: effect in the same step, read by the target one step later):
+        one for all synapses, or one per synapse (int array in the order of ``connections``).
     """
 
     name: str
@@ -216,9 +217,11 @@ class NetworkDescription:
             for key in sorted(p.values):
                 digest.update(key.encode() + _bytes(p.values[key]))
         for q in self.projections:
+            delay = q.delay_steps if np.isscalar(q.delay_steps) else "per synapse"
             digest.update(repr((q.name, q.source, q.target, q.model, q.on_pre, str(q.weight_unit),
-                                q.delay_steps)).encode())
-            for array in (q.connections.pre, q.connections.post, q.connections.weight):
+                                delay)).encode())
+            arrays = (q.connections.pre, q.connections.post, q.connections.weight)
+            for array in arrays if np.isscalar(q.delay_steps) else arrays + (np.asarray(q.delay_steps, np.int64),):
                 digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:24]
 

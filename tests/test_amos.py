@@ -79,11 +79,17 @@ def test_relu_layers_stay_within_alpha_2_to_the_minus_k(dense):
     np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
 
 
-def test_pipelined_equals_one_by_one_with_conv_and_average_pooling():
+@pytest.fixture(scope="module")
+def pooled_by_average():
+    """A conv layer, average pooling folded into the next layer, a hidden and an output layer."""
     torch.manual_seed(2)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
                           nn.Linear(3 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
-    x = torch.rand(10, 2, 6, 6)
+    return model, torch.rand(10, 2, 6, 6)
+
+
+def test_pipelined_equals_one_by_one_with_conv_and_average_pooling(pooled_by_average):
+    model, x = pooled_by_average
     piped = brianconv.convert(model, "amos", calibration=x, K=4)
     serial = brianconv.convert(model, "amos", calibration=x, K=4, pipeline=False)
     d = piped.description
@@ -204,11 +210,8 @@ def test_max_pool_sends_the_unit_code_of_the_window_maximum(pipeline):
     assert pool.op == "maxpool"
 
 
-def test_dendrite_wiring_sends_the_same_values_with_fewer_synapses():
-    torch.manual_seed(2)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
-                          nn.Linear(3 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
-    x = torch.rand(10, 2, 6, 6)
+def test_dendrite_wiring_sends_the_same_values_with_fewer_synapses(pooled_by_average):
+    model, x = pooled_by_average
     paper = brianconv.convert(model, "amos", calibration=x, K=4)
     dendrite = brianconv.convert(model, "amos", calibration=x, K=4, wiring="dendrite")
     names = [name for name in paper.description.options["units"]]
@@ -256,8 +259,7 @@ def test_squeeze_excitation_gate_is_a_layer_of_product_units():
     result = snn.simulate(x, device="numpy", spikes=names)
     reference, values = snn.scheme.reference(snn.graph, snn.calibration, x)
     np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
-    sent = {name: snn.scheme.population_values(d, result, name) for name in names}
-    conv, gate, product = sent[names[0]], sent[names[2]], sent[names[3]]
+    conv, gate, product = (snn.scheme.population_values(d, result, name) for name in (names[0], names[2], names[3]))
     exact = conv.reshape(len(x), 4, 16) * gate[:, :, None]   # the product of what the two factors send
     unit = snn.scheme.population_unit(d, names[3])
     s_a, s_b = unit.scale
@@ -273,6 +275,35 @@ def test_squeeze_excitation_gate_is_a_layer_of_product_units():
     # the product units evaluate once both factors have answered
     starts = {p.name: p.window_start for p in d.populations}
     assert starts[names[3]] == starts[names[2]] + 8  # the gate's last neuron (K = 8) answers at its lag 7
+
+
+@pytest.mark.parametrize("wiring", ["paper", "dendrite"])
+def test_coincidence_neurons_multiply_the_factors_codes_exactly(wiring):
+    """product="code": neuron (ka, kb) fires iff both factor neurons fired, so the layer sends y_a y_b."""
+    torch.manual_seed(0)
+    model = _GatedCNN().eval()
+    x = torch.rand(10, 1, 8, 8)
+    snn = brianconv.convert(model, "amos", calibration=x, K=K, product="code", wiring=wiring)
+    d = snn.description
+    names = list(d.options["units"])
+    result = snn.simulate(x, device="numpy", spikes=names)
+    conv, gate, product = (snn.scheme.population_values(d, result, name) for name in (names[0], names[2], names[3]))
+    exact = (conv.reshape(len(x), 4, 16) * gate[:, :, None]).reshape(len(x), -1)
+    np.testing.assert_allclose(product, exact, rtol=0, atol=FLOAT_SLACK)
+    assert np.mean(product > 0) > 0.3, "too few non-zero products for a meaningful test"
+    image, neuron, _ = result.spikes[names[3]]
+    unit = snn.scheme.population_unit(d, names[3])
+    assert unit.K == K * 8 and np.bincount(image * d.population(names[3]).size + neuron).max() <= 1
+    # every coincidence neuron that fired had both of its factor neurons fire for that image
+    ka, kb, element = neuron // 64 // 8, neuron // 64 % 8, neuron % 64  # neuron (ka * 8 + kb) * 64 + element
+    fired_a = set(zip(*result.spikes[names[0]][:2]))
+    fired_b = set(zip(*result.spikes[names[2]][:2]))
+    assert all((i, a * 64 + e) in fired_a and (i, b * 4 + e // 16) in fired_b
+               for i, a, b, e in zip(image, ka, kb, element))
+    reference, _ = snn.scheme.reference(snn.graph, snn.calibration, x)
+    np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
+    with torch.no_grad():  # the ANN, up to the ReLU and sigmoid codes only
+        assert np.max(np.abs(result.outputs - model(x).numpy())) < 0.05
 
 
 def test_unsupported_layers_and_inputs_are_rejected():

@@ -65,14 +65,12 @@ Populations: why one population of ``K n`` neurons per layer
 -----------------------------------------------------------
 Each layer is one ``NeuronGroup`` of ``K * n`` neurons, neuron ``k * n + i`` being neuron ``k`` of
 unit ``i``, with per-neuron ``theta``, ``v_rest`` and ``lag`` (the step of its window in which it
-evaluates: ``k``; ``2 k`` and ``2 k + 1`` in max-pools). Brian2 delays are homogeneous per
-``Synapses`` object here (:attr:`~brianconv.description.Projection.delay_steps`), and a delay
-depends only on ``k_t - k_s``, so the feedforward synapses of a layer are grouped into
-``K_s + K_t - 1`` projections (one per delay) and the inhibition into ``K - 1``: about ``3 K``
-Brian2 objects per layer instead of ``K^2 + K (K - 1) / 2`` (one population per ``k``, one
-projection per pair). Every ``Synapses`` object is several C++ files to compile, so this is what
-bounds the build time; thresholds are per-neuron values, so trained units need nothing special.
-With per-synapse delays in the description, each layer would need only two projections.
+evaluates: ``k``; ``2 k`` and ``2 k + 1`` in max-pools). Spikes between AMOS neurons carry a delay
+per synapse (:attr:`~brianconv.description.Projection.delay_steps` as an array), so a layer needs
+one feedforward and one inhibitory ``Synapses`` object, not one per ``(k_s, k_t)`` pair. Relays
+(the input and dendrites) are the exception: their payload ``x_D`` depends on the delay ``D``, so
+they get one projection per delay. Every ``Synapses`` object is several C++ files to compile:
+this keeps the build time of a net with products (K = 40) in minutes.
 
 Wiring
 ------
@@ -116,6 +114,15 @@ trained on ``[-1, 1]^2``: its inputs are divided by the largest value each facto
 :meth:`AMOS.factor_range`), and its output multiplied by both, so the product stays inside the
 domain and its error is at most the unit's recorded maximum error times the two ranges.
 
+That error is large where one factor spans a wide range: a ReLU map with ``alpha`` = 32 whose
+typical values are near 3 gets an absolute error near 1 (``small_cnn_se`` loses 29 pp with it,
+``benchmarks/results/amos_mnist_se_trained.txt``). ``product="code"`` multiplies the codes
+instead: the factors already send binary codes ``y_a = sum d_a z_a`` and ``y_b = sum d_b z_b``, so
+``y_a y_b = sum_{ka,kb} d_a[ka] d_b[kb] z_a[ka] z_b[kb]``: one coincidence neuron per pair
+``(ka, kb)`` (weights 1 from both, threshold 3/2, :class:`CodeProduct`) fires iff both fired and
+sends ``d_a[ka] d_b[kb]``. ``K_a K_b`` neurons per element (80 for ReLU K = 10 times sigmoid
+K = 8, against 40), no trained parameters, no error beyond the factors' own codes, one step.
+
 Supported: Linear, Conv2d, average pooling (folded into the next projection), max-pooling of a
 ReLU layer (dendrite wiring), products of two unit layers, ReLU / sigmoid / SiLU on hidden
 layers, a Linear or Conv2d output layer without activation.
@@ -134,11 +141,15 @@ from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import RunSetup, Scheme, population_names, projected_layers, register
 
 __all__ = ["AMOS", "Unit", "relu_unit", "product_unit", "load_unit", "sent_values", "synapse_count",
-           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS"]
+           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS", "PRODUCTS",
+           "CodeProduct", "code_product"]
 
 #: ``"paper"``: every source neuron of a unit to every neuron of each target unit (``K_s K_t F``
 #: synapses); ``"dendrite"``: to one dendrite per target unit, which relays the sum (``K_s F + K_t n``).
 WIRINGS = ("paper", "dendrite")
+#: How a ``mul`` layer is computed: ``"trained"``, the paper's trained two-input unit (K = 40);
+#: ``"code"``, coincidence neurons multiplying the factors' spike codes exactly (:class:`CodeProduct`).
+PRODUCTS = ("trained", "code")
 
 #: Folder of the trained unit files ``amos_<gate>.npz``.
 UNIT_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -273,6 +284,32 @@ def load_unit(gate, folder=None):
                     domain=tuple(float(v) for v in data["domain"]))
 
 
+@dataclass
+class CodeProduct(Unit):
+    """The exact product of two factors' codes by coincidence neurons (``product="code"``).
+
+    Neuron ``(ka, kb)`` (index ``ka K_b + kb``) receives weight 1 from neuron ``ka`` of factor ``a``
+    and from neuron ``kb`` of factor ``b``, threshold 3/2: it fires iff both fired, and sends
+    ``d_a[ka] d_b[kb]``, so the layer sends ``(sum d_a z_a)(sum d_b z_b) = y_a y_b`` exactly.
+    """
+
+    factors: tuple = ()
+
+    def __call__(self, pair):
+        """``y_a y_b`` for the factors' sent values, shape ``(..., 2)``."""
+        pair = np.asarray(pair, dtype=np.float64)
+        return pair[..., 0] * pair[..., 1]
+
+
+def code_product(unit_a, unit_b):
+    """The :class:`CodeProduct` of the factors' units (``K_a K_b`` neurons)."""
+    K = unit_a.K * unit_b.K
+    return CodeProduct(c=np.ones((K, 2)), T=np.full(K, 1.5), d=np.outer(unit_a.d, unit_b.d).ravel(), h=np.zeros((K, K)),
+                       gate="product_code", scale=((unit_a.gate, unit_a.K, unit_a.scale),
+                                                   (unit_b.gate, unit_b.K, unit_b.scale)),
+                       factors=(unit_a, unit_b))
+
+
 def _unit(gate, K, scale, unit_dir):
     """The closed-form ReLU unit (``K`` neurons on ``(-inf, scale]``), the product unit for input ranges
     ``scale``, or the trained unit of ``gate``."""
@@ -280,6 +317,8 @@ def _unit(gate, K, scale, unit_dir):
         return relu_unit(K, scale)
     if gate == "product":
         return product_unit(scale, unit_dir)
+    if gate == "product_code":
+        return code_product(*(_unit(*factor, unit_dir) for factor in scale))
     return load_unit(gate, unit_dir)
 
 
@@ -302,6 +341,9 @@ class AMOS(Scheme):
         Volts per ANN unit (1 mV).
     unit_dir : str or None
         Folder with trained ``amos_<gate>.npz`` files (default: the package's data folder).
+    product : {"trained", "code"}
+        ``mul`` layers: the paper's trained product unit (K = 40, inputs scaled into its domain) or
+        ``K_a K_b`` coincidence neurons per element that multiply the factors' codes exactly.
     wiring : {"paper", "dendrite"}
         ``"paper"``: each source neuron sends to each neuron of every target unit (``K_s K_t``
         synapses per ANN connection); ``"dendrite"``: to the target unit's dendrite, which sums
@@ -313,7 +355,7 @@ class AMOS(Scheme):
     activations = frozenset({"relu", "sigmoid", "silu"})
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul"})
     defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None,
-                    wiring="paper")
+                    wiring="paper", product="trained")
 
     def validate_options(self):
         super().validate_options()
@@ -323,6 +365,8 @@ class AMOS(Scheme):
                                     f"(float64 resolution), got {o['K']!r}.")
         if o["wiring"] not in WIRINGS:
             raise InvalidValueError(f"wiring must be one of {WIRINGS}, got {o['wiring']!r}.")
+        if o["product"] not in PRODUCTS:
+            raise InvalidValueError(f"product must be one of {PRODUCTS}, got {o['product']!r}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
@@ -378,6 +422,9 @@ class AMOS(Scheme):
         For a ``mul`` layer (``graph`` needed): the product unit, its inputs scaled by the largest
         value each factor's units can send (:meth:`factor_range`), so they stay in its domain.
         """
+        if layer.op == "mul" and self.options["product"] == "code":
+            return code_product(*(self.unit_for(graph[graph[name].inputs[0]] if graph[name].op == "maxpool"
+                                                else graph[name], calibration) for name in layer.inputs))
         if layer.op == "mul":
             return _unit("product", None, [self.factor_range(graph[name], graph, calibration) for name in layer.inputs],
                          self.options["unit_dir"])
@@ -411,6 +458,11 @@ class AMOS(Scheme):
                                    values=dict(v_rest=bias * v_unit), layer=layer.name, shape=layer.out_shape,
                                    role="output"), start=sender.last_step)
                 net.feedforward(sender, name, connections, lags=np.ones(1, dtype=int), gains=np.ones(1))
+                continue
+            if layer.op == "mul" and o["product"] == "code":
+                senders[name] = net.coincidences([(sender, connections),
+                                                  (senders[names[layer.inputs[1]]], connections_for(layer)[1])],
+                                                 name, layer, self.unit_for(layer, calibration, graph))
                 continue
             if layer.op == "mul":
                 second = senders[names[layer.inputs[1]]]
@@ -610,22 +662,28 @@ class _Wiring:
         factors = sender.d[:, None] * gains[None, :]
         if delays.min() < 0:
             raise AssertionError(f"{sender.name} -> {target}: negative delay (window starts wrong)")
-        for delay in np.unique(delays):
-            pairs = [(ks, kt) for ks, kt in zip(*np.nonzero((delays == delay) & (factors != 0)))]
-            if not pairs:
-                continue
-            pre = np.concatenate([ks * sender.n + connections.pre for ks, _ in pairs])
-            post = np.concatenate([kt * connections.n_post + connections.post for _, kt in pairs])
-            weight = np.concatenate([connections.weight * factors[ks, kt] for ks, kt in pairs])
-            if sender.unit is None:
-                self.relay_delays[sender.name] = max(self.relay_delays[sender.name], int(delay) + 1)
-                on_pre = f"v_post += w * x_{delay}_pre"
-            else:
-                on_pre = ON_PRE
-            self.projections.append(Projection(
-                f"{sender.name}_to_{target}_d{delay}", sender.name, target,
-                _connections(pre, post, weight, len(sender.d) * sender.n, len(lags) * connections.n_post),
-                model=SYNAPSE_MODEL, on_pre=on_pre, weight_unit=self.v_unit, delay_steps=int(delay)))
+        groups = [(delay, [(ks, kt) for ks, kt in zip(*np.nonzero((delays == delay) & (factors != 0)))])
+                  for delay in np.unique(delays)]
+        if sender.unit is None:  # a relay's payload x_D depends on the delay: one projection per delay
+            for delay, pairs in groups:
+                if pairs:
+                    self.relay_delays[sender.name] = max(self.relay_delays[sender.name], int(delay) + 1)
+                    self._project(f"{sender.name}_to_{target}_d{delay}", sender, target, connections, pairs,
+                                  factors, len(lags), f"v_post += w * x_{delay}_pre", int(delay))
+            return
+        pairs = [pair for _, group in groups for pair in group]
+        if pairs:
+            self._project(f"{sender.name}_to_{target}", sender, target, connections, pairs, factors, len(lags),
+                          ON_PRE, _per_synapse([delays[pair] for pair in pairs], len(connections)))
+
+    def _project(self, name, sender, target, connections, pairs, factors, K_t, on_pre, delay):
+        """One projection: neuron ``ks`` of source unit ``i`` to neuron ``kt`` of target unit ``j`` for each pair."""
+        pre = np.concatenate([ks * sender.n + connections.pre for ks, _ in pairs])
+        post = np.concatenate([kt * connections.n_post + connections.post for _, kt in pairs])
+        weight = np.concatenate([connections.weight * factors[ks, kt] for ks, kt in pairs])
+        self.projections.append(Projection(
+            name, sender.name, target, _connections(pre, post, weight, len(sender.d) * sender.n, K_t * connections.n_post),
+            model=SYNAPSE_MODEL, on_pre=on_pre, weight_unit=self.v_unit, delay_steps=delay))
 
     def dendrite(self, sender, name, layer, connections, bias, relu):
         """The dendrite of a layer's units: sums ``x = W y + b`` once per image and relays it to the K neurons.
@@ -663,6 +721,25 @@ class _Wiring:
         self._inhibition(name, name, unit, one_to_one(layer.size), lags, lags)
         return _Sender(name, layer.size, self.starts[name], lags, unit)
 
+    def coincidences(self, inputs, name, layer, unit):
+        """A :class:`CodeProduct` layer: neuron ``(ka, kb)`` of element ``i`` fires iff neuron ``ka`` of factor
+        ``a`` and neuron ``kb`` of factor ``b`` fired for it; all evaluate one step after the later factor."""
+        (a, conn_a), (b, conn_b) = inputs
+        K_a, K_b, n = a.unit.K, b.unit.K, layer.size
+        start = max(a.last_step, b.last_step) + 1
+        self.unit_neurons(name, n, unit, np.zeros(unit.K, dtype=int), np.zeros(n), layer.name, layer.out_shape, start)
+        for sender, connections, own in ((a, conn_a, lambda ka, kb: ka), (b, conn_b, lambda ka, kb: kb)):
+            pairs = [(ka, kb) for ka in range(K_a) for kb in range(K_b)]
+            pre = np.concatenate([own(ka, kb) * sender.n + connections.pre for ka, kb in pairs])
+            post = np.concatenate([(ka * K_b + kb) * n + connections.post for ka, kb in pairs])
+            delay = _per_synapse([start - 1 - sender.start - sender.lags[own(ka, kb)] for ka, kb in pairs],
+                                 len(connections))
+            self.projections.append(Projection(
+                f"{sender.name}_to_{name}", sender.name, name,
+                _connections(pre, post, np.ones(len(pre)), len(sender.d) * sender.n, unit.K * n),
+                model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=self.v_unit, delay_steps=delay))
+        return _Sender(name, n, start, np.zeros(unit.K, dtype=int), unit)
+
     def max_pool(self, relay, candidates, name, layer, windows, unit):
         """Max-pooling of ReLU units, exact on their binary code (see the module docstring).
 
@@ -693,23 +770,29 @@ class _Wiring:
         return _Sender(name, n_pool, start, 2 * np.arange(K) + 1, unit)
 
     def _inhibition(self, source, target, unit, connections, source_lags, target_lags):
-        """Neuron ``m`` of a unit's source to neuron ``k > m`` of its targets, weight ``-h[k, m]``, one projection per delay."""
-        start = self.starts[target]
-        K, by_delay = unit.K, {}
-        for k in range(K):
-            for m in range(k):
-                if unit.h[k, m] != 0:
-                    delay = start + target_lags[k] - 1 - self.starts[source] - source_lags[m]
-                    by_delay.setdefault(int(delay), []).append((m, k))
-        for delay, pairs in sorted(by_delay.items()):
-            n_pre, n_post = connections.n_pre, connections.n_post
-            pre = np.concatenate([m * n_pre + connections.pre for m, _ in pairs])
-            post = np.concatenate([k * n_post + connections.post for _, k in pairs])
-            weight = np.concatenate([-unit.h[k, m] * connections.weight for m, k in pairs])
-            self.projections.append(Projection(
-                f"{source}_inh{delay}" if source == target else f"{source}_to_{target}_inh{delay}", source, target,
-                _connections(pre, post, weight, K * n_pre, K * n_post),
-                model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=self.v_unit, delay_steps=delay))
+        """Neuron ``m`` of a unit's source to neuron ``k > m`` of its targets, weight ``-h[k, m]``: one
+        projection with a delay per synapse (the inhibition must arrive just before neuron ``k`` evaluates)."""
+        pairs = [(m, k) for k in range(unit.K) for m in range(k) if unit.h[k, m] != 0]
+        if not pairs:
+            return
+        n_pre, n_post = connections.n_pre, connections.n_post
+        pre = np.concatenate([m * n_pre + connections.pre for m, _ in pairs])
+        post = np.concatenate([k * n_post + connections.post for _, k in pairs])
+        weight = np.concatenate([-unit.h[k, m] * connections.weight for m, k in pairs])
+        lag_gap = self.starts[target] - 1 - self.starts[source]
+        delay = _per_synapse([lag_gap + target_lags[k] - source_lags[m] for m, k in pairs], len(connections))
+        self.projections.append(Projection(
+            f"{source}_inh" if source == target else f"{source}_to_{target}_inh", source, target,
+            _connections(pre, post, weight, unit.K * n_pre, unit.K * n_post),
+            model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=self.v_unit, delay_steps=delay))
+
+
+def _per_synapse(pair_delays, n_connections):
+    """Delays of the pairs' synapses (``n_connections`` per pair): one int if they are all equal."""
+    pair_delays = np.asarray(pair_delays, dtype=np.int64)
+    if np.all(pair_delays == pair_delays[0]):
+        return int(pair_delays[0])
+    return np.repeat(pair_delays, n_connections)
 
 
 def _relay_buffer(n_delays):
