@@ -115,6 +115,19 @@ def test_cached_build_is_found_by_fingerprint(snn, tmp_path, monkeypatch):
     assert program.directory == folder and not program.freshly_built
 
 
+def test_fingerprint_covers_per_synapse_delays():
+    """AMOS projections carry one delay per synapse: changing one changes the build key."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    snn = brianconv.convert(model, "amos", calibration=torch.rand(8, 6), K=3)
+    d = snn.description
+    projection = next(q for q in d.projections if not np.isscalar(q.delay_steps))
+    key = d.fingerprint(2)
+    projection.delay_steps = projection.delay_steps.copy()
+    projection.delay_steps[0] += 1
+    assert d.fingerprint(2) != key
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """The smallest network that builds: standalone code generation for it takes about a second."""
