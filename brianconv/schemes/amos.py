@@ -459,15 +459,11 @@ class AMOS(Scheme):
                                    role="output"), start=sender.last_step)
                 net.feedforward(sender, name, connections, lags=np.ones(1, dtype=int), gains=np.ones(1))
                 continue
-            if layer.op == "mul" and o["product"] == "code":
-                senders[name] = net.coincidences([(sender, connections),
-                                                  (senders[names[layer.inputs[1]]], connections_for(layer)[1])],
-                                                 name, layer, self.unit_for(layer, calibration, graph))
-                continue
-            if layer.op == "mul":
-                second = senders[names[layer.inputs[1]]]
-                senders[name] = net.unit_layer([(sender, connections), (second, connections_for(layer)[1])], name,
-                                               layer, self.unit_for(layer, calibration, graph), np.zeros(layer.size))
+            if layer.op == "mul":  # both factors' neurons, at aligned delays
+                factors = [(sender, connections), (senders[names[layer.inputs[1]]], connections_for(layer)[1])]
+                unit = self.unit_for(layer, calibration, graph)
+                senders[name] = (net.coincidences(factors, name, layer, unit) if o["product"] == "code"
+                                 else net.unit_layer(factors, name, layer, unit, np.zeros(layer.size)))
                 continue
             if layer.op == "maxpool":
                 senders[name] = net.max_pool(senders[source], names[layer.inputs[0]], name, layer, connections,
