@@ -32,8 +32,10 @@ import brianconv  # noqa: E402
 from brianconv import datasets, models  # noqa: E402
 from brianconv.metrics import ann_cost  # noqa: E402
 
-#: Scheme options: rate needs enough steps for its rates, amos K neurons per ReLU.
-SCHEMES = {"rate": dict(duration=50), "ttfs": dict(t_max=32), "tdsnn": dict(L=8.0), "amos": dict(K=8)}
+#: Scheme options: rate needs enough steps for its rates, amos K neurons per ReLU (dendrite wiring:
+#: K_s F + K_t n synapses instead of K_s K_t F, and max-pooling is supported).
+SCHEMES = {"rate": dict(duration=50), "ttfs": dict(t_max=32), "tdsnn": dict(L=8.0),
+           "amos": dict(K=8, wiring="dendrite")}
 
 
 def latency_ms(snn, result):
@@ -105,6 +107,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="figures")
     parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--model", default="small_cnn", help="a bundled model without max-pooling (amos)")
+    parser.add_argument("--model", default="small_cnn", help="a bundled model (lopez_randulfe_cnn is slow on numpy)")
     parser.add_argument("--device", default="numpy", choices=["cpp_standalone", "runtime", "numpy"])
     main(**vars(parser.parse_args()))
