@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import ConversionError
 
-__all__ = ["Connections", "connections_for", "linear", "conv2d", "pool2d", "one_to_one", "channel_broadcast",
+__all__ = ["Connections", "make_connections", "connections_for", "linear", "conv2d", "pool2d", "one_to_one", "channel_broadcast",
            "compose"]
 
 
@@ -69,7 +69,8 @@ class Connections:
         return y
 
 
-def _make(pre, post, weight, n_pre, n_post):
+def make_connections(pre, post, weight, n_pre, n_post):
+    """:class:`Connections` from index and weight arrays (made contiguous int32 / float64)."""
     return Connections(np.ascontiguousarray(pre, dtype=np.int32), np.ascontiguousarray(post, dtype=np.int32),
                        np.ascontiguousarray(weight, dtype=np.float64), int(n_pre), int(n_post))
 
@@ -80,7 +81,7 @@ def linear(weight, n_pre=None):
     if n_pre is not None and n_pre != n_in:
         raise ConversionError(f"Linear layer expects {n_in} inputs but its source has {n_pre} neurons.")
     post, pre = np.meshgrid(np.arange(n_out), np.arange(n_in), indexing="ij")
-    return _make(pre.ravel(), post.ravel(), weight.ravel(), n_in, n_out)
+    return make_connections(pre.ravel(), post.ravel(), weight.ravel(), n_in, n_out)
 
 
 def _window_indices(in_hw, out_hw, kernel, stride, padding, dilation):
@@ -126,7 +127,7 @@ def conv2d(weight, in_shape, out_shape, stride=(1, 1), padding=(0, 0), dilation=
         posts.append(np.broadcast_to(co[:, None, None] * (ho * wo) + out_flat[None, None, :],
                                      (c_out, c_in_group, len(out_flat))).ravel())
         weights.append(np.broadcast_to(weight[:, :, ky, kx][:, :, None], (c_out, c_in_group, len(out_flat))).ravel())
-    return _make(np.concatenate(pres), np.concatenate(posts), np.concatenate(weights),
+    return make_connections(np.concatenate(pres), np.concatenate(posts), np.concatenate(weights),
                  c_in * hi * wi, c_out * ho * wo)
 
 
@@ -151,12 +152,12 @@ def pool2d(in_shape, out_shape, kernel_size, stride, padding=(0, 0), average=Tru
     else:
         counts = np.bincount(out_flat, minlength=ho * wo)
         weight = np.tile(1.0 / counts[out_flat], c)
-    return _make(pre, post, weight, c * hi * wi, c * ho * wo)
+    return make_connections(pre, post, weight, c * hi * wi, c * ho * wo)
 
 
 def one_to_one(n, weight=1.0):
     """Neuron ``i`` to neuron ``i`` (the two inputs of a residual ``add``)."""
-    return _make(np.arange(n), np.arange(n), np.full(n, weight), n, n)
+    return make_connections(np.arange(n), np.arange(n), np.full(n, weight), n, n)
 
 
 def channel_broadcast(out_shape):
@@ -164,7 +165,7 @@ def channel_broadcast(out_shape):
     ``(C, H, W)`` map (the gate of a squeeze-and-excitation block)."""
     n = int(np.prod(out_shape))
     post = np.arange(n)
-    return _make(post // (n // out_shape[0]), post, np.ones(n), out_shape[0], n)
+    return make_connections(post // (n // out_shape[0]), post, np.ones(n), out_shape[0], n)
 
 
 def connections_for(layer, source_size=None):
@@ -207,4 +208,4 @@ def compose(first, second):
     b = sparse.csr_matrix((second.weight, (second.post, second.pre)), shape=(second.n_post, second.n_pre))
     product = (b @ a).tocoo()
     order = np.lexsort((product.row, product.col))
-    return _make(product.col[order], product.row[order], product.data[order], first.n_pre, second.n_post)
+    return make_connections(product.col[order], product.row[order], product.data[order], first.n_pre, second.n_post)

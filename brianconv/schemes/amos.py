@@ -111,7 +111,7 @@ like any unit layer from the neurons of *both* factors; its window starts after 
 has answered, and the delays (``S_t + lag_t - 1 - S_s - lag_s``) align the two. The unit was
 trained on ``[-1, 1]^2``: its inputs are divided by the largest value each factor's units can send
 (``alpha`` for ReLU units, the trained unit's largest output for sigmoid/SiLU,
-:meth:`AMOS.factor_range`), and its output multiplied by both, so the product stays inside the
+:func:`_largest_sent`), and its output multiplied by both, so the product stays inside the
 domain and its error is at most the unit's recorded maximum error times the two ranges.
 
 That error is large where one factor spans a wide range: a ReLU map with ``alpha`` = 32 whose
@@ -135,7 +135,7 @@ import numpy as np
 from brian2 import mV, ms
 
 from ..calibration import calibrate
-from ..connectivity import Connections, connections_for, one_to_one
+from ..connectivity import connections_for, make_connections, one_to_one
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import RunSetup, Scheme, population_names, projected_layers, register
@@ -310,6 +310,17 @@ def code_product(unit_a, unit_b):
                        factors=(unit_a, unit_b))
 
 
+def _units_layer(graph, name):
+    """The layer whose units send what layer ``name`` sends: itself, or the layer a max-pool pools."""
+    layer = graph[name]
+    return graph[layer.inputs[0]] if layer.op == "maxpool" else layer
+
+
+def _largest_sent(unit):
+    """Largest ``|value|`` a layer of these units sends: ``alpha`` for ReLU units, a trained unit's largest output."""
+    return unit.scale if unit.gate == "relu" else unit.largest_output()
+
+
 def _unit(gate, K, scale, unit_dir):
     """The closed-form ReLU unit (``K`` neurons on ``(-inf, scale]``), the product unit for input ranges
     ``scale``, or the trained unit of ``gate``."""
@@ -420,23 +431,15 @@ class AMOS(Scheme):
         """The :class:`Unit` that replaces the activation of ``layer``.
 
         For a ``mul`` layer (``graph`` needed): the product unit, its inputs scaled by the largest
-        value each factor's units can send (:meth:`factor_range`), so they stay in its domain.
+        value each factor's units can send, so they stay in its domain; with ``product="code"``
+        the coincidence neurons of the factors' codes.
         """
-        if layer.op == "mul" and self.options["product"] == "code":
-            return code_product(*(self.unit_for(graph[graph[name].inputs[0]] if graph[name].op == "maxpool"
-                                                else graph[name], calibration) for name in layer.inputs))
         if layer.op == "mul":
-            return _unit("product", None, [self.factor_range(graph[name], graph, calibration) for name in layer.inputs],
-                         self.options["unit_dir"])
+            factors = [self.unit_for(_units_layer(graph, name), calibration) for name in layer.inputs]
+            if self.options["product"] == "code":
+                return code_product(*factors)
+            return _unit("product", None, [_largest_sent(unit) for unit in factors], self.options["unit_dir"])
         return _unit(layer.activation, int(self.options["K"]), calibration.scales[layer.name], self.options["unit_dir"])
-
-    def factor_range(self, layer, graph, calibration):
-        """Largest ``|value|`` a layer of units sends: ``alpha`` for ReLU units (and their max-pool), the
-        trained unit's largest output otherwise."""
-        if layer.op == "maxpool":
-            layer = graph[layer.inputs[0]]
-        unit = self.unit_for(layer, calibration)
-        return unit.scale if unit.gate == "relu" else unit.largest_output()
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
@@ -466,8 +469,9 @@ class AMOS(Scheme):
                                  else net.unit_layer(factors, name, layer, unit, np.zeros(layer.size)))
                 continue
             if layer.op == "maxpool":
-                senders[name] = net.max_pool(senders[source], names[layer.inputs[0]], name, layer, connections,
-                                             self.unit_for(graph[layer.inputs[0]], calibration))
+                pooled_layer = graph[layer.inputs[0]]
+                senders[name] = net.max_pool(senders[source], pooled_layer, names[pooled_layer.name], name, layer,
+                                             connections, self.unit_for(pooled_layer, calibration))
                 continue
             unit = self.unit_for(layer, calibration)
             if dendrites:
@@ -584,11 +588,6 @@ def sent_values(result, description, population, unit, n_images):
     return values, counts
 
 
-def _connections(pre, post, weight, n_pre, n_post):
-    return Connections(np.ascontiguousarray(pre, dtype=np.int32), np.ascontiguousarray(post, dtype=np.int32),
-                       np.ascontiguousarray(weight, dtype=np.float64), int(n_pre), int(n_post))
-
-
 @dataclass
 class _Sender:
     """A population that feeds the next layer: neuron ``k n + i`` is neuron ``k`` of unit ``i``.
@@ -649,9 +648,10 @@ class _Wiring:
         return self.populations
 
     def feedforward(self, sender, target, connections, lags, gains):
-        """Every neuron of every source unit to every neuron of its target units, one projection per delay.
+        """Every neuron of every source unit to every neuron of its target units.
 
-        Weight ``W d_ks c_kt`` (volts per ANN unit); a relay's events carry the value: ``w x_D``.
+        Weight ``W d_ks c_kt`` (volts per ANN unit). One projection with a delay per synapse, except
+        from a relay, whose events carry the value ``x_D`` of the delay ``D``: one projection per delay.
         """
         start = self.starts[target]
         delays = start + lags[None, :] - 1 - sender.start - sender.lags[:, None]  # (K_s, K_t)
@@ -678,7 +678,7 @@ class _Wiring:
         post = np.concatenate([kt * connections.n_post + connections.post for _, kt in pairs])
         weight = np.concatenate([connections.weight * factors[ks, kt] for ks, kt in pairs])
         self.projections.append(Projection(
-            name, sender.name, target, _connections(pre, post, weight, len(sender.d) * sender.n, K_t * connections.n_post),
+            name, sender.name, target, make_connections(pre, post, weight, len(sender.d) * sender.n, K_t * connections.n_post),
             model=SYNAPSE_MODEL, on_pre=on_pre, weight_unit=self.v_unit, delay_steps=delay))
 
     def dendrite(self, sender, name, layer, connections, bias, relu):
@@ -699,8 +699,8 @@ class _Wiring:
         """``K n`` McCulloch-Pitts neurons, neuron ``k n + i`` being neuron ``k`` of unit ``i``."""
         return self.add(Population(
             name, unit.K * n, NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset="", events={"clear": CLEAR},
-            values=dict(v_rest=np.outer(np.reshape(unit.c, (unit.K, -1))[:, 0], bias).ravel() * self.v_unit, theta=np.repeat(unit.T, n) * self.v_unit,
-                        lag=np.repeat(lags, n)),
+            values=dict(v_rest=np.outer(np.reshape(unit.c, (unit.K, -1))[:, 0], bias).ravel() * self.v_unit,
+                        theta=np.repeat(unit.T, n) * self.v_unit, lag=np.repeat(lags, n)),
             layer=layer, shape=(unit.K,) + tuple(shape), role=role), start=start)
 
     def unit_layer(self, inputs, name, layer, unit, bias):
@@ -732,36 +732,36 @@ class _Wiring:
                                  len(connections))
             self.projections.append(Projection(
                 f"{sender.name}_to_{name}", sender.name, name,
-                _connections(pre, post, np.ones(len(pre)), len(sender.d) * sender.n, unit.K * n),
+                make_connections(pre, post, np.ones(len(pre)), len(sender.d) * sender.n, unit.K * n),
                 model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=self.v_unit, delay_steps=delay))
         return _Sender(name, n, start, np.zeros(unit.K, dtype=int), unit)
 
-    def max_pool(self, relay, candidates, name, layer, windows, unit):
+    def max_pool(self, relay, pooled_layer, candidates, name, layer, windows, unit):
         """Max-pooling of ReLU units, exact on their binary code (see the module docstring).
 
-        ``relay`` is the dendrite of the pooled layer, ``windows`` the pool's (member, pool) pairs.
+        ``relay`` is the dendrite of ``pooled_layer`` and ``candidates`` the name of that layer's
+        population; ``windows`` are the pool's (member, pool) pairs.
         Candidate ``k`` of pair ``e = (j, p)`` tests ``x_j - H_k >= T_k`` at lag ``2k`` with ``H_k``
         from the pool's own bits; pool neuron ``k`` of ``p`` fires at lag ``2k + 1`` if any of its
         candidates ``k`` did: ``z_k(max_j x_j)``, because ``x -> z_k(x - H) `` is monotone.
         """
         K, n_pairs, n_pool = unit.K, len(windows), windows.n_post
         start = relay.last_step + 1
-        pooled_layer = next(p.layer for p in self.populations if p.name == relay.name)
-        self.unit_neurons(candidates, n_pairs, unit, 2 * np.arange(K), np.zeros(n_pairs), pooled_layer,
+        self.unit_neurons(candidates, n_pairs, unit, 2 * np.arange(K), np.zeros(n_pairs), pooled_layer.name,
                           (n_pairs,), start)
-        self.feedforward(relay, candidates, _connections(windows.pre, np.arange(n_pairs), np.ones(n_pairs),
+        self.feedforward(relay, candidates, make_connections(windows.pre, np.arange(n_pairs), np.ones(n_pairs),
                                                          windows.n_pre, n_pairs),
                          lags=2 * np.arange(K), gains=np.asarray(unit.c, dtype=float))
         pool_unit = Unit(c=np.ones(K), T=np.full(K, 0.5), d=unit.d, h=np.zeros((K, K)), gate=unit.gate)
         self.unit_neurons(name, n_pool, pool_unit, 2 * np.arange(K) + 1, np.zeros(n_pool), layer.name,
                           layer.out_shape, start)
-        members = _connections(np.arange(n_pairs), windows.post, np.ones(n_pairs), n_pairs, n_pool)
+        members = make_connections(np.arange(n_pairs), windows.post, np.ones(n_pairs), n_pairs, n_pool)
         pre = np.concatenate([k * n_pairs + members.pre for k in range(K)])
         post = np.concatenate([k * n_pool + members.post for k in range(K)])
         self.projections.append(Projection(f"{candidates}_to_{name}", candidates, name,
-                                           _connections(pre, post, np.ones(len(pre)), K * n_pairs, K * n_pool),
+                                           make_connections(pre, post, np.ones(len(pre)), K * n_pairs, K * n_pool),
                                            model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=self.v_unit))
-        reverse = _connections(windows.post, np.arange(n_pairs), np.ones(n_pairs), n_pool, n_pairs)
+        reverse = make_connections(windows.post, np.arange(n_pairs), np.ones(n_pairs), n_pool, n_pairs)
         self._inhibition(name, candidates, unit, reverse, 2 * np.arange(K) + 1, 2 * np.arange(K))
         return _Sender(name, n_pool, start, 2 * np.arange(K) + 1, unit)
 
@@ -779,7 +779,7 @@ class _Wiring:
         delay = _per_synapse([lag_gap + target_lags[k] - source_lags[m] for m, k in pairs], len(connections))
         self.projections.append(Projection(
             f"{source}_inh" if source == target else f"{source}_to_{target}_inh", source, target,
-            _connections(pre, post, weight, unit.K * n_pre, unit.K * n_post),
+            make_connections(pre, post, weight, unit.K * n_pre, unit.K * n_post),
             model=SYNAPSE_MODEL, on_pre=ON_PRE, weight_unit=self.v_unit, delay_steps=delay))
 
 

@@ -430,10 +430,9 @@ def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.
 
 
 def _all_to_all(n_pre, n_post, weight):
-    from ..connectivity import Connections
+    from ..connectivity import make_connections
     pre, post = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
     weight = np.broadcast_to(np.asarray(weight, dtype=np.float64), (n_pre, n_post))
-    return Connections(pre.ravel().astype(np.int32), post.ravel().astype(np.int32),
-                       np.ascontiguousarray(weight.ravel()), n_pre, n_post)
+    return make_connections(pre.ravel(), post.ravel(), weight.ravel(), n_pre, n_post)
 
 
