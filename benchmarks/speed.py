@@ -1,15 +1,22 @@
 """Speed and memory: the torch ANN against brianconv on Brian2 runtime and C++ standalone.
 
-    python benchmarks/speed.py                      # ttfs on the López-Randulfe CNN
-    python benchmarks/speed.py --method rate --standalone-images 1000
+    python benchmarks/speed.py                                  # every scheme on the López-Randulfe CNN
+    python benchmarks/speed.py --methods ttfs --standalone-images 2000
 
-Each mode runs in its own child process so that its peak memory is its own: the Python
-process's maximum resident memory, and for C++ standalone also that of each simulation process
-(sampled from /proc while it runs). All modes simulate the same MNIST test images with the same converted network; the
-script prints images per second (wall clock, and per CPU-second: user + system time of the
-process and its simulation processes, which stays put when other jobs share the machine), peak
-memory, build time and the ratios between modes. Nothing here is a test: speed is measured,
-never asserted.
+For each coding scheme (settings in ``SCHEMES``: the ones that reach the ANN's accuracy on this
+net) the script measures (a) the torch ANN forward pass, (b) brianconv on Brian2's runtime device
+(Cython), (c) C++ standalone in one process and (d) C++ standalone with one process per core,
+all on the same MNIST test images with the same converted network. Each mode runs in its own
+child process so that its peak memory is its own: the Python process's maximum resident memory,
+and for C++ standalone also that of each simulation process (sampled from /proc while it runs).
+
+Printed: images per second (wall clock, and per CPU-second: user + system time of the process
+and its simulation processes, which stays put when other jobs share the machine), simulated
+steps per image, microseconds per simulated step, peak memory, build time, and the ratios
+between modes. The time per step explains (c)/(b): both devices run the same compiled kernels
+for neurons and synapses, and the runtime device adds Brian2's Python work per step and code
+object, so (c)/(b) = 1 + (that overhead) / (compiled work per step). Nothing here is a test:
+speed is measured, never asserted.
 """
 
 import argparse
@@ -51,8 +58,27 @@ def _peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+#: Configurations measured: scheme, options and how many images the all-cores mode simulates by
+#: default. Each reaches the ANN's accuracy on the López-Randulfe CNN (rate: 20 steps give
+#: 99.61 % in ``results/rate_mnist.txt``; amos: the dendrite wiring needed for max-pooling).
+SCHEMES = {
+    "ttfs": dict(method="ttfs", options=dict(t_max=32), parallel_images=10000),
+    "ttfs-event": dict(method="ttfs", options=dict(t_max=32, integration="event"), parallel_images=10000),
+    "rate": dict(method="rate", options=dict(duration=20), parallel_images=2000),
+    "tdsnn": dict(method="tdsnn", options=dict(L=8.0), parallel_images=2000),
+    "amos": dict(method="amos", options=dict(wiring="dendrite"), parallel_images=2000),
+}
+
+
+def _image_count(mode, args):
+    if mode == "parallel" and args.parallel_images is None:
+        return SCHEMES[args.child_method]["parallel_images"]
+    return {"torch": args.torch_images, "runtime": args.runtime_images, "standalone": args.standalone_images,
+            "parallel": args.parallel_images}[mode]
+
+
 def measure(mode, args):
-    """Run one mode in this process and return a dict of measurements."""
+    """Run one mode of one scheme in this process and return a dict of measurements."""
     import torch
 
     import brianconv
@@ -60,8 +86,7 @@ def measure(mode, args):
 
     torch.set_num_threads(args.cores)
     model = models.load(args.model)
-    n = {"torch": args.torch_images, "runtime": args.runtime_images, "standalone": args.standalone_images,
-         "parallel": args.parallel_images}[mode]
+    n = _image_count(mode, args)
     x, y = _images(n)
     if mode == "torch":
         with torch.no_grad():
@@ -72,8 +97,8 @@ def measure(mode, args):
             seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         return dict(mode=mode, images=n, seconds=seconds, cpu=cpu, build=0.0, peak_mb=_peak_mb())
     calibration, _ = datasets.load_sample("train")
-    options = {"t_max": args.t_max} if args.method == "ttfs" else {}
-    snn = brianconv.convert(model, args.method, calibration=calibration, **options)
+    setting = SCHEMES[args.child_method]
+    snn = brianconv.convert(model, setting["method"], calibration=calibration, **setting["options"])
     device = "cython" if mode == "runtime" else "cpp_standalone"
     workers = args.cores if mode == "parallel" else 1
     batch = n if mode == "runtime" else args.batch
@@ -86,64 +111,125 @@ def measure(mode, args):
     result = snn.simulate(x, labels=y, device=device, n_workers=workers, batch_size=batch, build_root=args.build_dir)
     cpu = _cpu_seconds() - cpu
     binary = result.timing.get("peak_memory_mb") or 0.0
+    steps = int(np.ceil(n / batch)) * snn.description.duration_steps(batch)
     return dict(mode=mode, images=n, seconds=result.timing["simulate"], cpu=cpu, build=build,
-                peak_mb=max(_peak_mb(), binary),
+                peak_mb=max(_peak_mb(), binary), steps=steps, neurons=snn.description.n_neurons,
                 python_mb=_peak_mb(), binary_mb=binary, accuracy=result.accuracy, ann_accuracy=result.ann_accuracy,
                 workers=workers)
+
+
+def _run_child(mode, method, args):
+    """Measure ``mode`` of ``method`` in a child process; None (and the error printed) if it failed."""
+    command = [sys.executable, __file__, "--child", mode, "--child-method", method] + _forwarded_arguments(args)
+    output = subprocess.run(command, capture_output=True, text=True)
+    line = next((text for text in output.stdout.splitlines() if text.startswith("RESULT ")), None)
+    if line is None:
+        print(f"{method} {mode} failed:\n{output.stderr[-3000:]}", flush=True)
+        return None
+    return json.loads(line[7:])
+
+
+def _forwarded_arguments(args):
+    forwarded = ["--model", args.model, "--cores", str(args.cores), "--batch", str(args.batch),
+                 "--torch-images", str(args.torch_images), "--runtime-images", str(args.runtime_images),
+                 "--standalone-images", str(args.standalone_images), "--build-dir", args.build_dir]
+    if args.parallel_images is not None:
+        forwarded += ["--parallel-images", str(args.parallel_images)]
+    return forwarded
+
+
+def _print_row(r):
+    per_step = f", {r['steps'] / r['images']:6.1f} steps/image, {1e6 * r['seconds'] / r['steps']:7.1f} us/step" \
+        if "steps" in r else ""
+    print(f"  {r['mode']:<11} {r['images']:>6} images in {r['seconds']:7.1f} s = {r['images'] / r['seconds']:8.1f} images/s "
+          f"({r['images'] / r['cpu']:7.1f} per CPU-second){per_step}, "
+          f"build {r['build']:6.1f} s, peak memory {r['peak_mb']:6.0f} MB"
+          + (f" (Python {r['python_mb']:.0f} MB, one simulation process {r['binary_mb']:.0f} MB)"
+             if r.get("binary_mb") else "")
+          + (f", SNN accuracy {100 * r['accuracy']:.2f} % (ANN {100 * r['ann_accuracy']:.2f} %)" if "accuracy" in r else ""),
+          flush=True)
+
+
+def _print_ratios(rows, cores):
+    speed = {mode: r["images"] / r["seconds"] for mode, r in rows.items()}
+    per_cpu = {mode: r["images"] / r["cpu"] for mode, r in rows.items()}
+    print(f"  ratios of images/s (wall clock) and of images per CPU-second (independent of other load), {cores} cores")
+    print(f"    {'':<52} {'wall':>9} {'CPU':>9}")
+    for a, b, label in [("standalone", "runtime", "(c) standalone, 1 process / (b) runtime"),
+                        ("parallel", "standalone", "(d) standalone, all cores / (c) 1 process"),
+                        ("standalone", "torch", "(c) standalone / (a) torch ANN: distance to the limit"),
+                        ("parallel", "torch", "(d) standalone, all cores / (a) torch ANN")]:
+        if a in speed and b in speed:
+            print(f"    {label:<52} {speed[a] / speed[b]:9.3f} {per_cpu[a] / per_cpu[b]:9.3f}")
+    if "runtime" in rows and "standalone" in rows:
+        b, c = (1e6 * rows[m]["seconds"] / rows[m]["steps"] for m in ("runtime", "standalone"))
+        print(f"    per simulated step: (b) {b:.0f} us = compiled work + Brian2's Python work ({b - c:.0f} us); "
+              f"(c) {c:.0f} us = compiled work only")
+    if "parallel" in speed:
+        print(f"    10,000 images with (d) would take {10000 / speed['parallel']:.0f} s")
+
+
+def _print_summary(table):
+    print("\nsummary (wall clock; steps and microseconds per simulated step from (c))")
+    print(f"  {'scheme':<10} {'steps/image':>11} {'us/step':>8} {'(b) img/s':>10} {'(c) img/s':>10} {'(d) img/s':>10} "
+          f"{'(c)/(b)':>8} {'(c)/(a)':>8} {'peak MB':>8} {'SNN %':>7} {'ANN %':>7}")
+    for method, rows in table.items():
+        speed = {mode: r["images"] / r["seconds"] for mode, r in rows.items()}
+        c = rows.get("standalone") or rows.get("parallel") or {}
+
+        def cell(value, form):
+            return format(value, form) if value is not None else "-"
+
+        ratio = lambda a, b: speed[a] / speed[b] if a in speed and b in speed else None  # noqa: E731
+        best = rows.get("parallel") or c
+        print(f"  {method:<10} {cell(c['steps'] / c['images'] if c else None, '11.1f')} "
+              f"{cell(1e6 * c['seconds'] / c['steps'] if c else None, '8.1f')} "
+              f"{cell(speed.get('runtime'), '10.1f')} {cell(speed.get('standalone'), '10.1f')} "
+              f"{cell(speed.get('parallel'), '10.1f')} {cell(ratio('standalone', 'runtime'), '8.2f')} "
+              f"{cell(ratio('standalone', 'torch'), '8.4f')} "
+              f"{cell(max((r['peak_mb'] for r in rows.values()), default=None), '8.0f')} "
+              f"{cell(100 * best['accuracy'] if best else None, '7.2f')} "
+              f"{cell(100 * best['ann_accuracy'] if best else None, '7.2f')}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lopez_randulfe_cnn")
-    parser.add_argument("--method", default="ttfs")
-    parser.add_argument("--t-max", type=int, default=32)
+    parser.add_argument("--methods", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--torch-images", type=int, default=10000)
-    parser.add_argument("--runtime-images", type=int, default=10)
+    parser.add_argument("--runtime-images", type=int, default=20)
     parser.add_argument("--standalone-images", type=int, default=1000)
-    parser.add_argument("--parallel-images", type=int, default=10000)
+    parser.add_argument("--parallel-images", type=int, default=None,
+                        help="images for (d) (default per scheme: " +
+                             ", ".join(f"{m} {s['parallel_images']}" for m, s in SCHEMES.items()) + ")")
     parser.add_argument("--build-dir", default=None)
     parser.add_argument("--modes", nargs="+", default=["torch", "runtime", "standalone", "parallel"])
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-method", default="ttfs", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print("RESULT " + json.dumps(measure(args.child, args)))
         return
     if args.build_dir is None:
         args.build_dir = tempfile.mkdtemp(prefix="brianconv-speed-")
-    rows = {}
-    for mode in args.modes:
-        command = [sys.executable, __file__, "--child", mode] + [a for a in sys.argv[1:] if a != "--child"]
-        if "--build-dir" not in command:
-            command += ["--build-dir", args.build_dir]
-        output = subprocess.run(command, capture_output=True, text=True)
-        line = next((text for text in output.stdout.splitlines() if text.startswith("RESULT ")), None)
-        if line is None:
-            print(f"{mode} failed:\n{output.stderr[-3000:]}")
-            continue
-        rows[mode] = json.loads(line[7:])
-        r = rows[mode]
-        print(f"{mode:<11} {r['images']:>6} images in {r['seconds']:8.1f} s = {r['images'] / r['seconds']:9.1f} images/s "
-              f"({r['images'] / r['cpu']:8.1f} per CPU-second), "
-              f"build {r['build']:6.1f} s, peak memory {r['peak_mb']:7.0f} MB"
-              + (f" (Python {r['python_mb']:.0f} MB, one simulation process {r['binary_mb']:.0f} MB)"
-                 if r.get("binary_mb") else "")
-              + (f", SNN accuracy {100 * r['accuracy']:.2f} % (ANN {100 * r['ann_accuracy']:.2f} %)" if "accuracy" in r else ""),
-              flush=True)
-    speed = {mode: r["images"] / r["seconds"] for mode, r in rows.items()}
-    per_cpu = {mode: r["images"] / r["cpu"] for mode, r in rows.items()}
-    print(f"\n{args.method} on {args.model}, {args.cores} cores; ratios of images/s (wall clock) and of images "
-          "per CPU-second (independent of other load)")
-    print(f"  {'':<52} {'wall':>10} {'CPU':>10}")
-    for a, b, label in [("standalone", "runtime", "(c) standalone, 1 process / (b) runtime"),
-                        ("parallel", "standalone", "(d) standalone, all cores / (c) 1 process"),
-                        ("standalone", "torch", "(c) standalone / (a) torch ANN: distance to the limit"),
-                        ("parallel", "torch", "(d) standalone, all cores / (a) torch ANN")]:
-        if a in speed and b in speed:
-            print(f"  {label:<52} {speed[a] / speed[b]:10.3f} {per_cpu[a] / per_cpu[b]:10.3f}")
-    if "parallel" in speed:
-        print(f"  10,000 images with (d) would take {10000 / speed['parallel']:.0f} s")
+    torch_row = _run_child("torch", "ttfs", args) if "torch" in args.modes else None
+    print(f"{args.model}, {args.cores} cores")
+    if torch_row:
+        _print_row(torch_row)
+    table = {}
+    for method in args.methods:
+        print(f"\n{method}: {SCHEMES[method]['method']} {SCHEMES[method]['options']}", flush=True)
+        rows = {"torch": torch_row} if torch_row else {}
+        for mode in (m for m in args.modes if m != "torch"):
+            row = _run_child(mode, method, args)
+            if row:
+                rows[mode] = row
+                _print_row(row)
+        _print_ratios(rows, args.cores)
+        table[method] = rows
+    _print_summary(table)
 
 
 if __name__ == "__main__":

@@ -165,10 +165,10 @@ def create_objects(description, batch_size, monitors=None):
         if p.name == d.input_population:
             namespace["stimulus"] = stimulus
         group = NeuronGroup(p.size, p.full_equations, threshold=p.threshold, reset=p.reset,
-                            events={name: cond for name, (cond, _) in p.events.items()} or None,
+                            events={name: event[0] for name, event in p.events.items()} or None,
                             method=p.method, namespace=namespace, name=p.name, clock=clock)
-        for event, (_, code) in p.events.items():
-            group.run_on_event(event, code, when="before_synapses")
+        for event, (_, code, *slot) in p.events.items():
+            group.run_on_event(event, code, when=slot[0] if slot else "before_synapses")
         group.window_start = p.window_start
         group.period_steps = d.period_steps
         for variable, value in p.values.items():

@@ -53,7 +53,9 @@ class Population:
     threshold, reset : str or None
         Brian2 threshold condition and reset code.
     events : dict
-        Custom events ``name -> (condition, code)``; the code runs in the ``before_synapses`` slot.
+        Custom events ``name -> (condition, code)`` or ``name -> (condition, code, slot)``: the
+        condition is tested in the ``thresholds`` slot and the code runs in ``slot`` (a Brian2
+        schedule slot, ``before_synapses`` by default).
     values : dict
         Initial values ``variable -> scalar or array`` (Brian2 quantities where the variable has units).
     window_start : int

@@ -23,6 +23,18 @@ ReLU, and the silence. ``v_th = lambda * v_unit`` where ``lambda`` is the layer'
 scale from calibration, so values above ``lambda`` are clipped to the top of the code.
 One layer's spiking stage is the next layer's silent stage.
 
+Integration
+-----------
+``integration="clock"`` (default) integrates the equations above at every step, so a recorded
+``v`` shows the two ramps of the paper's figure. ``integration="event"`` computes the same spikes
+with work only where something happens: the silent stage's currents are constant, so an input
+spike at local step ``k`` adds at once the charge its current will have delivered by the end of
+the stage, ``W_ij v_th_j (T - k) / T``, and the bias adds ``b_i v_unit`` when the window opens; at
+the end of the silent stage each neuron computes once the step ``T + m`` at which the charging
+ramp reaches the threshold, and the threshold test is an integer comparison with it. Nothing is
+integrated per step (no state updater); ``v`` holds the potential the silent stage ends on.
+The two agree spike for spike except where ``u`` lies within rounding error of a half step.
+
 Max-pooling: the earliest spike in the window wins (a pool neuron fires one step after its
 first input spike, once). Average pooling is linear and folded into the next projection.
 The output layer only integrates: its membrane potential at the end of its silent stage,
@@ -101,6 +113,36 @@ MAXPOOL_THRESHOLD = "started == 1 and n_in > 0 and fired == 0"
 
 ON_PRE = "I_syn_post += w * v_th_pre / t_max_pre"
 
+#: ``integration="event"``: hidden neuron. ``v`` is the potential at the end of the silent stage
+#: implied by the inputs received so far; ``fire_step`` the local step of the window's spike.
+NEURON_EVENT_EQUATIONS = _COMMON + """
+v : volt                              # silent-stage potential: the charge the input currents deliver by its end
+b : 1 (constant)                      # the ANN bias
+fire_step : integer                   # local step of the spike (-1: none in this window)
+ramp_steps = ceil(T_steps * (1 - v / v_th) - 0.5) : 1   # charging steps from v to the threshold (rounded)
+"""
+#: At the end of the silent stage (after the synapses of its last step): the spike step, if the
+#: charging ramp reaches the threshold within the spiking stage (``ramp_steps < T``).
+STAGE_END = "started == 1 and local_step == T_steps - 1"
+SCHEDULE_SPIKE = ("fire_step = int(ramp_steps < T_steps) * (T_steps + int(clip(ramp_steps, 0, T_steps)) + 1) - 1")
+NEURON_EVENT_THRESHOLD = "started == 1 and local_step == fire_step"
+
+#: ``integration="event"``: output neuron, read at the end of its silent stage.
+OUTPUT_EVENT_EQUATIONS = _COMMON + """
+v : volt                              # silent-stage potential: the charge the input currents deliver by its end
+b : 1 (constant)
+"""
+
+#: ``integration="event"``: a max-pool neuron fires one step after its first input spike.
+MAXPOOL_EVENT_EQUATIONS = _COMMON + """
+fire_step : integer                   # local step of the spike (period_steps: none yet)
+"""
+MAXPOOL_EVENT_THRESHOLD = "started == 1 and local_step == fire_step"
+
+#: ``integration="event"``: an input spike at local step ``k`` of the silent stage adds the charge
+#: of its current ``w v_th_pre / t_max`` over the ``T - k`` steps left.
+ON_PRE_EVENT = "v_post += w * v_th_pre * clip(T_steps_post - local_step_post, 0, T_steps_post) / T_steps_post"
+
 
 @register
 class TTFS(Scheme):
@@ -123,12 +165,15 @@ class TTFS(Scheme):
         Volts per ANN activation unit (1 mV).
     pipeline : bool
         Accept a new image every ``2 t_max`` steps (True) or one image at a time.
+    integration : {"clock", "event"}
+        Integrate the two-stage neuron at every step (``v`` traces show both ramps) or compute
+        the same spikes event by event (faster; see the module docstring).
     """
 
     name = "ttfs"
     activations = frozenset({"relu"})
     defaults = dict(t_max=32, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
-                    pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0))
+                    pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0), integration="clock")
 
     def validate_options(self):
         super().validate_options()
@@ -137,6 +182,8 @@ class TTFS(Scheme):
             raise InvalidValueError(f"t_max is a number of steps and must be an integer >= 1, got {o['t_max']!r}.")
         if o["threshold"] not in ("percentile", "max", "search"):
             raise InvalidValueError(f"threshold must be 'percentile', 'max' or 'search', got {o['threshold']!r}.")
+        if o["integration"] not in ("clock", "event"):
+            raise InvalidValueError(f"integration must be 'clock' or 'event', got {o['integration']!r}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
@@ -180,30 +227,16 @@ class TTFS(Scheme):
             values=dict(T_steps=T, x_max=x_max, v_th=x_max * v_unit), layer=graph.input.name,
             shape=graph.input.out_shape, role="input"))
         layout.append((names[graph.input.name], None, "input"))
+        build = _event_population if o["integration"] == "event" else _clock_population
         for layer, source, connections in projected_layers(graph, names):
             name = names[layer.name]
-            if layer.op == "maxpool":
-                populations.append(Population(
-                    name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
-                    events={"window_start": (WINDOW_START, "n_in = 0\nfired = 0")},
-                    values=dict(T_steps=T, v_th=calibration.scales[layer.name] * v_unit),
-                    layer=layer.name, shape=layer.out_shape))
-                projections.append(Projection(f"{source}_to_{name}", source, name, connections,
-                                              model="", on_pre="n_in_post += 1"))
-                layout.append((name, source, "maxpool"))
-                continue
-            output = layer is graph.output
-            bias = np.repeat(layer.bias, layer.size // len(layer.bias))
-            populations.append(Population(
-                name, layer.size, OUTPUT_EQUATIONS if output else NEURON_EQUATIONS,
-                threshold=None if output else NEURON_THRESHOLD, reset=None if output else NEURON_RESET,
-                events={"window_start": (WINDOW_START, "v = 0 * volt\nI_syn = 0 * volt / second"
-                                         + ("" if output else "\nfired = 0"))},
-                values=dict(T_steps=T, v_th=calibration.scales[layer.name] * v_unit, b=bias),
-                layer=layer.name, shape=layer.out_shape, role="output" if output else "hidden",
-                namespace={"v_unit": v_unit}))
-            projections.append(Projection(f"{source}_to_{name}", source, name, connections, on_pre=ON_PRE))
-            layout.append((name, source, "output" if output else "neuron"))
+            kind = "maxpool" if layer.op == "maxpool" else "output" if layer is graph.output else "neuron"
+            scale = calibration.scales[layer.name] * v_unit
+            population, on_pre = build(kind, name, layer, scale, T, v_unit)
+            populations.append(population)
+            projections.append(Projection(f"{source}_to_{name}", source, name, connections,
+                                          model="" if kind == "maxpool" else "w : 1 (constant)", on_pre=on_pre))
+            layout.append((name, source, kind))
         starts = _window_starts(layout, T)
         for population in populations:
             population.window_start = starts[population.name]
@@ -287,6 +320,44 @@ class TTFS(Scheme):
     def quantisation_step(self, description):
         """Resolution of the code: the value of one step, as a fraction of each layer's scale."""
         return 1.0 / description.options["t_max"]
+
+
+def _clock_population(kind, name, layer, v_th, T, v_unit):
+    """Population and ``on_pre`` of one layer with the two-stage neuron integrated at every step."""
+    if kind == "maxpool":
+        return Population(name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
+                          events={"window_start": (WINDOW_START, "n_in = 0\nfired = 0")},
+                          values=dict(T_steps=T, v_th=v_th), layer=layer.name, shape=layer.out_shape), "n_in_post += 1"
+    output = kind == "output"
+    return Population(
+        name, layer.size, OUTPUT_EQUATIONS if output else NEURON_EQUATIONS,
+        threshold=None if output else NEURON_THRESHOLD, reset=None if output else NEURON_RESET,
+        events={"window_start": (WINDOW_START, "v = 0 * volt\nI_syn = 0 * volt / second" + ("" if output else "\nfired = 0"))},
+        values=dict(T_steps=T, v_th=v_th, b=_bias(layer)), layer=layer.name, shape=layer.out_shape,
+        role="output" if output else "hidden", namespace={"v_unit": v_unit}), ON_PRE
+
+
+def _event_population(kind, name, layer, v_th, T, v_unit):
+    """Population and ``on_pre`` of one layer computed event by event (``integration="event"``)."""
+    if kind == "maxpool":
+        return Population(name, layer.size, MAXPOOL_EVENT_EQUATIONS, threshold=MAXPOOL_EVENT_THRESHOLD, reset="",
+                          events={"window_start": (WINDOW_START, "fire_step = period_steps")},
+                          values=dict(T_steps=T, v_th=v_th, fire_step=-1), layer=layer.name,
+                          shape=layer.out_shape), "fire_step_post = clip(fire_step_post, 0, local_step_post + 1)  # the earliest input wins"
+    output = kind == "output"
+    events = {"window_start": (WINDOW_START, "v = b * v_unit" + ("" if output else "\nfire_step = -1"))}
+    if not output:
+        events["stage_end"] = (STAGE_END, SCHEDULE_SPIKE, "after_synapses")
+    return Population(
+        name, layer.size, OUTPUT_EVENT_EQUATIONS if output else NEURON_EVENT_EQUATIONS,
+        threshold=None if output else NEURON_EVENT_THRESHOLD, reset=None if output else "", events=events,
+        values=dict(T_steps=T, v_th=v_th, b=_bias(layer), **({} if output else {"fire_step": -1})), layer=layer.name,
+        shape=layer.out_shape, role="output" if output else "hidden", namespace={"v_unit": v_unit}), ON_PRE_EVENT
+
+
+def _bias(layer):
+    """The layer's bias per neuron (a conv's per-channel bias repeated over its positions)."""
+    return np.repeat(layer.bias, layer.size // len(layer.bias))
 
 
 def _window_starts(layout, T):
