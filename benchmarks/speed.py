@@ -58,21 +58,25 @@ def _peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-#: Configurations measured: scheme, options and how many images the all-cores mode simulates by
-#: default. Each reaches the ANN's accuracy on the López-Randulfe CNN (rate: 20 steps give
-#: 99.61 % in ``results/rate_mnist.txt``; amos: the dendrite wiring needed for max-pooling).
+#: Configurations measured: scheme, options and how many images the runtime and all-cores modes
+#: simulate by default. Each reaches the ANN's accuracy on the López-Randulfe CNN (rate: 20 steps
+#: give 99.61 % in ``results/rate_mnist.txt``; amos: the dendrite wiring needed for max-pooling).
+#: amos takes a new image every step but needs 53 steps to fill its pipeline: 200 runtime images
+#: keep the filling from dominating (b).
 SCHEMES = {
-    "ttfs": dict(method="ttfs", options=dict(t_max=32), parallel_images=10000),
-    "ttfs-event": dict(method="ttfs", options=dict(t_max=32, integration="event"), parallel_images=10000),
-    "rate": dict(method="rate", options=dict(duration=20), parallel_images=2000),
-    "tdsnn": dict(method="tdsnn", options=dict(L=8.0), parallel_images=2000),
-    "amos": dict(method="amos", options=dict(wiring="dendrite"), parallel_images=2000),
+    "ttfs": dict(method="ttfs", options=dict(t_max=32), runtime_images=20, parallel_images=10000),
+    "ttfs-event": dict(method="ttfs", options=dict(t_max=32, integration="event"), runtime_images=20,
+                       parallel_images=10000),
+    "rate": dict(method="rate", options=dict(duration=20), runtime_images=20, parallel_images=2000),
+    "tdsnn": dict(method="tdsnn", options=dict(L=8.0), runtime_images=20, parallel_images=2000),
+    "amos": dict(method="amos", options=dict(wiring="dendrite"), runtime_images=200, parallel_images=2000),
 }
 
 
 def _image_count(mode, args):
-    if mode == "parallel" and args.parallel_images is None:
-        return SCHEMES[args.child_method]["parallel_images"]
+    for name in ("runtime", "parallel"):
+        if mode == name and getattr(args, f"{name}_images") is None:
+            return SCHEMES[args.child_method][f"{name}_images"]
     return {"torch": args.torch_images, "runtime": args.runtime_images, "standalone": args.standalone_images,
             "parallel": args.parallel_images}[mode]
 
@@ -131,10 +135,11 @@ def _run_child(mode, method, args):
 
 def _forwarded_arguments(args):
     forwarded = ["--model", args.model, "--cores", str(args.cores), "--batch", str(args.batch),
-                 "--torch-images", str(args.torch_images), "--runtime-images", str(args.runtime_images),
-                 "--standalone-images", str(args.standalone_images), "--build-dir", args.build_dir]
-    if args.parallel_images is not None:
-        forwarded += ["--parallel-images", str(args.parallel_images)]
+                 "--torch-images", str(args.torch_images), "--standalone-images", str(args.standalone_images),
+                 "--build-dir", args.build_dir]
+    for name in ("runtime", "parallel"):
+        if getattr(args, f"{name}_images") is not None:
+            forwarded += [f"--{name}-images", str(getattr(args, f"{name}_images"))]
     return forwarded
 
 
@@ -163,8 +168,8 @@ def _print_ratios(rows, cores):
             print(f"    {label:<52} {speed[a] / speed[b]:9.3f} {per_cpu[a] / per_cpu[b]:9.3f}")
     if "runtime" in rows and "standalone" in rows:
         b, c = (1e6 * rows[m]["seconds"] / rows[m]["steps"] for m in ("runtime", "standalone"))
-        print(f"    per simulated step: (b) {b:.0f} us = compiled work + Brian2's Python work ({b - c:.0f} us); "
-              f"(c) {c:.0f} us = compiled work only")
+        print(f"    per simulated step: (b) {b:.0f} us, (c) {c:.0f} us; (b) - (c) = {b - c:.0f} us: Brian2's Python work "
+              "per step, less the standalone process's start-up (loading the network) spread over its steps")
     if "parallel" in speed:
         print(f"    10,000 images with (d) would take {10000 / speed['parallel']:.0f} s")
 
@@ -199,7 +204,9 @@ def main():
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--torch-images", type=int, default=10000)
-    parser.add_argument("--runtime-images", type=int, default=20)
+    parser.add_argument("--runtime-images", type=int, default=None,
+                        help="images for (b) (default per scheme: " +
+                             ", ".join(f"{m} {s['runtime_images']}" for m, s in SCHEMES.items()) + ")")
     parser.add_argument("--standalone-images", type=int, default=1000)
     parser.add_argument("--parallel-images", type=int, default=None,
                         help="images for (d) (default per scheme: " +
