@@ -57,7 +57,8 @@ from ..description import NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from .base import RunSetup, Scheme, population_names, projected_layers, register
 
-__all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS"]
+__all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS",
+           "NEURON_EVENT_EQUATIONS", "OUTPUT_EVENT_EQUATIONS", "MAXPOOL_EVENT_EQUATIONS"]
 
 #: Shared by every TTFS population: the stage length in steps and the scale of the values it sends.
 _COMMON = """
@@ -124,7 +125,7 @@ ramp_steps = ceil(T_steps * (1 - v / v_th) - 0.5) : 1   # charging steps from v 
 #: At the end of the silent stage (after the synapses of its last step): the spike step, if the
 #: charging ramp reaches the threshold within the spiking stage (``ramp_steps < T``).
 STAGE_END = "started == 1 and local_step == T_steps - 1"
-SCHEDULE_SPIKE = ("fire_step = int(ramp_steps < T_steps) * (T_steps + int(clip(ramp_steps, 0, T_steps)) + 1) - 1")
+SCHEDULE_SPIKE = "fire_step = int(ramp_steps < T_steps) * (T_steps + int(clip(ramp_steps, 0, T_steps)) + 1) - 1"
 NEURON_EVENT_THRESHOLD = "started == 1 and local_step == fire_step"
 
 #: ``integration="event"``: output neuron, read at the end of its silent stage.
@@ -138,6 +139,8 @@ MAXPOOL_EVENT_EQUATIONS = _COMMON + """
 fire_step : integer                   # local step of the spike (period_steps: none yet)
 """
 MAXPOOL_EVENT_THRESHOLD = "started == 1 and local_step == fire_step"
+#: The earliest input wins: ``fire_step`` becomes the step after it (``clip`` is a minimum here).
+MAXPOOL_EVENT_ON_PRE = "fire_step_post = clip(fire_step_post, 0, local_step_post + 1)"
 
 #: ``integration="event"``: an input spike at local step ``k`` of the silent stage adds the charge
 #: of its current ``w v_th_pre / t_max`` over the ``T - k`` steps left.
@@ -343,7 +346,7 @@ def _event_population(kind, name, layer, v_th, T, v_unit):
         return Population(name, layer.size, MAXPOOL_EVENT_EQUATIONS, threshold=MAXPOOL_EVENT_THRESHOLD, reset="",
                           events={"window_start": (WINDOW_START, "fire_step = period_steps")},
                           values=dict(T_steps=T, v_th=v_th, fire_step=-1), layer=layer.name,
-                          shape=layer.out_shape), "fire_step_post = clip(fire_step_post, 0, local_step_post + 1)  # the earliest input wins"
+                          shape=layer.out_shape), MAXPOOL_EVENT_ON_PRE
     output = kind == "output"
     events = {"window_start": (WINDOW_START, "v = b * v_unit" + ("" if output else "\nfire_step = -1"))}
     if not output:
