@@ -21,12 +21,12 @@ from pathlib import Path
 
 KINDS = [("synaptic propagation", ("_pre_codeobject", "_pre_push_spikes", "_post_codeobject", "_post_push_spikes")),
          ("neuron updates", ("_stateupdater", "_thresholder", "_resetter", "_run_regularly"))]
-BOOKKEEPING = ("count_", "spike_counter", "_monitor", "spikes_", "states_")
+BOOKKEEPING = ("count_", "spike_counter", "spikes_", "states_")
 
 
 def kind_of(name):
     """'bookkeeping', 'synaptic propagation' or 'neuron updates' for a Brian2 code object name."""
-    if name.startswith(BOOKKEEPING) or "monitor" in name:
+    if name.startswith(BOOKKEEPING) or "_monitor" in name:
         return "bookkeeping"
     for kind, markers in KINDS:
         if any(marker in name for marker in markers):

@@ -74,11 +74,9 @@ SCHEMES = {
 
 
 def _image_count(mode, args):
-    for name in ("runtime", "parallel"):
-        if mode == name and getattr(args, f"{name}_images") is None:
-            return SCHEMES[args.child_method][f"{name}_images"]
-    return {"torch": args.torch_images, "runtime": args.runtime_images, "standalone": args.standalone_images,
-            "parallel": args.parallel_images}[mode]
+    """Images for ``mode``: the command line's count, or the scheme's default for (b) and (d)."""
+    given = getattr(args, f"{mode}_images")
+    return SCHEMES[args.child_method][f"{mode}_images"] if given is None else given
 
 
 def measure(mode, args):
@@ -117,7 +115,7 @@ def measure(mode, args):
     binary = result.timing.get("peak_memory_mb") or 0.0
     steps = int(np.ceil(n / batch)) * snn.description.duration_steps(batch)
     return dict(mode=mode, images=n, seconds=result.timing["simulate"], cpu=cpu, build=build,
-                peak_mb=max(_peak_mb(), binary), steps=steps, neurons=snn.description.n_neurons,
+                peak_mb=max(_peak_mb(), binary), steps=steps,
                 python_mb=_peak_mb(), binary_mb=binary, accuracy=result.accuracy, ann_accuracy=result.ann_accuracy,
                 workers=workers)
 
@@ -155,8 +153,12 @@ def _print_row(r):
           flush=True)
 
 
+def _images_per_second(rows):
+    return {mode: r["images"] / r["seconds"] for mode, r in rows.items()}
+
+
 def _print_ratios(rows, cores):
-    speed = {mode: r["images"] / r["seconds"] for mode, r in rows.items()}
+    speed = _images_per_second(rows)
     per_cpu = {mode: r["images"] / r["cpu"] for mode, r in rows.items()}
     print(f"  ratios of images/s (wall clock) and of images per CPU-second (independent of other load), {cores} cores")
     print(f"    {'':<52} {'wall':>9} {'CPU':>9}")
@@ -179,22 +181,24 @@ def _print_summary(table):
     print(f"  {'scheme':<10} {'steps/image':>11} {'us/step':>8} {'(b) img/s':>10} {'(c) img/s':>10} {'(d) img/s':>10} "
           f"{'(c)/(b)':>8} {'(c)/(a)':>8} {'peak MB':>8} {'SNN %':>7} {'ANN %':>7}")
     for method, rows in table.items():
-        speed = {mode: r["images"] / r["seconds"] for mode, r in rows.items()}
-        c = rows.get("standalone") or rows.get("parallel") or {}
-
-        def cell(value, form):
-            return format(value, form) if value is not None else "-"
-
-        ratio = lambda a, b: speed[a] / speed[b] if a in speed and b in speed else None  # noqa: E731
+        speed = _images_per_second(rows)
+        c = rows.get("standalone") or rows.get("parallel")
         best = rows.get("parallel") or c
-        print(f"  {method:<10} {cell(c['steps'] / c['images'] if c else None, '11.1f')} "
-              f"{cell(1e6 * c['seconds'] / c['steps'] if c else None, '8.1f')} "
-              f"{cell(speed.get('runtime'), '10.1f')} {cell(speed.get('standalone'), '10.1f')} "
-              f"{cell(speed.get('parallel'), '10.1f')} {cell(ratio('standalone', 'runtime'), '8.2f')} "
-              f"{cell(ratio('standalone', 'torch'), '8.4f')} "
-              f"{cell(max((r['peak_mb'] for r in rows.values()), default=None), '8.0f')} "
-              f"{cell(100 * best['accuracy'] if best else None, '7.2f')} "
-              f"{cell(100 * best['ann_accuracy'] if best else None, '7.2f')}")
+        ratio = {pair: speed[pair[0]] / speed[pair[1]] if set(pair) <= set(speed) else None
+                 for pair in (("standalone", "runtime"), ("standalone", "torch"))}
+        print(f"  {method:<10} {_cell(c['steps'] / c['images'] if c else None, '11.1f')} "
+              f"{_cell(1e6 * c['seconds'] / c['steps'] if c else None, '8.1f')} "
+              f"{_cell(speed.get('runtime'), '10.1f')} {_cell(speed.get('standalone'), '10.1f')} "
+              f"{_cell(speed.get('parallel'), '10.1f')} {_cell(ratio['standalone', 'runtime'], '8.2f')} "
+              f"{_cell(ratio['standalone', 'torch'], '8.4f')} "
+              f"{_cell(max((r['peak_mb'] for r in rows.values()), default=None), '8.0f')} "
+              f"{_cell(100 * best['accuracy'] if best else None, '7.2f')} "
+              f"{_cell(100 * best['ann_accuracy'] if best else None, '7.2f')}")
+
+
+def _cell(value, form):
+    """``value`` formatted, or "-" where the mode was not measured."""
+    return format("-", ">" + form.split(".")[0]) if value is None else format(value, form)
 
 
 def main():

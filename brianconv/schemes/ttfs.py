@@ -126,7 +126,8 @@ ramp_steps = ceil(T_steps * (1 - v / v_th) - 0.5) : 1   # charging steps from v 
 #: charging ramp reaches the threshold within the spiking stage (``ramp_steps < T``).
 STAGE_END = "started == 1 and local_step == T_steps - 1"
 SCHEDULE_SPIKE = "fire_step = int(ramp_steps < T_steps) * (T_steps + int(clip(ramp_steps, 0, T_steps)) + 1) - 1"
-NEURON_EVENT_THRESHOLD = "started == 1 and local_step == fire_step"
+#: ``integration="event"``: hidden and max-pool neurons fire at their scheduled step.
+FIRE_AT_SCHEDULED_STEP = "started == 1 and local_step == fire_step"
 
 #: ``integration="event"``: output neuron, read at the end of its silent stage.
 OUTPUT_EVENT_EQUATIONS = _COMMON + """
@@ -138,7 +139,6 @@ b : 1 (constant)
 MAXPOOL_EVENT_EQUATIONS = _COMMON + """
 fire_step : integer                   # local step of the spike (period_steps: none yet)
 """
-MAXPOOL_EVENT_THRESHOLD = "started == 1 and local_step == fire_step"
 #: The earliest input wins: ``fire_step`` becomes the step after it (``clip`` is a minimum here).
 MAXPOOL_EVENT_ON_PRE = "fire_step_post = clip(fire_step_post, 0, local_step_post + 1)"
 
@@ -230,12 +230,11 @@ class TTFS(Scheme):
             values=dict(T_steps=T, x_max=x_max, v_th=x_max * v_unit), layer=graph.input.name,
             shape=graph.input.out_shape, role="input"))
         layout.append((names[graph.input.name], None, "input"))
-        build = _event_population if o["integration"] == "event" else _clock_population
         for layer, source, connections in projected_layers(graph, names):
             name = names[layer.name]
             kind = "maxpool" if layer.op == "maxpool" else "output" if layer is graph.output else "neuron"
             scale = calibration.scales[layer.name] * v_unit
-            population, on_pre = build(kind, name, layer, scale, T, v_unit)
+            population, on_pre = _layer_population(o["integration"], kind, name, layer, scale, T, v_unit)
             populations.append(population)
             projections.append(Projection(f"{source}_to_{name}", source, name, connections,
                                           model="" if kind == "maxpool" else "w : 1 (constant)", on_pre=on_pre))
@@ -325,37 +324,41 @@ class TTFS(Scheme):
         return 1.0 / description.options["t_max"]
 
 
-def _clock_population(kind, name, layer, v_th, T, v_unit):
-    """Population and ``on_pre`` of one layer with the two-stage neuron integrated at every step."""
-    if kind == "maxpool":
-        return Population(name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
-                          events={"window_start": (WINDOW_START, "n_in = 0\nfired = 0")},
-                          values=dict(T_steps=T, v_th=v_th), layer=layer.name, shape=layer.out_shape), "n_in_post += 1"
-    output = kind == "output"
-    return Population(
-        name, layer.size, OUTPUT_EQUATIONS if output else NEURON_EQUATIONS,
-        threshold=None if output else NEURON_THRESHOLD, reset=None if output else NEURON_RESET,
-        events={"window_start": (WINDOW_START, "v = 0 * volt\nI_syn = 0 * volt / second" + ("" if output else "\nfired = 0"))},
-        values=dict(T_steps=T, v_th=v_th, b=_bias(layer)), layer=layer.name, shape=layer.out_shape,
-        role="output" if output else "hidden", namespace={"v_unit": v_unit}), ON_PRE
+#: Each layer's neuron model, by integration and kind of layer: equations, threshold, reset, the
+#: code run when a window opens, other events, initial values besides ``T_steps``, ``v_th`` and
+#: ``b``, and the ``on_pre`` of the projection into it.
+_CLEAR_CURRENT = "v = 0 * volt\nI_syn = 0 * volt / second"
+_MODELS = {
+    ("clock", "maxpool"): dict(equations=MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
+                               window_start="n_in = 0\nfired = 0", on_pre="n_in_post += 1"),
+    ("clock", "neuron"): dict(equations=NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset=NEURON_RESET,
+                              window_start=_CLEAR_CURRENT + "\nfired = 0", on_pre=ON_PRE),
+    ("clock", "output"): dict(equations=OUTPUT_EQUATIONS, threshold=None, reset=None, window_start=_CLEAR_CURRENT,
+                              on_pre=ON_PRE),
+    ("event", "maxpool"): dict(equations=MAXPOOL_EVENT_EQUATIONS, threshold=FIRE_AT_SCHEDULED_STEP, reset="",
+                               window_start="fire_step = period_steps", initial=dict(fire_step=-1),
+                               on_pre=MAXPOOL_EVENT_ON_PRE),
+    ("event", "neuron"): dict(equations=NEURON_EVENT_EQUATIONS, threshold=FIRE_AT_SCHEDULED_STEP, reset="",
+                              window_start="v = b * v_unit\nfire_step = -1", initial=dict(fire_step=-1),
+                              events={"stage_end": (STAGE_END, SCHEDULE_SPIKE, "after_synapses")},
+                              on_pre=ON_PRE_EVENT),
+    ("event", "output"): dict(equations=OUTPUT_EVENT_EQUATIONS, threshold=None, reset=None,
+                              window_start="v = b * v_unit", on_pre=ON_PRE_EVENT),
+}
 
 
-def _event_population(kind, name, layer, v_th, T, v_unit):
-    """Population and ``on_pre`` of one layer computed event by event (``integration="event"``)."""
-    if kind == "maxpool":
-        return Population(name, layer.size, MAXPOOL_EVENT_EQUATIONS, threshold=MAXPOOL_EVENT_THRESHOLD, reset="",
-                          events={"window_start": (WINDOW_START, "fire_step = period_steps")},
-                          values=dict(T_steps=T, v_th=v_th, fire_step=-1), layer=layer.name,
-                          shape=layer.out_shape), MAXPOOL_EVENT_ON_PRE
-    output = kind == "output"
-    events = {"window_start": (WINDOW_START, "v = b * v_unit" + ("" if output else "\nfire_step = -1"))}
-    if not output:
-        events["stage_end"] = (STAGE_END, SCHEDULE_SPIKE, "after_synapses")
-    return Population(
-        name, layer.size, OUTPUT_EVENT_EQUATIONS if output else NEURON_EVENT_EQUATIONS,
-        threshold=None if output else NEURON_EVENT_THRESHOLD, reset=None if output else "", events=events,
-        values=dict(T_steps=T, v_th=v_th, b=_bias(layer), **({} if output else {"fire_step": -1})), layer=layer.name,
-        shape=layer.out_shape, role="output" if output else "hidden", namespace={"v_unit": v_unit}), ON_PRE_EVENT
+def _layer_population(integration, kind, name, layer, v_th, T, v_unit):
+    """Population of one layer (``kind``: "maxpool", "neuron" or "output") and the ``on_pre`` into it."""
+    model = _MODELS[integration, kind]
+    values = dict(T_steps=T, v_th=v_th, **model.get("initial", {}))
+    if kind != "maxpool":
+        values["b"] = _bias(layer)
+    population = Population(
+        name, layer.size, model["equations"], threshold=model["threshold"], reset=model["reset"],
+        events={"window_start": (WINDOW_START, model["window_start"]), **model.get("events", {})},
+        values=values, layer=layer.name, shape=layer.out_shape, role="output" if kind == "output" else "hidden",
+        namespace={} if kind == "maxpool" else {"v_unit": v_unit})
+    return population, model["on_pre"]
 
 
 def _bias(layer):
