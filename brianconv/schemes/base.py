@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from brian2 import second, volt
 
-from ..connectivity import compose, connections_for
+from ..connectivity import compose, connections_for, make_connections
 from ..errors import ConversionError, InvalidValueError, UnknownMethodError
 
 __all__ = ["Scheme", "RunSetup", "register", "get", "available", "population_names", "projected_layers",
-           "check_percentile", "check_positive"]
+           "incoming_projections", "FOLDED_OPS", "check_percentile", "check_positive"]
 
 _REGISTRY = {}
 
@@ -228,3 +228,63 @@ def projected_layers(graph, names, carried_by=None):
             connections = compose(pending, connections)
         carriers[layer.name] = (names[layer.name], None)
         yield layer, source, connections
+
+
+#: Layers without neurons of their own: linear maps folded into the projections of their readers.
+FOLDED_OPS = frozenset({"avgpool", "cat"})
+
+
+def incoming_projections(graph, names):
+    """Every layer that gets a population, with all the projections it receives.
+
+    Unlike :func:`projected_layers` this follows every input of a layer (both terms of a
+    residual ``add``, both factors of a ``mul``) and every branch of a channel concatenation.
+    Layers in :data:`FOLDED_OPS` get no neurons: average pooling is composed into the projection
+    of its reader, and a ``cat`` hands each reader one projection per concatenated branch (the
+    reader's synapses whose source lies in that branch, re-indexed to the branch's population).
+
+    Yields
+    ------
+    (layer, [(source population name, Connections), ...])
+        In graph order, for every layer after the input that is not folded; the list holds one
+        entry per (input, branch) with at least one synapse, in the order of ``layer.inputs``.
+    """
+    carriers = {graph.input.name: [_Carried(names[graph.input.name], None)]}
+    for layer in graph.layers[1:]:
+        incoming = [(piece.source, piece.apply_to(connections))
+                    for name, connections in zip(layer.inputs, _input_connections(layer))
+                    for piece in carriers[name]]
+        incoming = [(source, connections) for source, connections in incoming if len(connections)]
+        if layer.op in FOLDED_OPS:
+            # No neurons: each incoming projection maps a population to (part of) this layer's values.
+            # Its activation, if any, is not applied here: schemes accept it only where it is the
+            # identity on what the layer carries (ReLU of non-negative values), see Scheme.check.
+            carriers[layer.name] = [_Carried(source, connections) for source, connections in incoming]
+            continue
+        carriers[layer.name] = [_Carried(names[layer.name], None)]
+        yield layer, incoming
+
+
+def _input_connections(layer):
+    """One Connections per input of ``layer``, from that input's values to the layer's values."""
+    if layer.op != "cat":
+        return connections_for(layer)
+    ends = np.cumsum(layer.params["sizes"])
+    return [make_connections(np.arange(end - start), np.arange(start, end), np.ones(end - start), end - start,
+                             layer.size) for start, end in zip(ends - layer.params["sizes"], ends)]
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """A population whose spikes carry (part of) a folded layer's values.
+
+    ``mapping`` (Connections, or None for the identity) takes the population's neurons to the
+    folded layer's values.
+    """
+
+    source: str
+    mapping: object
+
+    def apply_to(self, connections):
+        """The projection from :attr:`source` equal to ``connections`` applied after the mapping."""
+        return connections if self.mapping is None else compose(self.mapping, connections)
