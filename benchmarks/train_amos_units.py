@@ -156,7 +156,7 @@ def train(gate, steps, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("gates", nargs="*", help=f"some of {list(GATES)} (default: all)")
-    parser.add_argument("--steps", type=int, default=1500, help="Adam steps per initialisation")
+    parser.add_argument("--steps", type=int, default=2000, help="Adam steps per initialisation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(UNIT_DIR))
     args = parser.parse_args()

@@ -153,14 +153,15 @@ def load_mnist_or_sample(split="test", root=None, limit=None, extra_roots=()):
 
     Returns
     -------
-    images, labels, source : the arrays of :func:`load_mnist` and a description of where they came from.
+    images, labels, source : the arrays of :func:`load_mnist` and where they came from, in words a
+        reader can reuse (no machine-specific path: results files quote it).
     """
     for candidate in [root, None, *extra_roots]:
         if candidate is None and root is None and not os.environ.get("BRIANCONV_DATA"):
             continue
         try:
             images, labels = load_mnist(split, root=candidate, limit=limit)
-            return images, labels, f"MNIST {split} set ({find_mnist_root(candidate, split)})"
+            return images, labels, f"full MNIST {split} set (original IDX files, --data or $BRIANCONV_DATA)"
         except DataNotFoundError:
             continue
     images, labels = load_sample(split, limit=limit)

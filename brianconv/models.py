@@ -5,8 +5,9 @@ definitions), ``NAME.pt`` (a ``state_dict``) and ``NAME.json`` (test accuracy an
 measured). An installed brianconv carries a copy of that folder as ``brianconv/_models``.
 
 >>> from brianconv import models
->>> models.available()
-['lopez_randulfe_cnn', 'mlp', 'small_cnn', 'small_cnn_se', 'small_cnn_silu']
+>>> models.available()  # doctest: +NORMALIZE_WHITESPACE
+['functional_net', 'inception_cat', 'lopez_randulfe_cnn', 'mlp', 'mobilenet_relu6', 'resnet_bn',
+ 'small_cnn', 'small_cnn_se', 'small_cnn_silu']
 """
 
 import hashlib
@@ -19,7 +20,7 @@ import torch
 
 from .errors import DataNotFoundError, InvalidValueError, UnknownMethodError
 
-__all__ = ["available", "load", "metadata", "models_dir"]
+__all__ = ["available", "load", "metadata", "models_dir", "model_inputs"]
 
 
 def models_dir():
@@ -84,3 +85,16 @@ def load(name):
     except RuntimeError as exc:
         raise InvalidValueError(f"The checkpoint {weights} does not fit the architecture {name!r}: {exc}") from exc
     return model.eval()
+
+
+def model_inputs(name, images):
+    """``images`` (pixel / 255, in [0, 1]) as model ``name`` takes them.
+
+    Most shipped models take the images as they are; a model trained on normalised inputs
+    (its metadata's ``input_normalisation``, e.g. ``functional_net``) takes
+    ``(images - mean) / std``. Works on numpy arrays and torch tensors alike.
+    """
+    normalisation = metadata(name).get("input_normalisation")
+    if not normalisation:
+        return images
+    return (images - normalisation["mean"]) / normalisation["std"]

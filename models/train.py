@@ -28,7 +28,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from architectures import ARCHITECTURES  # noqa: E402
+from architectures import ARCHITECTURES, INPUT_NORMALISATION  # noqa: E402
 from brianconv.datasets import load_mnist  # noqa: E402
 
 #: Per-net training recipe (the defaults of the command line).
@@ -38,6 +38,10 @@ RECIPES = {
     "small_cnn_silu": dict(epochs=15, batch_size=128, max_lr=1e-2, augment=False),
     "small_cnn_se": dict(epochs=15, batch_size=128, max_lr=1e-2, augment=False),
     "mlp": dict(epochs=8, batch_size=128, max_lr=3e-3, augment=False),
+    "resnet_bn": dict(epochs=8, batch_size=128, max_lr=1e-2, augment=False),
+    "inception_cat": dict(epochs=8, batch_size=128, max_lr=1e-2, augment=False),
+    "mobilenet_relu6": dict(epochs=8, batch_size=128, max_lr=1e-2, augment=False),
+    "functional_net": dict(epochs=6, batch_size=128, max_lr=3e-3, augment=False),
 }
 #: Augmentation ranges: rotation in degrees, scale factor, shift in pixels.
 ROTATION, SCALE, SHIFT = 10.0, (0.9, 1.1), 2.0
@@ -134,6 +138,10 @@ def main(argv=None):
     seed_everything(args.seed)
     train_x, train_y = map(torch.from_numpy, load_mnist("train", args.data))
     test_x, test_y = map(torch.from_numpy, load_mnist("test", args.data))
+    normalisation = INPUT_NORMALISATION.get(args.name)
+    if normalisation is not None:  # the model is trained (and tested) on (x - mean) / std
+        mean, std = normalisation
+        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     model = ARCHITECTURES[args.name]()
     generator = torch.Generator().manual_seed(args.seed)
 
@@ -171,6 +179,9 @@ def main(argv=None):
         "optimiser": "Adam (betas 0.9, 0.999), cross-entropy loss",
         "schedule": f"OneCycleLR per step, max_lr {recipe['max_lr']:g}, {steps} steps",
         "augmentation": augmentation,
+        "input_normalisation": (None if normalisation is None
+                                else {"mean": normalisation[0], "std": normalisation[1],
+                                      "inputs": "(x - mean) / std of images x in [0, 1]"}),
         "torch_version": torch.__version__,
         "threads": args.threads,
         "training_wall_time_s": round(wall, 1),

@@ -14,7 +14,8 @@ from brianconv.datasets import load_sample
 from brianconv.errors import InvalidValueError, UnknownMethodError
 from brianconv.graph import trace
 
-NAMES = ["lopez_randulfe_cnn", "mlp", "small_cnn", "small_cnn_se", "small_cnn_silu"]
+NAMES = ["functional_net", "inception_cat", "lopez_randulfe_cnn", "mlp", "mobilenet_relu6", "resnet_bn", "small_cnn",
+         "small_cnn_se", "small_cnn_silu"]
 #: The recorded accuracy is on all 10,000 test images; on the 1,000-image sample the binomial
 #: standard error is sqrt(p (1 - p) / 1000) < 0.45 points for p >= 98 %, so 2 points is > 4 of them.
 ACCURACY_SLACK = 2.0
@@ -43,6 +44,7 @@ def test_available():
 @pytest.mark.parametrize("name", NAMES)
 def test_load_gives_an_eval_model_with_the_recorded_accuracy(name, sample):
     x, y = sample
+    x = models.model_inputs(name, x)
     model = models.load(name)
     assert not model.training and not any(m.training for m in model.modules())
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
@@ -66,7 +68,7 @@ def test_metadata_checksum_matches_the_weights(name):
 def test_shipped_models_trace_exactly(name, sample):
     model = models.load(name)
     graph = trace(model, (1, 28, 28))
-    x = sample[0][:20]
+    x = models.model_inputs(name, sample[0][:20])
     with torch.no_grad():
         expected32 = model(x).numpy()
         expected64 = copy.deepcopy(model).double()(x.double()).numpy()
@@ -113,3 +115,11 @@ def test_a_model_without_weights_is_not_available(models_copy):
     assert models.available() == [name for name in NAMES if name != "mlp"]
     with pytest.raises(UnknownMethodError, match="'mlp'"):
         models.load("mlp")
+
+
+def test_model_inputs_apply_the_recorded_normalisation(sample):
+    x = sample[0][:3]
+    assert models.model_inputs("small_cnn", x) is x
+    normalised = models.model_inputs("functional_net", x)
+    torch.testing.assert_close(normalised, (x - 0.1307) / 0.3081)
+    assert float(normalised.min()) < 0  # the background is negative: what the front-end must handle

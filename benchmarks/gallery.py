@@ -1,0 +1,91 @@
+"""Models as people write them: every gallery model with every scheme, side by side.
+
+    python benchmarks/gallery.py                          # full MNIST test set if found, else the bundled 1,000
+    python benchmarks/gallery.py --images 2000 --models resnet_bn functional_net --methods ttfs rate
+
+For each (model, scheme): ANN accuracy, SNN accuracy, agreement (same argmax as the ANN), spikes
+per neuron, synaptic operations per image and their ratio to the ANN's MACs. A scheme that cannot
+represent a construct of a model prints the ``ConversionError`` that names it instead of a row.
+Models trained on normalised inputs (``functional_net``) are given their normalised images for
+calibration and test, exactly as in training; the scheme folds the input's shift.
+
+The full MNIST is looked up in ``--data``, ``$BRIANCONV_DATA`` or ``../shared/data/mnist``. Every
+number printed is measured in this run; the table goes to stdout and to ``--out`` if given.
+"""
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import brianconv
+from brianconv import datasets, models
+from brianconv.errors import ConversionError
+from brianconv.metrics import ann_cost
+
+GALLERY = ["resnet_bn", "inception_cat", "mobilenet_relu6", "functional_net"]
+#: Scheme options of each row (the defaults, except amos's unit count documented in its class).
+METHODS = {"ttfs": {"integration": "event"}, "rate": {"duration": 100}, "tdsnn": {}, "amos": {}}
+COLUMNS = ("model", "scheme", "ANN %", "SNN %", "agree %", "spikes/neuron", "syn ops/image", "ops/MACs", "img/s")
+
+
+def load_data(args):
+    shared = [Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]
+    x, y, source = datasets.load_mnist_or_sample("test", args.data, args.images, shared)
+    xc, _, _ = datasets.load_mnist_or_sample("train", args.data, None, shared)
+    return x, y, xc[-args.calibration:], source
+
+
+def run_row(name, method, x, y, xc, args):
+    """One table row (a tuple of cells), or the rejection message."""
+    model = models.load(name)
+    inputs, calibration = models.model_inputs(name, x), models.model_inputs(name, xc)
+    try:
+        snn = brianconv.convert(model, method, calibration=calibration, **METHODS[method])
+    except ConversionError as exc:
+        return f"{name:<16} {method:<6} cannot convert: {exc}"
+    started = time.perf_counter()
+    result = snn.simulate(inputs, labels=y, n_workers=args.workers, batch_size=args.batch,
+                          build_root=args.build_dir)
+    elapsed = time.perf_counter() - started
+    cost = ann_cost(snn.graph, x=inputs[:200])
+    ops = result.synaptic_ops.mean()
+    return (name, method, f"{100 * result.ann_accuracy:.2f}", f"{100 * result.accuracy:.2f}",
+            f"{100 * result.agreement:.2f}", f"{result.spikes_per_neuron:.3f}", f"{ops:,.0f}",
+            f"{ops / cost.macs:.2f}", f"{len(x) / elapsed:.0f}")
+
+
+def format_row(cells):
+    widths = (16, 6, 7, 7, 8, 14, 14, 9, 7)
+    return " ".join(f"{cell:<{w}}" if i < 2 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(cells, widths)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=GALLERY, choices=models.available())
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--images", type=int, default=None, help="test images (default: all)")
+    parser.add_argument("--calibration", type=int, default=1000, help="training images used for calibration")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--data", default=None, help="folder with the MNIST IDX files")
+    parser.add_argument("--build-dir", default=None)
+    parser.add_argument("--out", default=None, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    x, y, xc, source = load_data(args)
+    lines = [f"$ python benchmarks/gallery.py {shlex.join(sys.argv[1:] if argv is None else argv)}",
+             f"brianconv {brianconv.__version__}; {len(x)} test images from the {source}; calibration on the "
+             f"last {len(xc)} training images; options {METHODS}", "", format_row(COLUMNS)]
+    print("\n".join(lines), flush=True)
+    for name in args.models:
+        for method in args.methods:
+            row = run_row(name, method, x, y, xc, args)
+            lines.append(row if isinstance(row, str) else format_row(row))
+            print(lines[-1], flush=True)
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
