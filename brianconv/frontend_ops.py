@@ -433,7 +433,7 @@ HANDLERS = _with_inplace_variants({
     aten.max_pool2d: _B._pool, aten.avg_pool2d: _B._pool, aten.adaptive_avg_pool2d: _B._adaptive_pool,
     aten.batch_norm: _B._batchnorm, aten._native_batch_norm_legit_no_training: _B._batchnorm,
     operator.getitem: _B._getitem,  # item 0 of _native_batch_norm_legit_no_training
-    aten.add: _B._add, aten.mul: _B._mul, aten.cat: _B._cat,
+    aten.add: _B._add, aten.mul: _B._mul, aten.cat: _B._cat, aten.concat: _B._cat, aten.concatenate: _B._cat,
     aten.relu: partial(_B._activation, name="relu"), aten.sigmoid: partial(_B._activation, name="sigmoid"),
     aten.silu: partial(_B._activation, name="silu"), aten.tanh: partial(_B._activation, name="tanh"),
     aten.gelu: partial(_B._activation, name="gelu"), aten.leaky_relu: partial(_B._activation, name="leaky_relu"),
