@@ -204,6 +204,7 @@ def _usable_device(device):
 
 def _convert(args):
     import brianconv
+
     from . import datasets
 
     model = _load_model(args)

@@ -18,7 +18,7 @@ import torch.fx
 from .errors import ConversionError, InvalidValueError, ShapeError
 from .graph import ACTIVATIONS, Layer, input_name, is_torch_layer
 
-__all__ = ["build_layers", "HANDLERS", "SUPPORTED"]
+__all__ = ["HANDLERS", "SUPPORTED", "build_layers"]
 
 aten = torch.ops.aten
 
@@ -310,7 +310,7 @@ class _Builder:
                              f"{_shape(sources[1])}; supported: equal sizes, or one value per channel of a "
                              "(C, H, W) map.")
         self._emit(node, Layer(self._name(node), "mul", [self.alias[a] for a in sources], _shape(sources[0]), shape,
-                               params=dict(second_size=sizes[1])))
+                               params={"second_size": sizes[1]}))
 
     def _cat(self, node):
         args = _arguments(node)
@@ -321,7 +321,7 @@ class _Builder:
         names = [self._source(node, a) for a in tensors]
         sizes = tuple(int(np.prod(_shape(a))) for a in tensors)
         self._emit(node, Layer(self._name(node), "cat", names, _shape(tensors[0]), shape,
-                               params=dict(axis=0, sizes=sizes)))
+                               params={"axis": 0, "sizes": sizes}))
 
     def _linear(self, node):
         args = _arguments(node)
@@ -352,8 +352,8 @@ class _Builder:
             padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel))
         bias = self._parameter(node, args["bias"], "bias")
         bias = _numpy(bias) if bias is not None else np.zeros(weight.shape[0])
-        params = dict(kernel_size=tuple(kernel), stride=_pair(args["stride"]), padding=_pair(padding),
-                      dilation=dilation, groups=int(args["groups"]))
+        params = {"kernel_size": tuple(kernel), "stride": _pair(args["stride"]), "padding": _pair(padding),
+                  "dilation": dilation, "groups": int(args["groups"])}
         self._emit(node, Layer(self._name(node), "conv", [self._source(node, args["input"])], _shape(args["input"]),
                                _shape(node), weight, bias, params))
 
@@ -365,8 +365,8 @@ class _Builder:
         if kind == "avgpool" and args["divisor_override"] is not None:
             raise ConversionError(f"{_describe(node)}: divisor_override is not supported.")
         kernel = _pair(args["kernel_size"])
-        params = dict(kernel_size=kernel, stride=_pair(args["stride"]) if args["stride"] else kernel,
-                      padding=_pair(args["padding"]), count_include_pad=bool(args.get("count_include_pad", True)))
+        params = {"kernel_size": kernel, "stride": _pair(args["stride"]) if args["stride"] else kernel,
+                  "padding": _pair(args["padding"]), "count_include_pad": bool(args.get("count_include_pad", True))}
         self._emit(node, Layer(self._name(node), kind, [self._source(node)], _shape(node.args[0]), _shape(node),
                                params=params))
 
@@ -376,7 +376,7 @@ class _Builder:
             raise ConversionError(f"{_describe(node)}: adaptive pooling from {in_shape[1:]} to {out_shape[1:]} "
                                   "has windows of different sizes; use an output size that divides the input size.")
         kernel = tuple(i // o for i, o in zip(in_shape[1:], out_shape[1:]))
-        params = dict(kernel_size=kernel, stride=kernel, padding=(0, 0), count_include_pad=True)
+        params = {"kernel_size": kernel, "stride": kernel, "padding": (0, 0), "count_include_pad": True}
         self._emit(node, Layer(self._name(node), "avgpool", [self._source(node)], in_shape, out_shape, params=params))
 
     def _batchnorm(self, node):
@@ -399,7 +399,7 @@ class _Builder:
         else:
             shape = _shape(node)
             self._emit(node, Layer(self._name(node), "affine", [source], shape, shape,
-                                   params=dict(scale=scale, shift=shift)))
+                                   params={"scale": scale, "shift": shift}))
 
     def _pad(self, node):
         mode = _arguments(node).get("mode", "constant")

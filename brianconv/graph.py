@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import ConversionError, InvalidValueError, ShapeError
 
-__all__ = ["Layer", "LayerGraph", "trace", "ACTIVATIONS"]
+__all__ = ["ACTIVATIONS", "Layer", "LayerGraph", "trace"]
 
 #: Activation names recorded on layers; schemes say which of them they can represent.
 ACTIVATIONS = ("relu", "clipped_relu", "sigmoid", "silu", "tanh", "gelu", "leaky_relu", "elu")
@@ -243,7 +243,7 @@ class LayerGraph:
 
     def summary(self):
         """One line per layer: name, op, output shape, activation (and the dropped head, if any)."""
-        rows = [f"{layer.name:<24}{layer.op:<9}{str(layer.out_shape):<18}{layer.activation or ''}"
+        rows = [f"{layer.name:<24}{layer.op:<9}{layer.out_shape!s:<18}{layer.activation or ''}"
                 for layer in self.layers]
         if self.head is not None:
             rows.append(f"(output head {self.head} dropped: the graph returns the logits)")
@@ -275,7 +275,8 @@ def trace(model, input_shape):
     InvalidValueError
         For NaN/Inf parameters (also after BatchNorm folding).
     """
-    from .frontend_ops import build_layers  # frontend_ops builds Layer records, so it imports this module
+    # frontend_ops builds Layer records, so it imports this module: import it here, not at the top
+    from .frontend_ops import build_layers
 
     program = export(model, tuple(input_shape))
     layers, head = build_layers(program)

@@ -8,8 +8,8 @@ output to ``1e-10`` relative to the output's scale (the graph computes the same 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from brianconv.errors import ConversionError, ShapeError
 from brianconv.graph import trace
@@ -293,7 +293,7 @@ def test_cat_spellings(combine):
     model, graph, x = traced(Binary(combine, b_channels=2, out_channels=5), (2, 4, 4))
     cat = graph.layers[3]
     assert ops(graph) == ["input", "conv", "conv", "cat", "linear"]
-    assert cat.inputs == ["a", "b"] and cat.params == dict(axis=0, sizes=(48, 32))
+    assert cat.inputs == ["a", "b"] and cat.params == {"axis": 0, "sizes": (48, 32)}
     assert cat.in_shape == (3, 4, 4) and cat.out_shape == (5, 4, 4)
     assert_graph_equals_torch(graph, model, x)
 
