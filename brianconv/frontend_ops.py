@@ -132,18 +132,17 @@ class _Builder:
                  **signature.inputs_to_lifted_tensor_constants}
         tensors = {**program.constants, **program.state_dict}
         self.tensors = {node: tensors[key] for node, key in names.items()}  # placeholder name -> tensor
+        self.user_inputs = set(signature.user_inputs)
         self.layers = []
         self.names = set()
         self.alias = {}  # node -> name of the layer whose output it carries
         self.stale = set()  # nodes carrying a layer's value from before its activation/BatchNorm was folded in
         self.head = None
-        self.batch = None
 
     def build(self):
         for node in self.program.graph.nodes:
             if node.op == "placeholder":
-                if node.name not in self.tensors:
-                    self.batch = node.meta["val"].shape[0]
+                if node.name in self.user_inputs:
                     self._emit(node, Layer(input_name(node.name), "input", [], _shape(node), _shape(node)))
             elif node.op == "output":
                 self._output(node)
@@ -383,8 +382,9 @@ class _Builder:
         """Fold into the weighted layer it directly follows (no activation between), else an ``affine`` layer."""
         args = _arguments(node)
         if args.get("training", False) or args["running_mean"] is None:
-            raise ConversionError(f"{_describe(node)}: BatchNorm without running statistics "
-                                  "(track_running_stats=False) cannot be folded.")
+            raise ConversionError(f"{_describe(node)}: BatchNorm without running statistics (track_running_stats="
+                                  "False, or a program exported in training mode) cannot be folded; keep the "
+                                  "running statistics and export the model after model.eval().")
         mean = _numpy(self._parameter(node, args["running_mean"], "running mean"))
         var = _numpy(self._parameter(node, args["running_var"], "running variance"))
         gamma, beta = (self._parameter(node, args[k], k) for k in ("weight", "bias"))

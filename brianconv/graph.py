@@ -292,7 +292,7 @@ def export(model, input_shape):
     """
     if isinstance(model, torch.export.ExportedProgram):
         _check_program_input(model, input_shape)
-        _check_finite(list(model.state_dict.items()) + list(model.constants.items()))
+        _check_finite_parameters(list(model.state_dict.items()) + list(model.constants.items()))
         return model
     if not isinstance(model, nn.Module):
         raise ConversionError(f"Expected a torch.nn.Module or a torch.export.ExportedProgram, got "
@@ -300,7 +300,7 @@ def export(model, input_shape):
     model = model.eval()
     if is_torch_layer(type(model)):  # a bare nn.Linear, nn.Conv2d, ...: trace it as a one-layer Sequential
         model = nn.Sequential(model)
-    _check_finite(list(model.named_parameters()) + list(model.named_buffers()))
+    _check_finite_parameters(list(model.named_parameters()) + list(model.named_buffers()))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
     sample = torch.zeros((2,) + tuple(input_shape), dtype=dtype)  # a float64 model needs float64 inputs
     try:
@@ -331,18 +331,17 @@ def input_name(name):
 
 
 def _check_program_input(program, input_shape):
-    specs = [spec for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
-    nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
-    if len(specs) != 1:
-        raise ConversionError(f"The exported program takes {len(specs)} inputs; brianconv converts models with one "
+    names = program.graph_signature.user_inputs
+    if len(names) != 1:
+        raise ConversionError(f"The exported program takes {len(names)} inputs; brianconv converts models with one "
                               "input tensor.")
-    shape = tuple(nodes[specs[0].arg.name].meta["val"].shape)
+    shape = tuple(next(node for node in program.graph.nodes if node.name == names[0]).meta["val"].shape)
     if tuple(int(s) for s in shape[1:]) != tuple(input_shape):
         raise ShapeError(f"The exported program takes inputs of shape {shape}, not (N, "
                          f"{', '.join(map(str, input_shape))}); pass input_shape={tuple(shape[1:])}.")
 
 
-def _check_finite(named_tensors):
+def _check_finite_parameters(named_tensors):
     for name, tensor in named_tensors:
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise InvalidValueError(f"Parameter {name!r} of the model holds NaN or Inf values; "
