@@ -9,6 +9,7 @@ in-place variant (``relu_``, ``add_``, ``hardtanh_``, ...) is mapped to the same
 
 import operator
 import os
+import re
 from functools import partial
 
 import numpy as np
@@ -97,19 +98,20 @@ def _torch_layer(node):
 
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
+_FRAME = re.compile(r'\s*File "([^"]+)", line (\d+), in ')
 
 
 def _source_line(node):
-    """``'line N of FILE: CODE'`` of the model code the node comes from (outside torch), or ``''``."""
-    lines = (node.meta.get("stack_trace") or "").splitlines()
-    frames = [(line.strip(), lines[i + 1].strip() if i + 1 < len(lines) else "")
-              for i, line in enumerate(lines) if line.strip().startswith("File ")]
-    user = [frame for frame in frames if _TORCH_DIR not in frame[0]] or frames
+    """``'line N of "FILE": CODE'`` of the model code the node comes from (the innermost frame
+    outside torch), or ``''`` when the program carries no such frame (e.g. code typed at a prompt)."""
+    lines = (node.meta.get("stack_trace") or "").splitlines() + [""]
+    frames = [(match[1], match[2], "" if _FRAME.match(code) else code.strip())
+              for match, code in zip(map(_FRAME.match, lines), lines[1:]) if match]
+    user = [frame for frame in frames if not frame[0].startswith(_TORCH_DIR)]
     if not user:
         return ""
-    where, code = user[-1]
-    parts = where.split(", ")  # File "path", line N, in forward
-    return f"{parts[1]} of {parts[0][5:]}: {code}" if len(parts) >= 2 else where
+    path, line, code = user[-1]
+    return f'line {line} of "{path}"' + (f": {code}" if code else "")
 
 
 def _describe(node):
