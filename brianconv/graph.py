@@ -274,6 +274,15 @@ def trace(model, input_shape):
         If the model does not accept samples of ``input_shape``.
     InvalidValueError
         For NaN/Inf parameters (also after BatchNorm folding).
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU6(), nn.Linear(3, 2), nn.LogSoftmax(dim=1))
+    >>> graph = trace(model, (1, 2, 2))
+    >>> [(layer.name, layer.op, layer.activation) for layer in graph], graph.head
+    ([('input_1', 'input', None), ('1', 'linear', 'clipped_relu'), ('3', 'linear', None)], 'log_softmax')
+    >>> graph["1"].params["clip"]
+    6.0
     """
     # frontend_ops builds Layer records, so it imports this module: import it here, not at the top
     from .frontend_ops import build_layers
