@@ -246,11 +246,15 @@ class _Builder:
         return layer
 
     def _clipped_relu(self, node):
-        """``relu6``, ``hardtanh(0, a)``, ``clamp(0, a)``, ``clamp_min(0)``: a ReLU clipped at ``a`` (or none)."""
+        """``relu6``, ``hardtanh(0, a)``, ``clamp(0, a)``, ``clamp_min(0)``, ``clamp(relu(x), max=a)``: a ReLU
+        clipped at ``a`` (or not clipped)."""
         args = _arguments(node)
         op = _op_name(node).rstrip("_")
         low, high = {"relu6": (0.0, 6.0), "hardtanh": (args.get("min_val"), args.get("max_val")),
                      "clamp_min": (args.get("min"), None)}.get(op, (args.get("min"), args.get("max")))
+        if low in (None, 0) and not isinstance(high, torch.fx.Node) and self._follows_relu(node):
+            low = 0.0  # clamp(relu(x), max=a): one clipped ReLU, as relu(x) >= 0 already
+            self.layers[-1].activation = None
         if any(isinstance(v, torch.fx.Node) for v in (low, high)) or low is None or float(low) != 0.0:
             raise ConversionError(f"{_describe(node)}: {op} with lower bound {low!r} is not supported; brianconv "
                                   "represents clipping only as ReLU(x) or min(ReLU(x), a): use a lower bound of 0.")
@@ -259,6 +263,12 @@ class _Builder:
         if float(high) <= 0:
             raise ConversionError(f"{_describe(node)}: {op} with upper bound {high!r} is constant; use a bound > 0.")
         self._activation(node, "clipped_relu").params["clip"] = float(high)
+
+    def _follows_relu(self, node):
+        """True if ``node`` reads the ReLU output of the last layer."""
+        layer = self.layers[-1]
+        arg = node.args[0]
+        return layer.activation == "relu" and self.alias.get(arg) == layer.name and arg not in self.stale
 
     def _head(self, node):
         args = _arguments(node)

@@ -84,7 +84,8 @@ CLIPPED_SPELLINGS = [
     (2.0, nn.Hardtanh(0.0, 2.0)), (2.0, lambda v: F.hardtanh(v, 0.0, 2.0)), (2.0, lambda v: F.hardtanh_(v, 0.0, 2.0)),
     (1.5, lambda v: torch.clamp(v, 0, 1.5)), (1.5, lambda v: torch.clamp(v, min=0.0, max=1.5)),
     (1.5, lambda v: v.clamp(0, 1.5)), (1.5, lambda v: v.clamp_(0, 1.5)), (1.5, lambda v: torch.clip(v, 0, 1.5)),
-    (1.5, lambda v: v.clip(0, 1.5)),
+    (1.5, lambda v: v.clip(0, 1.5)), (1.5, lambda v: torch.clamp(F.relu(v), max=1.5)),
+    (1.5, lambda v: v.relu_().clamp_(max=1.5)), (1.5, lambda v: F.relu(v).clamp(0, 1.5)),
 ]
 
 
@@ -508,3 +509,16 @@ def test_explicit_padding_is_rejected_with_its_mode():
 
     with pytest.raises(ConversionError, match="replicate"):
         trace(Net(), (1, 5, 5))
+
+
+def test_data_dependent_control_flow_is_reported_with_the_fix():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else -x
+
+    with pytest.raises(ConversionError, match="must not branch on tensor values"):
+        trace(Branchy(), (3,))
