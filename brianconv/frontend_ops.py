@@ -403,7 +403,8 @@ class _Builder:
         scale = (_numpy(gamma) if gamma is not None else np.ones_like(mean)) / np.sqrt(var + args["eps"])
         shift = (_numpy(beta) if beta is not None else np.zeros_like(mean)) - mean * scale
         source, layer = self._source(node), self.layers[-1]
-        if layer.name == source and layer.is_weighted and layer.activation is None:
+        foldable = layer.is_weighted and layer.activation is None and _shape(node.args[0]) == layer.out_shape
+        if layer.name == source and foldable:
             self._retire(layer.name)
             layer.weight = layer.weight * scale.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
             layer.bias = layer.bias * scale + shift

@@ -466,6 +466,21 @@ def test_batchnorm_after_relu_and_after_pooling_becomes_affine():
     assert cost["2"].macs == affine.size
 
 
+def test_batchnorm_after_a_reshaped_linear_layer_becomes_affine():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.bn, self.out = nn.Linear(4, 12), nn.BatchNorm2d(3), nn.Linear(12, 2)
+
+        def forward(self, x):
+            return self.out(F.relu(self.bn(self.fc(x).view(-1, 3, 2, 2))).flatten(1))
+
+    torch.manual_seed(4)
+    model, graph, x = traced(_randomise_batchnorms(Net()), (4,))
+    assert ops(graph) == ["input", "linear", "affine", "linear"] and graph["bn"].in_shape == (3, 2, 2)
+    assert_graph_equals_torch(graph, model, x)
+
+
 def test_an_exported_program_round_trips_through_save_and_load(tmp_path):
     model, graph, x = traced(Inception(), (2, 4, 4))
     path = tmp_path / "inception.pt2"
