@@ -29,8 +29,9 @@ def _parser():
     demo.set_defaults(func=demo_command)
 
     convert = sub.add_parser("convert", help="convert a model and save the converted network",
-                             description="Convert a bundled model (or a checkpoint of a bundled architecture) and save "
-                                         "the converted network (layer graph, calibration, description) to a file.")
+                             description="Convert a bundled model (or a checkpoint of a bundled architecture, or a .pt2 "
+                                         "program saved with torch.export.save) and save the converted network "
+                                         "(layer graph, calibration, description) to a file.")
     _model_arguments(convert)
     convert.add_argument("--output", "-o", required=True, help="file to write (a pickle; load with brianconv.load_network)")
     convert.set_defaults(func=convert_command)
@@ -61,8 +62,10 @@ def _parser():
 
 
 def _model_arguments(parser):
-    parser.add_argument("--model", default="lopez_randulfe_cnn", help="a bundled model (default: %(default)s)")
-    parser.add_argument("--checkpoint", help="a state_dict file for the --model architecture (instead of its weights)")
+    parser.add_argument("--model", default="lopez_randulfe_cnn",
+                        help="a bundled model, or a .pt2 file written by torch.export.save (default: %(default)s)")
+    parser.add_argument("--checkpoint", help="a state_dict file for the bundled --model architecture (instead of its "
+                                             "weights)")
     parser.add_argument("--method", default="ttfs", help="coding scheme (default: %(default)s)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a scheme option, e.g. --option t_max=16 (repeatable)")
@@ -104,7 +107,11 @@ def demo_command(args):
         raise InvalidValueError(f"--images must be between 1 and 1000 (the bundled sample), got {args.images}.")
     device = _usable_device(args.device)
     x, y = datasets.load_sample("test", limit=args.images)
-    print(f"model {args.model} (test accuracy recorded at training: {models.metadata(args.model)['test_accuracy_percent']} %)")
+    if _is_program_file(args.model):
+        print(f"model {args.model} (a torch.export program)")
+    else:
+        print(f"model {args.model} (test accuracy recorded at training: "
+              f"{models.metadata(args.model)['test_accuracy_percent']} %)")
     snn = _convert(args)
     print(snn.description.summary())
     first_hidden = next(p for p in snn.description.populations if p.role == "hidden")
@@ -196,12 +203,39 @@ def _usable_device(device):
 
 
 def _convert(args):
+    import brianconv
+
+    from . import datasets
+
+    model = _load_model(args)
+    calibration, _ = datasets.load_sample("train")
+    options = dict(_parse_assignment(text) for text in args.option)
+    return brianconv.convert(model, method=args.method, calibration=calibration, **options)
+
+
+def _is_program_file(model):
+    """True if ``--model`` names a saved ``torch.export`` program rather than a bundled model."""
+    return model.endswith(".pt2")
+
+
+def _load_model(args):
+    """The ``--model``: a bundled model (with the ``--checkpoint`` weights) or a ``.pt2`` exported program."""
     import torch
 
-    import brianconv
-    from . import datasets, models
+    from . import models
     from .errors import InvalidValueError
 
+    if _is_program_file(args.model):
+        if args.checkpoint:
+            raise InvalidValueError("--checkpoint replaces the weights of a bundled model; a .pt2 program carries its "
+                                    "own weights, so drop --checkpoint.")
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(f"--model {args.model}: no such file.")
+        try:
+            return torch.export.load(args.model)
+        except Exception as exc:  # torch raises several types for a bad archive
+            raise InvalidValueError(f"--model {args.model} is not a program saved with torch.export.save: "
+                                    f"{exc}") from exc
     model = models.load(args.model)
     if args.checkpoint:
         try:
@@ -209,9 +243,7 @@ def _convert(args):
         except (RuntimeError, OSError) as exc:
             raise InvalidValueError(f"--checkpoint {args.checkpoint} does not fit the {args.model} architecture: "
                                     f"{exc}") from exc
-    calibration, _ = datasets.load_sample("train")
-    options = dict(_parse_assignment(text) for text in args.option)
-    return brianconv.convert(model.eval(), method=args.method, calibration=calibration, **options)
+    return model.eval()
 
 
 def _network(args):

@@ -1,64 +1,56 @@
-"""From a torch ``nn.Module`` to a small layer graph that every coding scheme reads.
+"""From a torch model to a small layer graph that every coding scheme reads.
 
-The model is traced with :mod:`torch.fx`, so custom ``forward`` methods work as well as
-``nn.Sequential``. The trace is reduced to a list of :class:`Layer` records in execution
-order:
+The model is captured with :func:`torch.export.export`, which turns every way of writing an
+operation (module, ``torch.nn.functional``, ``torch.*``, tensor method, in-place variant) into one
+ATen operator; an already exported program (:class:`torch.export.ExportedProgram`, e.g. from
+:func:`torch.export.load` of a ``.pt2`` file) is read as it is. One table in
+:mod:`brianconv.frontend_ops` maps each ATen operator to a handler that emits :class:`Layer`
+records in execution order:
 
 * ``input`` — the network input, shape ``(C, H, W)`` or ``(F,)``;
-* ``linear`` and ``conv`` — weighted layers (BatchNorm folded in, bias kept as a current);
-* ``avgpool`` and ``maxpool`` — pooling (``AdaptiveAvgPool2d`` where the input size is a multiple
-  of the output size, e.g. the global pooling of a squeeze-and-excitation block);
+* ``linear`` and ``conv`` — weighted layers (``Linear``, ``Conv2d``; a BatchNorm that directly
+  follows one without activation is folded in; the bias is kept as a current);
+* ``avgpool`` and ``maxpool`` — 2-d pooling (adaptive average pooling where the input size is a
+  multiple of the output size, e.g. the global pooling of a squeeze-and-excitation block);
+* ``affine`` — a per-channel ``scale * x + shift``: a BatchNorm anywhere else (after an
+  activation, a pooling layer or on the input);
 * ``add`` — element-wise sum of two layers (residual connections);
 * ``mul`` — element-wise product of two layers, the second either of the same size or one value
   per channel (``(C,)``, ``(C, 1, 1)``), broadcast over the first's ``H x W`` (the gating of a
-  squeeze-and-excitation block).
+  squeeze-and-excitation block);
+* ``cat`` — concatenation of layers along the channels (``dim=1`` of an ``(N, C, H, W)`` or
+  ``(N, F)`` tensor), e.g. the branches of an Inception block.
 
-``Flatten``/``view``/``reshape`` keep the C, H, W-flattened neuron order and vanish;
-``Dropout`` and ``Identity`` vanish; activations (``ReLU`` and the others in
-:data:`ACTIVATIONS`) become the ``activation`` attribute of the layer they follow. Anything else
-raises :class:`~brianconv.errors.ConversionError` naming the module and what is supported.
+``flatten``/``view``/``reshape`` keep the C, H, W-flattened neuron order and vanish, as do
+dropout and ``Identity``. Activations become the ``activation`` attribute of the layer they follow
+(:data:`ACTIVATIONS`); ``relu6``, ``hardtanh(0, a)`` and ``clamp(0, a)`` become
+``"clipped_relu"`` with ``params["clip"] = a``. A softmax or log-softmax on the output is dropped
+(it keeps the arg-max): the graph returns the logits and records the head in
+:attr:`LayerGraph.head`. Anything else raises :class:`~brianconv.errors.ConversionError` naming the
+operation, the line of ``forward`` it comes from, and what is supported.
+
+Layer names are the torch module paths where the operation is a ``torch.nn`` layer (``"0"`` in an
+``nn.Sequential``, ``"features.2"``, ``"se.expand"``) and the export's node name otherwise
+(``"add"``, ``"mul"``, ``"cat"``).
 
 Neuron order: every layer's neurons are numbered like ``tensor.reshape(-1)`` of one sample,
 i.e. channel-major ``(C, H, W)``; :mod:`brianconv.connectivity` uses the same order.
 """
 
-import operator
+import builtins
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.fx
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import ConversionError, InvalidValueError, ShapeError
 
-__all__ = ["Layer", "LayerGraph", "trace", "ACTIVATIONS"]
+__all__ = ["ACTIVATIONS", "Layer", "LayerGraph", "trace"]
 
 #: Activation names recorded on layers; schemes say which of them they can represent.
-ACTIVATIONS = {
-    nn.ReLU: "relu", F.relu: "relu", torch.relu: "relu",
-    nn.Sigmoid: "sigmoid", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
-    nn.SiLU: "silu", F.silu: "silu",
-    nn.Tanh: "tanh", torch.tanh: "tanh", F.tanh: "tanh",
-    nn.GELU: "gelu", F.gelu: "gelu",
-    nn.LeakyReLU: "leaky_relu", F.leaky_relu: "leaky_relu",
-    nn.ELU: "elu", F.elu: "elu",
-    nn.Softmax: "softmax", F.softmax: "softmax", torch.softmax: "softmax",
-}
-_PASS_THROUGH_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.Flatten)
-_PASS_THROUGH_FUNCTIONS = {F.dropout, torch.flatten}
-_PASS_THROUGH_METHODS = {"view", "reshape", "flatten", "contiguous"}
-_ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
-_MUL_FUNCTIONS = {operator.mul, torch.mul, operator.imul}
-#: Parametrised activations: ``name -> (parameter, the value the layer graph applies)``. Other
-#: values would make the graph's forward pass differ from the model's, so they are rejected.
-_ACTIVATION_PARAMETERS = {"leaky_relu": ("negative_slope", 0.01), "elu": ("alpha", 1.0),
-                          "gelu": ("approximate", "none"), "softmax": ("dim", None)}
-_SUPPORTED = ("Linear, Conv2d, AvgPool2d, AdaptiveAvgPool2d (to a divisor of the input size), MaxPool2d, "
-              "BatchNorm1d/2d (folded), Flatten/view/reshape, Dropout/Identity (dropped), element-wise add, "
-              "element-wise or per-channel mul, and the activations "
-              + ", ".join(sorted(set(ACTIVATIONS.values()))))
+ACTIVATIONS = ("relu", "clipped_relu", "sigmoid", "silu", "tanh", "gelu", "leaky_relu", "elu")
 
 
 @dataclass
@@ -70,18 +62,22 @@ class Layer:
     name : str
         Unique name (the torch module path where there is one).
     op : str
-        ``"input"``, ``"linear"``, ``"conv"``, ``"avgpool"``, ``"maxpool"``, ``"add"`` or ``"mul"``.
+        ``"input"``, ``"linear"``, ``"conv"``, ``"avgpool"``, ``"maxpool"``, ``"affine"``,
+        ``"add"``, ``"mul"`` or ``"cat"``.
     inputs : list of str
-        Names of the layers feeding this one (two for ``add`` and ``mul``).
+        Names of the layers feeding this one (two for ``add`` and ``mul``, two or more for ``cat``).
     in_shape, out_shape : tuple of int
-        Shape of one sample entering / leaving the layer, without the batch axis.
+        Shape of one sample entering (the first input's) / leaving the layer, without the batch axis.
     weight, bias : np.ndarray or None
         float64 weights (``(out, in)`` or ``(C_out, C_in/groups, kH, kW)``) and biases ``(out,)``,
         BatchNorm already folded in.
     params : dict
-        Geometry: ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``groups`` as tuples/ints.
+        Geometry: ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``groups`` as tuples/ints;
+        ``second_size`` (int) of a ``mul``; ``axis`` (0, the channels of one sample) and ``sizes``
+        (neurons per input) of a ``cat``; ``scale`` and ``shift`` (float64 ``(C,)``) of an
+        ``affine``; ``clip`` (float, the upper bound) of a ``"clipped_relu"`` activation.
     activation : str or None
-        The activation applied to this layer's output (``"relu"``, ``"sigmoid"``, ...), or None.
+        The activation applied to this layer's output (one of :data:`ACTIVATIONS`), or None.
     """
 
     name: str
@@ -107,23 +103,27 @@ class Layer:
         """This layer's output before its activation, for torch tensors ``(N, *in_shape)``."""
         if self.op == "linear":
             return F.linear(inputs[0].flatten(1), _tensor(self.weight), _tensor(self.bias))
-        if self.op in ("conv", "avgpool", "maxpool"):  # the source may carry another shape (view/reshape)
+        if self.op in ("conv", "avgpool", "maxpool", "affine"):  # the source may carry another shape (view/reshape)
             inputs = (inputs[0].reshape((inputs[0].shape[0],) + tuple(self.in_shape)),)
+        p = self.params
         if self.op == "conv":
-            p = self.params
             return F.conv2d(inputs[0], _tensor(self.weight), _tensor(self.bias), p["stride"],
                             p["padding"], p["dilation"], p["groups"])
         if self.op == "avgpool":
-            p = self.params
             return F.avg_pool2d(inputs[0], p["kernel_size"], p["stride"], p["padding"],
                                 count_include_pad=p["count_include_pad"])
         if self.op == "maxpool":
-            p = self.params
             return F.max_pool2d(inputs[0], p["kernel_size"], p["stride"], p["padding"])
+        if self.op == "affine":
+            shape = (1, -1) + (1,) * (len(self.in_shape) - 1)
+            return inputs[0] * _tensor(p["scale"]).reshape(shape) + _tensor(p["shift"]).reshape(shape)
         if self.op == "add":
             return inputs[0].reshape(inputs[1].shape) + inputs[1]
         if self.op == "mul":
             return inputs[0].reshape((-1,) + tuple(self.out_shape)) * self.broadcast(inputs[1])
+        if self.op == "cat":  # channel-major numbering: channel concatenation = concatenation of the flat inputs
+            n = inputs[0].shape[0]
+            return torch.cat([x.reshape(n, -1) for x in inputs], dim=1).reshape((n,) + tuple(self.out_shape))
         return inputs[0]
 
     def broadcast(self, second):
@@ -136,20 +136,24 @@ class Layer:
 
     def forward(self, *inputs):
         """This layer's output (activation applied) for torch tensors ``(N, *in_shape)``."""
-        return _apply_activation(self.activation, self.pre_activation(*inputs))
+        return _apply_activation(self.activation, self.pre_activation(*inputs), self.params)
 
 
 def _tensor(array):
     return None if array is None else torch.as_tensor(array, dtype=torch.float64)
 
 
-def _apply_activation(name, x):
+_ACTIVATION_FUNCTIONS = {"relu": F.relu, "sigmoid": torch.sigmoid, "silu": F.silu, "tanh": torch.tanh,
+                         "gelu": F.gelu, "leaky_relu": F.leaky_relu, "elu": F.elu}
+
+
+def _apply_activation(name, x, params):
+    """Activation ``name`` (see :data:`ACTIVATIONS`) of ``x``; ``params["clip"]`` bounds a clipped ReLU."""
     if name is None:
         return x
-    functions = {"relu": F.relu, "sigmoid": torch.sigmoid, "silu": F.silu, "tanh": torch.tanh,
-                 "gelu": F.gelu, "leaky_relu": F.leaky_relu, "elu": F.elu,
-                 "softmax": lambda v: F.softmax(v, dim=1)}
-    return functions[name](x)
+    if name == "clipped_relu":
+        return torch.clamp(x, 0.0, params["clip"])
+    return _ACTIVATION_FUNCTIONS[name](x)
 
 
 class LayerGraph:
@@ -159,11 +163,17 @@ class LayerGraph:
     ----------
     layers : list of Layer
         In execution order; ``layers[0]`` is the input, ``layers[-1]`` the output.
+    head : str, optional
+        The output head dropped while tracing (``"softmax"`` or ``"log_softmax"``): both keep the
+        arg-max, so the graph's output are the logits before it.
     """
 
-    def __init__(self, layers):
+    head = None  # class default: graphs pickled before heads were recorded have none
+
+    def __init__(self, layers, head=None):
         self.layers = list(layers)
         self.by_name = {layer.name: layer for layer in self.layers}
+        self.head = head
 
     def __iter__(self):
         return iter(self.layers)
@@ -216,7 +226,8 @@ class LayerGraph:
 
         Returns
         -------
-        np.ndarray of shape (N, n_out), and with ``record`` a dict ``name -> (N, *out_shape)``.
+        np.ndarray of shape (N, n_out) (the logits if a softmax head was dropped), and with
+        ``record`` a dict ``name -> (N, *out_shape)``.
         """
         x = self.check_input(x)
         if not record and len(x) > chunk:
@@ -231,9 +242,11 @@ class LayerGraph:
         return out
 
     def summary(self):
-        """One line per layer: name, op, output shape, activation."""
-        rows = [f"{layer.name:<24}{layer.op:<9}{str(layer.out_shape):<18}{layer.activation or ''}"
+        """One line per layer: name, op, output shape, activation (and the dropped head, if any)."""
+        rows = [f"{layer.name:<24}{layer.op:<9}{layer.out_shape!s:<18}{layer.activation or ''}"
                 for layer in self.layers]
+        if self.head is not None:
+            rows.append(f"(output head {self.head} dropped: the graph returns the logits)")
         return "\n".join(rows)
 
 
@@ -246,336 +259,99 @@ def trace(model, input_shape):
 
     Parameters
     ----------
-    model : torch.nn.Module
-        A trained model; it is put in ``eval`` mode (BatchNorm uses its running statistics).
+    model : torch.nn.Module or torch.export.ExportedProgram
+        A trained model; a module is put in ``eval`` mode (BatchNorm uses its running statistics)
+        and exported with :func:`torch.export.export`. An exported program (e.g.
+        ``torch.export.load("model.pt2")``) must take one input of shape ``(B, *input_shape)``.
     input_shape : tuple of int
         Shape of one sample, e.g. ``(1, 28, 28)`` or ``(784,)``.
+
+    Raises
+    ------
+    ConversionError
+        For a model that cannot be exported or an operation brianconv cannot represent.
+    ShapeError
+        If the model does not accept samples of ``input_shape``.
+    InvalidValueError
+        For NaN/Inf parameters (also after BatchNorm folding).
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU6(), nn.Linear(3, 2), nn.LogSoftmax(dim=1))
+    >>> graph = trace(model, (1, 2, 2))
+    >>> [(layer.name, layer.op, layer.activation) for layer in graph], graph.head
+    ([('input_1', 'input', None), ('1', 'linear', 'clipped_relu'), ('3', 'linear', None)], 'log_softmax')
+    >>> graph["1"].params["clip"]
+    6.0
     """
+    # frontend_ops builds Layer records, so it imports this module: import it here, not at the top
+    from .frontend_ops import build_layers
+
+    program = export(model, tuple(input_shape))
+    layers, head = build_layers(program)
+    return LayerGraph(layers, head=head)
+
+
+def export(model, input_shape):
+    """``model`` as a :class:`torch.export.ExportedProgram` for samples of ``input_shape``.
+
+    A module is checked for NaN/Inf parameters, run once eagerly on a zero batch of two samples
+    (so a wrong ``input_shape`` is a :class:`~brianconv.errors.ShapeError`) and exported; an
+    exported program is checked against ``input_shape`` and returned as it is.
+    """
+    if isinstance(model, torch.export.ExportedProgram):
+        _check_program_input(model, input_shape)
+        _check_finite_parameters(list(model.state_dict.items()) + list(model.constants.items()))
+        return model
     if not isinstance(model, nn.Module):
-        raise ConversionError(f"Expected a torch.nn.Module, got {type(model).__name__}.")
+        raise ConversionError(f"Expected a torch.nn.Module or a torch.export.ExportedProgram, got "
+                              f"{type(model).__name__}.")
     model = model.eval()
-    if torch.fx.Tracer().is_leaf_module(model, ""):  # a bare nn.Linear, nn.Conv2d, ...: trace it as a layer
+    if is_torch_layer(type(model)):  # a bare nn.Linear, nn.Conv2d, ...: trace it as a one-layer Sequential
         model = nn.Sequential(model)
-    _check_parameters(model)
+    _check_finite_parameters(list(model.named_parameters()) + list(model.named_buffers()))
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    sample = torch.zeros((2,) + tuple(input_shape), dtype=dtype)  # a float64 model needs float64 inputs
     try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types; say what to do
-        raise ConversionError(f"torch.fx could not trace {type(model).__name__}: {exc}. Models must have "
-                              "a forward pass without data-dependent control flow.") from exc
-    shapes, static = _propagate_shapes(gm, input_shape)
-    return _Builder(gm, shapes, static).build()
+        with torch.no_grad():
+            model(sample)
+    except (RuntimeError, ValueError) as exc:
+        raise ShapeError(f"The model does not accept inputs of shape {tuple(input_shape)}: {exc}") from exc
+    try:
+        return torch.export.export(model, (sample,))
+    except Exception as exc:  # export raises many types; say what to do
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"torch.export could not capture {type(model).__name__}: {first}. The forward pass "
+                              "must not branch on tensor values (if/while on data): compute both branches and "
+                              "combine them, or move the branching out of the model.") from exc
 
 
-def _check_parameters(model):
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+def is_torch_layer(cls):
+    """True for ``torch.nn`` layer classes (``nn.Conv2d``, ``nn.ReLU``, ...), False for containers and
+    user modules; ``cls`` may be a class or its qualified name ``"torch.nn.modules.conv.Conv2d"``."""
+    name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+    return name.startswith("torch.nn.") and not name.startswith("torch.nn.modules.container.")
+
+
+def input_name(name):
+    """The input layer's name: the ``forward`` argument, with ``_1`` appended to a Python builtin
+    (``input`` -> ``input_1``), as torch.fx named it, so layer names stay what they were."""
+    return f"{name}_1" if hasattr(builtins, name) else name
+
+
+def _check_program_input(program, input_shape):
+    names = program.graph_signature.user_inputs
+    if len(names) != 1:
+        raise ConversionError(f"The exported program takes {len(names)} inputs; brianconv converts models with one "
+                              "input tensor.")
+    shape = tuple(next(node for node in program.graph.nodes if node.name == names[0]).meta["val"].shape)
+    if tuple(int(s) for s in shape[1:]) != tuple(input_shape):
+        raise ShapeError(f"The exported program takes inputs of shape {shape}, not (N, "
+                         f"{', '.join(map(str, input_shape))}); pass input_shape={tuple(shape[1:])}.")
+
+
+def _check_finite_parameters(named_tensors):
+    for name, tensor in named_tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise InvalidValueError(f"Parameter {name!r} of the model holds NaN or Inf values; "
                                     "retrain or load a valid checkpoint before converting.")
-
-
-def _propagate_shapes(gm, input_shape):
-    shapes = {}
-    env = {}
-    static = set()  # nodes computing sizes (x.size(0), x.shape[0], ...) rather than tensors
-    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.get_default_dtype())
-    sample = torch.zeros((2,) + tuple(input_shape), dtype=dtype)  # a float64 model needs float64 inputs
-    modules = dict(gm.named_modules())
-    with torch.no_grad():
-        for node in gm.graph.nodes:
-            args = torch.fx.node.map_arg(node.args, lambda n: env[n])
-            kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
-            try:
-                if node.op == "placeholder":
-                    env[node] = sample
-                elif node.op == "call_module":
-                    env[node] = modules[node.target](*args, **kwargs)
-                elif node.op == "call_function":
-                    env[node] = node.target(*args, **kwargs)
-                elif node.op == "call_method":
-                    env[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
-                elif node.op == "get_attr":
-                    env[node] = getattr(gm, node.target)
-                elif node.op == "output":
-                    env[node] = args[0]
-            except (RuntimeError, ValueError) as exc:
-                raise ShapeError(f"The model does not accept inputs of shape {tuple(input_shape)}: "
-                                 f"{node.name} failed with {exc}") from exc
-            if isinstance(env[node], torch.Tensor):
-                shapes[node] = tuple(env[node].shape[1:])
-            elif node.op in ("call_function", "call_method") and _is_size(env[node]):
-                static.add(node)
-    return shapes, static
-
-
-def _is_size(value):
-    """True for ints, floats and tuples of them (what x.size(0) or x.shape[1:] return)."""
-    if isinstance(value, (int, float)):
-        return True
-    return isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value)
-
-
-class _Builder:
-    """Walks the fx graph once and emits :class:`Layer` records."""
-
-    def __init__(self, gm, shapes, static=()):
-        self.gm = gm
-        self.shapes = shapes
-        self.static = set(static)  # size computations: no layer, only arguments of view/reshape
-        self.modules = dict(gm.named_modules())
-        self.layers = []
-        self.alias = {}  # fx node -> name of the layer whose output it carries
-        self.stale = set()  # nodes carrying a layer's value from before its activation/BatchNorm was folded in
-
-    def build(self):
-        for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
-                self._emit(node, Layer(node.name, "input", [], self.shapes[node], self.shapes[node]))
-            elif node.op == "output":
-                result = node.args[0]
-                if not isinstance(result, torch.fx.Node):
-                    raise ConversionError("The model must return a single tensor.")
-                self._check_fresh(result, node)
-                last = self.alias[result]
-                if last != self.layers[-1].name:
-                    raise ConversionError(f"The model's output {last!r} is not its last layer.")
-            else:
-                self._visit(node)
-        _check_finite(self.layers)
-        return LayerGraph(self.layers)
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _source(self, node):
-        arg = node.args[0] if node.args else None
-        if not isinstance(arg, torch.fx.Node) or arg not in self.alias:
-            raise ConversionError(f"{self._describe(node)} takes an input brianconv cannot follow.")
-        self._check_fresh(arg, node)
-        return self.alias[arg]
-
-    def _check_fresh(self, arg, node):
-        if arg in self.stale:
-            raise ConversionError(f"{self._describe(node)} reads the output of layer {self.alias[arg]!r} from before "
-                                  "its activation or BatchNorm, which brianconv folds into that layer; use only the "
-                                  "activated output.")
-
-    def _retire(self, name):
-        """Nodes carrying layer ``name``'s current value go stale: its activation or BatchNorm follows."""
-        self.stale.update(node for node, alias in self.alias.items() if alias == name)
-
-    def _describe(self, node):
-        if node.op == "call_module":
-            return f"module {node.target!r} ({type(self.modules[node.target]).__name__})"
-        if node.op == "call_function":
-            return f"function {getattr(node.target, '__name__', node.target)!r} (node {node.name})"
-        return f"{node.op} {node.target!r} (node {node.name})"
-
-    def _emit(self, node, layer):
-        self.layers.append(layer)
-        self.alias[node] = layer.name
-
-    def _last(self, source, node, what):
-        layer = self.layers[-1]
-        if layer.name != source or layer.activation is not None:
-            raise ConversionError(f"{self._describe(node)}: {what} must directly follow a Linear or Conv2d "
-                                  "layer without activation in between.")
-        return layer
-
-    # -- dispatch ------------------------------------------------------------------------------
-    def _visit(self, node):
-        if node in self.static:
-            return None  # x.size(0) and the like: only shapes the arguments of view/reshape
-        if node.op == "call_module":
-            module = self.modules[node.target]
-            handler = _MODULE_HANDLERS.get(type(module))
-            if handler is None:
-                activation = ACTIVATIONS.get(type(module))
-                if activation is not None:
-                    return self._activation(node, activation)
-                if isinstance(module, _PASS_THROUGH_MODULES):
-                    return self._pass_through(node)
-                raise ConversionError(f"Unsupported layer: {self._describe(node)}. Supported: {_SUPPORTED}.")
-            return handler(self, node, module)
-        if node.op == "call_function":
-            if node.target in ACTIVATIONS:
-                return self._activation(node, ACTIVATIONS[node.target])
-            if node.target in _PASS_THROUGH_FUNCTIONS:
-                return self._pass_through(node)
-            if node.target in _ADD_FUNCTIONS:
-                return self._add(node)
-            if node.target in _MUL_FUNCTIONS:
-                return self._mul(node)
-            raise ConversionError(f"Unsupported operation: {self._describe(node)}. Supported: {_SUPPORTED}.")
-        if node.op == "call_method":
-            if node.target in _PASS_THROUGH_METHODS:
-                return self._pass_through(node)
-            if node.target in ("relu", "sigmoid", "tanh"):
-                return self._activation(node, node.target)
-            if node.target == "add":
-                return self._add(node)
-            if node.target == "mul":
-                return self._mul(node)
-            raise ConversionError(f"Unsupported tensor method .{node.target}() (node {node.name}). "
-                                  f"Supported: {_SUPPORTED}.")
-        raise ConversionError(f"Unsupported graph node {self._describe(node)}: parameters used directly "
-                              "in forward() cannot be converted; wrap them in an nn.Module.")
-
-    def _pass_through(self, node):
-        self.alias[node] = self._source(node)
-
-    def _activation(self, node, name):
-        source = self._source(node)
-        layer = self.layers[-1]
-        if layer.name != source or layer.op == "input":
-            raise ConversionError(f"{self._describe(node)}: activation {name!r} must follow a layer "
-                                  f"(it follows {source!r}).")
-        if layer.activation is not None:
-            raise ConversionError(f"{self._describe(node)}: two activations in a row ({layer.activation}, {name}).")
-        self._check_activation_parameter(node, name)
-        module = self.modules.get(node.target) if node.op == "call_module" else None
-        if not (getattr(module, "inplace", False) or node.kwargs.get("inplace", False)):
-            self._retire(layer.name)  # an in-place activation changes the earlier value too
-        layer.activation = name
-        self.alias[node] = layer.name
-
-    def _check_activation_parameter(self, node, name):
-        if name not in _ACTIVATION_PARAMETERS:
-            return
-        parameter, default = _ACTIVATION_PARAMETERS[name]
-        if node.op == "call_module":
-            value = getattr(self.modules[node.target], parameter, default)
-        else:
-            value = node.kwargs.get(parameter, node.args[1] if len(node.args) > 1 else default)
-        feature_axis = value in (None, 1) or (value == -1 and len(self.shapes[node]) == 1)
-        if value != default and not (name == "softmax" and feature_axis):
-            wanted = "dim=1 (the features)" if name == "softmax" else f"{parameter}={default!r}"
-            raise ConversionError(f"{self._describe(node)}: {name} with {parameter}={value!r} is not supported; "
-                                  f"brianconv represents {name} with {wanted} only.")
-
-    def _add(self, node):
-        sources = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        if len(sources) != 2 or len(node.args) != 2 or node.kwargs:
-            raise ConversionError(f"{self._describe(node)}: only the sum of two layer outputs is supported.")
-        for a in sources:
-            if a not in self.alias:
-                raise ConversionError(f"{self._describe(node)}: only the sum of two layer outputs is supported.")
-            self._check_fresh(a, node)
-        names = [self.alias[a] for a in sources]
-        shapes = [self.shapes[a] for a in sources]
-        if int(np.prod(shapes[0])) != int(np.prod(shapes[1])):
-            raise ShapeError(f"{self._describe(node)} adds tensors of shapes {shapes[0]} and {shapes[1]}.")
-        self._emit(node, Layer(node.name, "add", names, shapes[1], self.shapes[node]))
-
-    def _mul(self, node):
-        sources = [a for a in node.args if isinstance(a, torch.fx.Node) and a in self.alias]
-        if len(sources) != 2 or len(node.args) != 2 or node.kwargs:
-            raise ConversionError(f"{self._describe(node)}: only the product of two layer outputs is supported "
-                                  "(multiply by a constant inside a Linear or Conv2d instead).")
-        for a in sources:
-            self._check_fresh(a, node)
-        sizes = [int(np.prod(self.shapes[a])) for a in sources]
-        if sizes[1] > sizes[0]:  # the per-channel factor goes second
-            sources, sizes = sources[::-1], sizes[::-1]
-        shape = self.shapes[node]
-        per_channel = len(shape) == 3 and sizes[1] == shape[0]
-        if sizes[0] != int(np.prod(shape)) or not (sizes[1] == sizes[0] or per_channel):
-            raise ShapeError(f"{self._describe(node)} multiplies tensors of shapes {self.shapes[sources[0]]} and "
-                             f"{self.shapes[sources[1]]}; supported: equal sizes, or one value per channel of a "
-                             "(C, H, W) map.")
-        self._emit(node, Layer(node.name, "mul", [self.alias[a] for a in sources], self.shapes[sources[0]], shape,
-                               params=dict(second_size=sizes[1])))
-
-    def _adaptive_pool(self, node, module):
-        in_shape, out_shape = self.shapes[node.args[0]], self.shapes[node]
-        if any(i % o for i, o in zip(in_shape[1:], out_shape[1:])):
-            raise ConversionError(f"{self._describe(node)}: adaptive pooling from {in_shape[1:]} to {out_shape[1:]} "
-                                  "has windows of different sizes; use an output size that divides the input size.")
-        kernel = tuple(i // o for i, o in zip(in_shape[1:], out_shape[1:]))
-        params = dict(kernel_size=kernel, stride=kernel, padding=(0, 0), count_include_pad=True)
-        self._emit(node, Layer(node.target, "avgpool", [self._source(node)], in_shape, out_shape, params=params))
-
-    def _linear(self, node, module):
-        source = self._source(node)
-        in_shape = self.shapes[node.args[0]]
-        if int(np.prod(in_shape)) != module.in_features:
-            raise ShapeError(f"{self._describe(node)} expects {module.in_features} inputs but receives {in_shape}.")
-        bias = _numpy(module.bias) if module.bias is not None else np.zeros(module.out_features)
-        self._emit(node, Layer(node.target, "linear", [source], in_shape, self.shapes[node],
-                               _numpy(module.weight), bias))
-
-    def _conv(self, node, module):
-        if module.padding_mode != "zeros":
-            raise ConversionError(f"{self._describe(node)}: padding mode {module.padding_mode!r} is not "
-                                  "supported; use zero padding.")
-        padding = module.padding
-        if padding == "valid":
-            padding = (0, 0)
-        elif padding == "same":
-            padding = tuple(d * (k - 1) // 2 for d, k in zip(module.dilation, module.kernel_size))
-            if any((d * (k - 1)) % 2 for d, k in zip(module.dilation, module.kernel_size)):
-                raise ConversionError(f"{self._describe(node)}: padding='same' with an even kernel is asymmetric; "
-                                      "pad explicitly.")
-        bias = _numpy(module.bias) if module.bias is not None else np.zeros(module.out_channels)
-        params = dict(kernel_size=tuple(module.kernel_size), stride=tuple(module.stride), padding=tuple(padding),
-                      dilation=tuple(module.dilation), groups=module.groups)
-        self._emit(node, Layer(node.target, "conv", [self._source(node)], self.shapes[node.args[0]],
-                               self.shapes[node], _numpy(module.weight), bias, params))
-
-    def _pool(self, node, module):
-        kind = "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool"
-        pair = nn.modules.utils._pair
-        if getattr(module, "ceil_mode", False) or (kind == "maxpool" and pair(module.dilation) != (1, 1)):
-            raise ConversionError(f"{self._describe(node)}: ceil_mode and dilated pooling are not supported.")
-        if kind == "avgpool" and module.divisor_override is not None:
-            raise ConversionError(f"{self._describe(node)}: divisor_override is not supported.")
-        stride = module.stride if module.stride is not None else module.kernel_size
-        params = dict(kernel_size=pair(module.kernel_size), stride=pair(stride), padding=pair(module.padding),
-                      count_include_pad=getattr(module, "count_include_pad", True))
-        self._emit(node, Layer(node.target, kind, [self._source(node)], self.shapes[node.args[0]],
-                               self.shapes[node], params=params))
-
-    def _batchnorm(self, node, module):
-        layer = self._last(self._source(node), node, "BatchNorm")
-        if layer.op not in ("linear", "conv"):
-            raise ConversionError(f"{self._describe(node)}: BatchNorm must follow a Linear or Conv2d layer, "
-                                  f"not {layer.op}.")
-        scale, shift = _batchnorm_affine(module)
-        self._retire(layer.name)
-        shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-        layer.weight = layer.weight * scale.reshape(shape)
-        layer.bias = layer.bias * scale + shift
-        self.alias[node] = layer.name
-
-
-def _batchnorm_affine(module):
-    """BatchNorm in eval mode as ``y = scale * x + shift`` per channel."""
-    if module.running_mean is None:
-        raise ConversionError("BatchNorm without running statistics (track_running_stats=False) cannot be folded.")
-    var = _numpy(module.running_var)
-    mean = _numpy(module.running_mean)
-    gamma = _numpy(module.weight) if module.affine else np.ones_like(mean)
-    beta = _numpy(module.bias) if module.affine else np.zeros_like(mean)
-    scale = gamma / np.sqrt(var + module.eps)
-    return scale, beta - mean * scale
-
-
-def _numpy(tensor):
-    return tensor.detach().cpu().double().numpy().copy()
-
-
-def _check_finite(layers):
-    for layer in layers:
-        for what in ("weight", "bias"):
-            value = getattr(layer, what)
-            if value is not None and not np.all(np.isfinite(value)):
-                raise InvalidValueError(f"Layer {layer.name!r} has NaN/Inf in its {what} (after BatchNorm folding); "
-                                        "check the checkpoint and the BatchNorm running variance.")
-
-
-_MODULE_HANDLERS = {
-    nn.Linear: _Builder._linear,
-    nn.Conv2d: _Builder._conv,
-    nn.AvgPool2d: _Builder._pool,
-    nn.MaxPool2d: _Builder._pool,
-    nn.AdaptiveAvgPool2d: _Builder._adaptive_pool,
-    nn.BatchNorm1d: _Builder._batchnorm,
-    nn.BatchNorm2d: _Builder._batchnorm,
-}

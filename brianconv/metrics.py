@@ -10,6 +10,9 @@ Conventions (stated so numbers can be compared across papers):
   convention matches that reading. Bias additions, activations and pooling are listed separately
   (``other_flops``: one per bias, one per ReLU, ``k*k - 1`` comparisons or additions per pooled
   output) and are not part of ``flops``.
+* An ``affine`` layer (a BatchNorm that could not be folded into a Linear or Conv2d) costs one MAC
+  per value (``scale * x + shift``); a ``cat`` only moves values and costs nothing; a clipped ReLU
+  counts like a ReLU (one operation per value in ``other_flops``).
 * **Synaptic operations** of the SNN: each spike times the number of synapses it is sent over
   (its exact fan-out in the built connectivity), summed over all neurons.
 """
@@ -74,7 +77,7 @@ def ann_cost(model, input_shape=None, x=None):
 
     Parameters
     ----------
-    model : torch.nn.Module or brianconv.graph.LayerGraph
+    model : torch.nn.Module, torch.export.ExportedProgram or brianconv.graph.LayerGraph
     input_shape : tuple, optional
         Shape of one sample (needed for a torch module; taken from ``x`` if given).
     x : array, shape (N, *input_shape), optional
@@ -96,6 +99,8 @@ def ann_cost(model, input_shape=None, x=None):
         elif layer.op in ("avgpool", "maxpool"):
             kh, kw = layer.params["kernel_size"]
             other = layer.size * (kh * kw - 1)
+        elif layer.op == "affine":
+            macs = layer.size
         elif layer.op == "add":
             other = layer.size
         if layer.activation is not None:

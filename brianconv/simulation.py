@@ -32,8 +32,10 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, **options)
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The trained ANN (put in eval mode; BatchNorm is folded, Dropout dropped).
+    model : torch.nn.Module or torch.export.ExportedProgram
+        The trained ANN (put in eval mode; BatchNorm is folded, Dropout and a softmax head dropped),
+        or a program exported from it (e.g. ``torch.export.load("model.pt2")``); see
+        :func:`brianconv.graph.trace`.
     method : str
         A registered coding scheme (``brianconv.schemes.available()``).
     calibration : array or tensor, shape (N, *input_shape)

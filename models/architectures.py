@@ -40,7 +40,7 @@ of every net is the ``nn.Linear`` that gives the 10 class logits (no softmax).
     convolution: each of its 16 maps is multiplied by a gate in (0, 1) computed from the maps'
     global averages. Sigmoid and multiplication are what rate codes cannot represent; the
     ``"amos"`` scheme converts them with trained sigmoid and product units. Not an
-    ``nn.Sequential``: traced with torch.fx::
+    ``nn.Sequential``: traced with torch.export::
 
         Conv2d(1, 8, 5, stride=2, padding=2) -> ReLU              # 8x14x14
         Conv2d(8, 16, 3, stride=2, padding=1) -> ReLU             # a: 16x7x7

@@ -69,9 +69,32 @@ def test_sweep_writes_one_row_per_grid_point(tmp_path):
     (["demo", *FAST, "--images", "0"], "--images"),
     (["sweep", *FAST, "--param", "t_max"], "NAME=VALUE"),
     (["simulate", "--network", "missing.pkl", "--device", "numpy"], "missing.pkl"),
-], ids=["method", "model", "option-range", "option-syntax", "images", "param-syntax", "missing-network"])
+    (["convert", "--model", "missing.pt2", "-o", "x.pkl"], "missing.pt2"),
+], ids=["method", "model", "option-range", "option-syntax", "images", "param-syntax", "missing-network",
+        "missing-program"])
 def test_bad_arguments_give_one_line_errors(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"brianconv {argv[0]}: error:") and message in err
+
+
+def test_convert_accepts_a_saved_torch_export_program(tmp_path, capsys):
+    import torch
+    from torch import nn
+
+    from brianconv.simulation import load_network
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 5, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 10),
+                          nn.LogSoftmax(dim=1)).eval()
+    program_file, network_file = tmp_path / "tiny.pt2", tmp_path / "tiny.pkl"
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 1, 28, 28),)), program_file)
+    assert main(["convert", "--model", str(program_file), "--method", "rate", "-o", str(network_file)]) == 0
+    assert "saved" in capsys.readouterr().out
+    graph = load_network(network_file).graph
+    assert [layer.op for layer in graph] == ["input", "conv", "linear"] and graph.head == "log_softmax"
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = model[:4](x).numpy()
+    assert abs(graph.forward(x) - expected).max() < 1e-5  # float32 model, float64 graph

@@ -236,10 +236,13 @@ def test_batchnorm_is_folded_into_linear_and_conv(affine):
     assert_matches_torch(graph, model, torch.randn(7, 2, 6, 6))
 
 
-def test_batchnorm_on_the_input_cannot_be_folded():
+def test_batchnorm_on_the_input_becomes_an_affine_layer():
     model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)).eval()
-    with pytest.raises(ConversionError, match="BatchNorm must follow a Linear or Conv2d layer, not input"):
-        trace(model, (4,))
+    _randomise_batchnorm(model[0])
+    graph = trace(model, (4,))
+    assert ops(graph) == ["input", "affine", "linear"]
+    assert graph["0"].params["scale"].shape == (4,) and graph["0"].params["shift"].shape == (4,)
+    assert_matches_torch(graph, model, torch.randn(6, 4))
 
 
 def test_batchnorm_without_running_statistics_is_rejected():
@@ -300,11 +303,11 @@ def test_functional_activations_are_recorded(function, name):
     assert_matches_torch(graph, model, torch.randn(8, 5))
 
 
-def test_softmax_on_the_output_is_recorded():
+def test_softmax_on_the_output_is_dropped_and_recorded_as_the_head():
     model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3), nn.Softmax(dim=-1)).eval()
     graph = trace(model, (5,))
-    assert graph.output.activation == "softmax"
-    assert_matches_torch(graph, model, torch.randn(8, 5))
+    assert graph.head == "softmax" and graph.output.activation is None and "softmax" in graph.summary()
+    assert_matches_torch(graph, model[:3], torch.randn(8, 5))  # the graph returns the logits
 
 
 @pytest.mark.parametrize("activation", [nn.LeakyReLU(0.2), nn.ELU(alpha=0.5), nn.GELU(approximate="tanh")],
