@@ -82,16 +82,16 @@ class InputShift:
         low, high = (_per_element(bound, x.shape[1:]) for bound in (self.low, self.high))
         below = float(np.mean(x < low))
         if below > 0:
-            warnings.warn(f"{below:.2%} of the input values lie below the input's lower bound (per channel, "
+            warnings.warn(f"{100 * below:.3g} % of the input values lie below the input's lower bound (per channel, "
                           f"minimum {self.low.min():.4g}) and were clipped to it. Pass input_range=(low, high) "
                           "covering the data, or calibration data with the same range, to brianconv.convert().",
                           AccuracyWarning, stacklevel=3)
         above = float(np.mean(x - low > ABOVE_RANGE_FACTOR * (high - low)))
         if above > 0:
-            warnings.warn(f"{above:.2%} of the input values exceed the input's calibrated range [low, high] by more "
-                          f"than {ABOVE_RANGE_FACTOR - 1:.0%} of its width: the input code saturates there. Pass "
-                          "input_range=(low, high) covering the data, or calibration data with the same range, to "
-                          "brianconv.convert().", AccuracyWarning, stacklevel=3)
+            warnings.warn(f"{100 * above:.3g} % of the input values exceed the input's calibrated range [low, high] "
+                          f"by more than {ABOVE_RANGE_FACTOR - 1:.0%} of its width: the input code saturates there. "
+                          "Pass input_range=(low, high) covering the data, or calibration data with the same range, "
+                          "to brianconv.convert().", AccuracyWarning, stacklevel=3)
         return np.maximum(x - low, 0.0)
 
 
@@ -103,8 +103,9 @@ def input_shift_for(x, input_range=None):
     x : np.ndarray, shape (N, *input_shape)
         Calibration data, normalised as in training.
     input_range : (low, high), optional
-        Each a scalar or a sequence with one value per input channel (axis 0 of a sample).
-        Without it, ``low = min(0, minimum of the channel)`` and ``high`` = the channel's maximum,
+        Each a scalar or a sequence with one value per input channel (axis 0 of a sample; for
+        flat inputs ``(F,)`` every feature is a channel, so give scalars when the features share
+        one normalisation). Without it, ``low = min(0, minimum of the channel)`` and ``high`` = the channel's maximum,
         so non-negative data gets ``low = 0`` (no shift).
 
     Raises

@@ -15,12 +15,22 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 import brianconv
 from brianconv import folding
-from brianconv.errors import AccuracyWarning, ConversionError, InvalidValueError, ShapeError
-from brianconv.folding import InputShift, fold_affine_layers, fold_input_shift, input_shift_for
+from brianconv.errors import (
+    AccuracyWarning,
+    ConversionError,
+    InvalidValueError,
+    ShapeError,
+)
+from brianconv.folding import (
+    InputShift,
+    fold_affine_layers,
+    fold_input_shift,
+    input_shift_for,
+)
 from brianconv.graph import Layer, LayerGraph, trace
 from brianconv.schemes.tdsnn import emulate
 
@@ -65,8 +75,8 @@ def test_shifted_graph_on_x_minus_low_equals_the_graph_on_x(padded_cnn):
     assert graph.layers[1].bias.shape == (4,)  # the original graph is not modified
 
 
-@pytest.mark.parametrize("conv", [dict(padding=2, dilation=2), dict(padding=1, stride=2, groups=2),
-                                  dict(padding=0)])
+@pytest.mark.parametrize("conv", [{"padding": 2, "dilation": 2}, {"padding": 1, "stride": 2, "groups": 2},
+                                  {"padding": 0}])
 def test_shift_folds_into_strided_dilated_grouped_convs_and_through_pooling(conv):
     torch.manual_seed(4)
     model = nn.Sequential(nn.MaxPool2d(2, stride=1, padding=1), nn.AvgPool2d(1), nn.Conv2d(2, 4, 3, **conv),
@@ -160,7 +170,7 @@ def test_amos_equals_its_reference_on_the_shifted_graph(padded_cnn):
     assert _agreement(result) >= 0.9
 
 
-@pytest.mark.parametrize("options", [dict(input="poisson", duration=200), dict(duration=100)])
+@pytest.mark.parametrize("options", [{"input": "poisson", "duration": 200}, {"duration": 100}])
 def test_rate_converts_normalised_data(padded_cnn, options):
     """Poisson input codes rates >= 0: shifted. Analog input carries negatives: shifted only with input_range."""
     model, calibration, x = padded_cnn
@@ -181,11 +191,11 @@ def test_values_below_low_are_clipped_with_a_warning_giving_the_fraction():
     x = np.zeros((2, 2, 2, 2))
     x[0, 0, 0, 0] = -1.5   # 1 of 16 values below its channel's bound
     x[1, 1, 1, 1] = -1.5   # above channel 1's bound -2: kept
-    with pytest.warns(AccuracyWarning, match=r"6\.25% of the input values lie below .* clipped"):
+    with pytest.warns(AccuracyWarning, match=r"6\.25 % of the input values lie below .* clipped"):
         shifted = shift.apply(x)
     assert shifted[0, 0, 0, 0] == 0.0 and shifted[1, 1, 1, 1] == 0.5
-    x[0, 0, 0, 0] = 1.0 - 1.0 + 2.0 * folding.ABOVE_RANGE_FACTOR + 0.01  # just past 1.1 x the range above low
-    with pytest.warns(AccuracyWarning, match=r"6\.25% of the input values exceed"):
+    x[0, 0, 0, 0] = -1.0 + 2.0 * folding.ABOVE_RANGE_FACTOR + 0.01  # just past low + 1.1 x the range (2)
+    with pytest.warns(AccuracyWarning, match=r"6\.25 % of the input values exceed"):
         shift.apply(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -197,7 +207,7 @@ def test_simulate_clips_inputs_below_the_calibrated_bound(padded_cnn):
     snn = brianconv.convert(model, "tdsnn", calibration=calibration, L=4.0)
     x = x[:2].clone()
     x[0, 1, 3, 3] = -5.0
-    with pytest.warns(AccuracyWarning, match=r"0\.69% of the input values lie below"):  # 1 of 144
+    with pytest.warns(AccuracyWarning, match=r"0\.694 % of the input values lie below"):  # 1 of 144
         result = snn.simulate(x, device="numpy")
     np.testing.assert_allclose(result.ann_outputs, snn.graph.forward(x), rtol=0, atol=0)  # the ANN: unclipped
 
@@ -236,15 +246,17 @@ def test_the_scheme_check_names_input_range():
 def _affine(name, source, shape, seed):
     rng = np.random.default_rng(seed)
     return Layer(name, "affine", [source], shape, shape,
-                 params=dict(scale=rng.uniform(-2, 2, shape[0]), shift=rng.normal(size=shape[0])))
+                 params={"scale": rng.uniform(-2, 2, shape[0]), "shift": rng.normal(size=shape[0])})
 
 
 def _conv(name, source, in_shape, c_out, seed, padding=1, groups=1, stride=1, dilation=1, activation="relu"):
     rng = np.random.default_rng(seed)
     size = tuple((n + 2 * padding - dilation * 2 - 1) // stride + 1 for n in in_shape[1:])
-    return Layer(name, "conv", [source], in_shape, (c_out,) + size, rng.normal(size=(c_out, in_shape[0] // groups, 3, 3)),
-                 rng.normal(size=c_out), dict(kernel_size=(3, 3), stride=(stride, stride), padding=(padding, padding),
-                                             dilation=(dilation, dilation), groups=groups), activation)
+    geometry = {"kernel_size": (3, 3), "stride": (stride, stride), "padding": (padding, padding),
+                "dilation": (dilation, dilation), "groups": groups}
+    weight = rng.normal(size=(c_out, in_shape[0] // groups, 3, 3))
+    return Layer(name, "conv", [source], in_shape, (c_out,) + size, weight, rng.normal(size=c_out), geometry,
+                 activation)
 
 
 def _affine_cnn(conv2=None):
@@ -259,7 +271,7 @@ def _affine_cnn(conv2=None):
                        Layer("fc", "linear", ["bn3"], (n,), (3,), rng.normal(size=(3, n)), rng.normal(size=3))])
 
 
-@pytest.mark.parametrize("conv2", [dict(), dict(padding=2, dilation=2, groups=2), dict(stride=2), dict(padding=0)])
+@pytest.mark.parametrize("conv2", [{}, {"padding": 2, "dilation": 2, "groups": 2}, {"stride": 2}, {"padding": 0}])
 def test_affine_layers_fold_exactly_into_padded_convs_and_linear_layers(conv2):
     graph = _affine_cnn(conv2)
     folded = fold_affine_layers(graph)
@@ -290,7 +302,7 @@ def test_convert_folds_affine_layers_right_after_tracing(monkeypatch):
 def test_affine_before_pooling_or_with_activation_or_as_output_is_rejected():
     x = Layer("x", "input", [], (2, 4, 4), (2, 4, 4))
     pool = Layer("pool", "maxpool", ["bn"], (2, 4, 4), (2, 2, 2),
-                 params=dict(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0)))
+                 params={"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)})
     with pytest.raises(ConversionError, match=r"Affine layer 'bn' .* is read by layer 'pool' \(maxpool.*"
                                               r"Linear or Conv2d"):
         fold_affine_layers(LayerGraph([x, _affine("bn", "x", (2, 4, 4), 0), pool]))
@@ -300,7 +312,7 @@ def test_affine_before_pooling_or_with_activation_or_as_output_is_rejected():
         fold_affine_layers(LayerGraph([x, activated, _conv("c", "bn", (2, 4, 4), 2, seed=0)]))
     with pytest.raises(ConversionError, match="'bn' is the model's output"):
         fold_affine_layers(LayerGraph([x, _affine("bn", "x", (2, 4, 4), 0)]))
-    wrong = Layer("bn", "affine", ["x"], (2, 4, 4), (2, 4, 4), params=dict(scale=np.ones(3), shift=np.zeros(3)))
+    wrong = Layer("bn", "affine", ["x"], (2, 4, 4), (2, 4, 4), params={"scale": np.ones(3), "shift": np.zeros(3)})
     with pytest.raises(ShapeError, match="one value per channel"):
         fold_affine_layers(LayerGraph([x, wrong, _conv("c", "bn", (2, 4, 4), 2, seed=0)]))
 
