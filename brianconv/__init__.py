@@ -4,8 +4,8 @@
 >>> "ttfs" in brianconv.available_methods()
 True
 
-The data path: torch model -> :mod:`~brianconv.graph` (layer graph) ->
-:mod:`~brianconv.calibration` -> a coding scheme in :mod:`~brianconv.schemes` ->
+The data path: torch model -> :mod:`~brianconv.graph` (layer graph) -> :mod:`~brianconv.folding`
+(affine layers and the input shift folded into weighted layers) -> :mod:`~brianconv.calibration` -> a coding scheme in :mod:`~brianconv.schemes` ->
 :mod:`~brianconv.description` -> :mod:`~brianconv.builder` (Brian2 objects, runtime or C++
 standalone) -> :class:`~brianconv.simulation.SimulationResult`.
 """

@@ -62,15 +62,17 @@ class Layer:
     name : str
         Unique name (the torch module path where there is one).
     op : str
-        ``"input"``, ``"linear"``, ``"conv"``, ``"avgpool"``, ``"maxpool"``, ``"affine"``,
-        ``"add"``, ``"mul"`` or ``"cat"``.
+        ``"input"``, ``"linear"``, ``"conv"``, ``"avgpool"``, ``"maxpool"``, ``"add"``, ``"mul"``,
+        ``"cat"`` or ``"affine"`` (per-channel ``scale * x + shift`` from ``params``, removed before a
+        scheme sees the graph by :func:`brianconv.folding.fold_affine_layers`).
     inputs : list of str
         Names of the layers feeding this one (two for ``add`` and ``mul``, two or more for ``cat``).
     in_shape, out_shape : tuple of int
         Shape of one sample entering (the first input's) / leaving the layer, without the batch axis.
     weight, bias : np.ndarray or None
-        float64 weights (``(out, in)`` or ``(C_out, C_in/groups, kH, kW)``) and biases ``(out,)``,
-        BatchNorm already folded in.
+        float64 weights (``(out, in)`` or ``(C_out, C_in/groups, kH, kW)``) and biases, BatchNorm
+        already folded in: one per output channel ``(C_out,)``, or one per neuron ``out_shape`` (a
+        conv that reads a folded shift through zero padding, :mod:`brianconv.folding`).
     params : dict
         Geometry: ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``groups`` as tuples/ints;
         ``second_size`` (int) of a ``mul``; ``axis`` (0, the channels of one sample) and ``sizes``
@@ -99,6 +101,22 @@ class Layer:
     def is_weighted(self):
         return self.op in ("linear", "conv")
 
+    def neuron_bias(self):
+        """The bias of every neuron, shape ``(size,)`` in the neuron order of ``out_shape``.
+
+        ``bias`` may hold one value per output channel ``(C,)`` (repeated over the channel's
+        positions) or one per neuron (shape ``out_shape``); no bias gives zeros.
+        """
+        if self.bias is None:
+            return np.zeros(self.size)
+        bias = np.asarray(self.bias)
+        if bias.shape == tuple(self.out_shape):
+            return bias.ravel()
+        if bias.ndim == 1 and len(bias) == self.out_shape[0]:
+            return np.repeat(bias, self.size // len(bias))
+        raise ShapeError(f"Layer {self.name!r} has a bias of shape {bias.shape}; expected one value per output "
+                         f"channel ({self.out_shape[0]},) or one per neuron {tuple(self.out_shape)}.")
+
     def pre_activation(self, *inputs):
         """This layer's output before its activation, for torch tensors ``(N, *in_shape)``."""
         if self.op == "linear":
@@ -107,8 +125,10 @@ class Layer:
             inputs = (inputs[0].reshape((inputs[0].shape[0],) + tuple(self.in_shape)),)
         p = self.params
         if self.op == "conv":
-            return F.conv2d(inputs[0], _tensor(self.weight), _tensor(self.bias), p["stride"],
-                            p["padding"], p["dilation"], p["groups"])
+            per_channel = self.bias is None or np.ndim(self.bias) == 1
+            out = F.conv2d(inputs[0], _tensor(self.weight), _tensor(self.bias) if per_channel else None,
+                           p["stride"], p["padding"], p["dilation"], p["groups"])
+            return out if per_channel else out + _tensor(self.bias)  # one bias per neuron
         if self.op == "avgpool":
             return F.avg_pool2d(inputs[0], p["kernel_size"], p["stride"], p["padding"],
                                 count_include_pad=p["count_include_pad"])

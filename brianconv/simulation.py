@@ -17,6 +17,7 @@ import numpy as np
 from . import schemes
 from .builder import MonitorRequest, build_runtime, build_standalone
 from .errors import AccuracyWarning, CalibrationError, InvalidValueError, ShapeError
+from .folding import fold_affine_layers, fold_input_shift, input_shift_for
 from .graph import trace
 
 __all__ = ["convert", "load_network", "SpikingNetwork", "SimulationResult"]
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 DEVICES = ("cpp_standalone", "runtime", "cython", "numpy")
 
 
-def convert(model, method="ttfs", calibration=None, input_shape=None, **options):
+def convert(model, method="ttfs", calibration=None, input_shape=None, input_range=None, **options):
     """Convert a trained torch model into a spiking network.
 
     Parameters
@@ -39,9 +40,17 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, **options)
     method : str
         A registered coding scheme (``brianconv.schemes.available()``).
     calibration : array or tensor, shape (N, *input_shape)
-        Samples (e.g. a few hundred training images) used to set each layer's scale.
+        Samples (e.g. a few hundred training images) used to set each layer's scale, preprocessed
+        as in training (mean/std-normalised data with negative values is fine).
     input_shape : tuple, optional
         Shape of one sample; taken from ``calibration`` when omitted.
+    input_range : (low, high), optional
+        Bounds of the input values, each a scalar or one value per input channel (axis 0 of a
+        sample). Schemes that code values >= 0 (ttfs, tdsnn, amos, rate with Poisson input)
+        receive ``x - low``, the shift folded exactly into the first weighted layer(s)
+        (:mod:`brianconv.folding`); without ``input_range`` ``low`` is the calibration data's
+        minimum per channel, or 0 when it is non-negative (then nothing changes). Given, it applies
+        to every scheme.
     **options
         Options of the scheme (see its class docstring), e.g. ``t_max=64`` for ``"ttfs"``.
 
@@ -57,13 +66,18 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, **options)
     if calibration.ndim < 2 or len(calibration) == 0:
         raise CalibrationError(f"Calibration data must be a non-empty batch (N, *input_shape); got shape "
                                f"{calibration.shape}.")
-    graph = trace(model, tuple(input_shape) if input_shape is not None else calibration.shape[1:])
+    graph = fold_affine_layers(trace(model, tuple(input_shape) if input_shape is not None else calibration.shape[1:]))
     scheme.check(graph)
     x = graph.check_input(calibration)
+    shift = None
+    if scheme.needs_nonnegative_input or input_range is not None:
+        shift = input_shift_for(x, input_range)
+        x = shift.apply(x)
+    described = fold_input_shift(graph, shift.low) if shift is not None else graph
     scheme.check_input(x)
-    calibrated = scheme.calibrate(graph, x)
-    description = scheme.describe(graph, calibrated)
-    return SpikingNetwork(graph, scheme, calibrated, description)
+    calibrated = scheme.calibrate(described, x)
+    description = scheme.describe(described, calibrated)
+    return SpikingNetwork(graph, scheme, calibrated, description, input_shift=shift, described_graph=described)
 
 
 def load_network(path):
@@ -209,21 +223,36 @@ class SpikingNetwork:
     Attributes
     ----------
     graph : brianconv.graph.LayerGraph
+        The model's layer graph; it reads the user's inputs (``result.ann_outputs``).
     scheme : brianconv.schemes.Scheme
     calibration : brianconv.calibration.Calibration
     description : brianconv.description.NetworkDescription
+    input_shift : brianconv.folding.InputShift or None
+        Per-channel input bounds; the network receives ``x - input_shift.low`` (None: ``x``).
+    described_graph : brianconv.graph.LayerGraph
+        The graph the scheme described: ``graph`` with the input shift folded in (``graph``
+        itself without a shift); it reads ``x - input_shift.low``.
     """
 
-    def __init__(self, graph, scheme, calibration, description):
+    input_shift = None  # networks saved before input shifts existed
+    _described_graph = None
+
+    def __init__(self, graph, scheme, calibration, description, input_shift=None, described_graph=None):
         self.graph = graph
         self.scheme = scheme
         self.calibration = calibration
         self.description = description
+        self.input_shift = input_shift
+        self._described_graph = described_graph
         self._programs = {}
         self._network = None
 
     def __repr__(self):
         return f"<SpikingNetwork {self.description.summary()}>"
+
+    @property
+    def described_graph(self):
+        return self._described_graph if self._described_graph is not None else self.graph
 
     def __getstate__(self):  # compiled programs and Brian2 objects stay behind
         return dict(self.__dict__, _programs={}, _network=None)
@@ -268,6 +297,9 @@ class SpikingNetwork:
         Parameters
         ----------
         x : array or tensor, shape (N, *input_shape)
+            Preprocessed like the calibration data; the network receives ``x - input_shift.low``
+            (values below ``low`` clipped, with an AccuracyWarning), the ANN outputs of the result
+            are computed on ``x`` itself.
         device : {"cpp_standalone", "runtime", "cython", "numpy"}
             C++ standalone (compiled once, then run per batch) or Brian2's runtime device (with
             Cython where a compiler exists; "cython"/"numpy" force the code generation target).
@@ -296,7 +328,8 @@ class SpikingNetwork:
         SimulationResult
         """
         x = self.graph.check_input(x)
-        self.scheme.check_input(x)
+        x_network = self.input_shift.apply(x) if self.input_shift is not None else x  # clipped at low, warns
+        self.scheme.check_input(x_network)
         n = len(x)
         if labels is not None:
             labels = np.asarray(labels)
@@ -311,7 +344,7 @@ class SpikingNetwork:
         for name in list(monitors.spikes) + list(monitors.states):
             self.description.population(name)  # raises KeyError naming the populations
         program = self.program(device, batch_size, monitors, build_root)
-        flat = x.reshape(n, -1)
+        flat = x_network.reshape(n, -1)
         batches = [flat[start:start + batch_size] for start in range(0, n, batch_size)]
         batch_values = [setup.batch_values(start) for start in range(0, n, batch_size)]
         start_time = time.perf_counter()

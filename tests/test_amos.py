@@ -318,8 +318,8 @@ def test_unsupported_layers_and_inputs_are_rejected():
         brianconv.convert(pooled, "amos", calibration=x, wiring="axon")
     with pytest.raises(ConversionError, match="output layer"):
         brianconv.convert(nn.Sequential(nn.Flatten(), nn.Linear(36, 2), nn.Sigmoid()), "amos", calibration=x)
-    with pytest.raises(InvalidValueError, match="negative"):
-        brianconv.convert(nn.Sequential(nn.Flatten(), nn.Linear(36, 2)), "amos", calibration=x - 0.5)
+    shifted = brianconv.convert(nn.Sequential(nn.Flatten(), nn.Linear(36, 2)), "amos", calibration=x - 0.5)
+    assert shifted.input_shift.low[0] < 0  # negative inputs: shifted to x - low >= 0, folded into the Linear
     with pytest.raises(InvalidValueError, match="K"):
         brianconv.convert(nn.Sequential(nn.Flatten(), nn.Linear(36, 2)), "amos", calibration=x, K=0)
 

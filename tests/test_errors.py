@@ -63,13 +63,15 @@ def test_nan_or_inf_in_calibration_inputs(model, calibration, value):
         brianconv.convert(model, method="ttfs", calibration=calibration)
 
 
-def test_negative_inputs_cannot_be_time_coded(model, calibration):
+def test_negative_inputs_are_shifted_not_time_coded(model, calibration):
     calibration[2, 0, 3, 1] = -0.25
-    with pytest.raises(InvalidValueError) as info:
-        brianconv.convert(model, method="ttfs", calibration=calibration)
+    snn = brianconv.convert(model, method="ttfs", calibration=calibration)  # shifted by the minimum, folded
+    assert snn.input_shift.low.tolist() == [-0.25]
+    with pytest.raises(InvalidValueError) as info:  # the scheme itself codes values >= 0 only
+        snn.scheme.check_input(calibration.numpy())
     message = str(info.value)
-    assert "negative inputs found (minimum -0.25)" in message  # the problem ...
-    assert "non-negative" in message  # ... and the fix
+    assert "negative inputs (minimum -0.25)" in message  # the problem ...
+    assert "input_range=(low, high)" in message  # ... and the fix
 
 
 def test_sigmoid_hidden_activation_names_the_layer(calibration):

@@ -363,6 +363,7 @@ class AMOS(Scheme):
     """
 
     name = "amos"
+    needs_nonnegative_input = True
     activations = frozenset({"relu", "sigmoid", "silu"})
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul"})
     defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None,
@@ -418,11 +419,6 @@ class AMOS(Scheme):
                 raise ConversionError(f"amos: product {layer.name!r} reads {name!r} ({factor.op}); both factors "
                                       "must be layers of ReLU/sigmoid/SiLU units or their max-pool.")
 
-    def check_input(self, x):
-        if np.min(x) < 0:
-            raise InvalidValueError(f"amos codes the input with AMOS ReLU units on [0, x_max] and cannot carry the "
-                                    f"negative inputs found (minimum {np.min(x):.3g}); use non-negative inputs.")
-
     def calibrate(self, graph, x):
         return calibrate(graph, x, self.options["percentile"])
 
@@ -455,7 +451,7 @@ class AMOS(Scheme):
         pooled = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
         for layer, source, connections in projected_layers(graph, names):
             name, sender = names[layer.name], senders[source]
-            bias = np.repeat(layer.bias, layer.size // len(layer.bias)) if layer.is_weighted else None
+            bias = layer.neuron_bias() if layer.is_weighted else None
             if layer is graph.output:
                 net.add(Population(name, layer.size, OUTPUT_EQUATIONS, events={"clear": CLEAR},
                                    values=dict(v_rest=bias * v_unit), layer=layer.name, shape=layer.out_shape,

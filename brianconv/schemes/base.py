@@ -138,8 +138,21 @@ class Scheme:
             raise ConversionError(f"{self.name}: the output layer {graph.output.name!r} must be "
                                   f"{' or '.join(sorted(self.output_ops))}, not {graph.output.op}.")
 
+    #: True when the code carries only values >= 0 (spike times, spike counts, rates):
+    #: :func:`~brianconv.simulation.convert` then shifts the input by its lower bound
+    #: (:mod:`brianconv.folding`), so the network receives ``x - low >= 0``.
+    needs_nonnegative_input = False
+
     def check_input(self, x):
-        """Raise for inputs the code cannot carry (default: none)."""
+        """Raise :class:`~brianconv.errors.InvalidValueError` for negative inputs to a scheme that
+        codes values >= 0 (:attr:`needs_nonnegative_input`); ``x`` has shape ``(N, *input_shape)``."""
+        if self.needs_nonnegative_input and np.min(x) < 0:
+            raise InvalidValueError(
+                f"Method {self.name!r} codes input values >= 0 and received negative inputs (minimum "
+                f"{np.min(x):.3g}). brianconv.convert() handles inputs normalised as in training (negative values): "
+                "it shifts them by their lower bound and folds the shift into the first layer. Pass the normalised "
+                "calibration data (or input_range=(low, high)) to convert() and simulate the network it returns "
+                "on inputs normalised the same way.")
 
     def describe(self, graph, calibration):
         """Return the :class:`~brianconv.description.NetworkDescription` of ``graph``."""

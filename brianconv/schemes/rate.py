@@ -347,11 +347,10 @@ class Rate(Scheme):
                     raise ConversionError(f"rate: max-pooling {layer.name!r} must follow a Linear or Conv2d layer "
                                           f"(its gate reads the spike rates of IF neurons), not {source.op!r}.")
 
-    def check_input(self, x):
-        if self.options["input"] == "poisson" and np.min(x) < 0:
-            raise InvalidValueError(f"input='poisson' codes values as spike rates and cannot carry the negative "
-                                    f"inputs found (minimum {np.min(x):.3g}). Use input='analog', or shift the data "
-                                    "to be non-negative (and retrain).")
+    @property
+    def needs_nonnegative_input(self):
+        """Poisson inputs code values as spike rates (>= 0); analog inputs carry any value."""
+        return self.options["input"] == "poisson"
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
@@ -406,7 +405,7 @@ class Rate(Scheme):
                                               model="", on_pre=MAXPOOL_ON_PRE))
                 continue
             output = layer.name == graph.output.name
-            bias = np.repeat(layer.bias, layer.size // len(layer.bias))
+            bias = layer.neuron_bias()
             from_input = source == populations[0].name
             if output:
                 code = OUTPUT_UPDATE

@@ -203,6 +203,7 @@ class TDSNN(Scheme):
     """
 
     name = "tdsnn"
+    needs_nonnegative_input = True
     activations = frozenset({"relu"})
     defaults = dict(L=8.0, dt=0.1 * ms, percentile=100.0, offset="fold", v_unit=1 * mV, pipeline=True)
 
@@ -222,11 +223,6 @@ class TDSNN(Scheme):
             if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
                 raise ConversionError(f"tdsnn: max-pooling {layer.name!r} directly after average pooling is not "
                                       "supported; average-pool after the max-pool instead.")
-
-    def check_input(self, x):
-        if np.min(x) < 0:
-            raise InvalidValueError(f"tdsnn codes values >= 0 as spike times and cannot carry the negative inputs "
-                                    f"found (minimum {np.min(x):.3g}). Use non-negative inputs, e.g. pixels in [0, 1].")
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
@@ -278,7 +274,7 @@ class TDSNN(Scheme):
                 continue
             output = layer is graph.output
             t_il = max(t_src, t_bias)
-            bias = np.repeat(layer.bias, layer.size // len(layer.bias))
+            bias = layer.neuron_bias()
             if o["offset"] == "fold":
                 bias = bias - np.bincount(connections.post, weights=connections.weight, minlength=layer.size)
             if output:

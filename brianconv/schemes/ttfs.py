@@ -174,6 +174,7 @@ class TTFS(Scheme):
     """
 
     name = "ttfs"
+    needs_nonnegative_input = True
     activations = frozenset({"relu"})
     defaults = dict(t_max=32, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
                     pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0), integration="clock")
@@ -196,12 +197,6 @@ class TTFS(Scheme):
             if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
                 raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after average pooling is not "
                                       "supported; average-pool after the max-pool instead.")
-
-    def check_input(self, x):
-        if np.min(x) < 0:
-            raise InvalidValueError(f"ttfs codes values in [0, x_max] as spike times and cannot carry the negative "
-                                    f"inputs found (minimum {np.min(x):.3g}). Shift or rescale the data to be "
-                                    "non-negative (and retrain), e.g. use pixels in [0, 1] without mean subtraction.")
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
@@ -352,18 +347,13 @@ def _layer_population(integration, kind, name, layer, v_th, T, v_unit):
     model = _MODELS[integration, kind]
     values = dict(T_steps=T, v_th=v_th, **model.get("initial", {}))
     if kind != "maxpool":
-        values["b"] = _bias(layer)
+        values["b"] = layer.neuron_bias()
     population = Population(
         name, layer.size, model["equations"], threshold=model["threshold"], reset=model["reset"],
         events={"window_start": (WINDOW_START, model["window_start"]), **model.get("events", {})},
         values=values, layer=layer.name, shape=layer.out_shape, role="output" if kind == "output" else "hidden",
         namespace={} if kind == "maxpool" else {"v_unit": v_unit})
     return population, model["on_pre"]
-
-
-def _bias(layer):
-    """The layer's bias per neuron (a conv's per-channel bias repeated over its positions)."""
-    return np.repeat(layer.bias, layer.size // len(layer.bias))
 
 
 def _window_starts(layout, T):
