@@ -320,7 +320,8 @@ def population_names(graph):
     """Brian2-safe, unique population names: ``input`` and ``<op>_<layer name>``."""
     names = {}
     for k, layer in enumerate(graph):
-        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
+        safe = "".join(c if c.isalnum() else "_" for c in layer.name)
+        base = "input" if layer.op == "input" else f"{layer.op}_{safe}"
         names[layer.name] = base if base not in names.values() else f"{base}_{k}"
     return names
 
