@@ -151,8 +151,8 @@ class NetworkDescription:
         Step inside the output window at which the decoded output is final (None: every step).
     options : dict
         The scheme options used, plus what the scheme needs after :meth:`~brianconv.schemes.Scheme.describe`
-        (e.g. the calibrated ``scales``) to set up runs and decode spikes. For display; not part of
-        :meth:`fingerprint`.
+        (e.g. the calibrated ``scales``) to set up runs and decode spikes. Not part of
+        :meth:`fingerprint` (populations and projections hold everything that is compiled).
 
     Run-time parameters are not stored here: the scheme's
     :meth:`~brianconv.schemes.Scheme.setup` turns them into the values of one run
