@@ -317,10 +317,11 @@ class SpikingNetwork:
         batch_size : int, optional
             Images per simulation run (default: N rounded up to a power of two, at most 512).
             The compiled program depends on it: keep it fixed to reuse builds.
-        n_workers : int
-            Standalone runs executed in parallel processes ("auto": one per core).
+        n_workers : int or "auto"
+            Standalone runs executed in parallel processes, at least 1 ("auto": one per core).
         spikes : sequence of str
-            Populations whose spikes are recorded (see ``SimulationResult.spikes``).
+            Spiking populations whose spikes are recorded (see ``SimulationResult.spikes`` and
+            :meth:`values`).
         states : dict, optional
             ``population -> (variables, neuron indices)`` recorded at every step.
         build_root : path, optional
@@ -330,7 +331,14 @@ class SpikingNetwork:
         trace : bool
             Keep the decoded output at every step of each image's window (``result.output_trace``).
         **parameters
-            Run-time parameters of the scheme (e.g. ``t_max=``, ``scales=`` for ttfs).
+            Run-time parameters of the scheme (e.g. ``t_max=``, ``scales=`` for ttfs; all of them:
+            ``snn.scheme.run_parameters()``).
+
+        Raises
+        ------
+        brianconv.errors.InvalidValueError
+            For an unknown device, run-time parameter or population, or a batch size or number
+            of workers that is not a positive integer, before anything is built.
 
         Returns
         -------
