@@ -106,7 +106,7 @@ def spike_statistics(snn, x, args):
         spikes[name] = np.bincount(image, minlength=len(x))
         ops[name] = np.bincount(image, weights=fan_out[name][neuron], minlength=len(x))
     _, values = snn.scheme.reference(snn.graph, snn.calibration, x)
-    decoded = {name: np.max(np.abs(snn.scheme.population_values(d, result, name)
+    decoded = {name: np.max(np.abs(snn.values(result, name)
                                    - values[d.population(name).layer].reshape(len(x), -1)))
                for name in d.options["units"]}
     return spikes, ops, decoded, result

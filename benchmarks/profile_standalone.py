@@ -76,7 +76,7 @@ def main():
     start = time.perf_counter()
     device.build(directory=str(directory), compile=True, run=False, with_output=False)
     build = time.perf_counter() - start
-    rows = builder._stimulus_rows(x.reshape(len(x), -1), args.images, d.n_inputs)
+    rows = builder.stimulus_rows(x.reshape(len(x), -1), args.images, d.n_inputs)
     start = time.perf_counter()
     device.run(run_args={objects.stimulus: rows})
     wall = time.perf_counter() - start

@@ -149,7 +149,7 @@ def correlation(snn, x, args):
     print(f"\nANN activation vs SNN rate on {n} images (rate x scale, ANN units), Pearson r:")
     for name in hidden:
         ann = activations[snn.description.population(name).layer].reshape(n, -1)
-        carried = snn.scheme.population_values(snn.description, result, name)
+        carried = snn.values(result, name)
         print(f"  {name:<14} r = {np.corrcoef(ann.ravel(), carried.ravel())[0, 1]:.4f}")
     return result, x[:n]
 

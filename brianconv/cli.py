@@ -178,9 +178,10 @@ def simulate_command(args):
 def sweep_command(args):
     from .sweep import sweep
 
-    snn = _network(args)
-    x, y, source = _test_data(args)
     grid = dict(_parse_assignment(text, many=True) for text in args.param)
+    snn = _network(args)
+    snn.scheme.check_run_parameters(grid)   # before loading data: names the valid --param names
+    x, y, source = _test_data(args)
     print(f"sweeping {grid} on {len(x)} images from the {source}")
     table = sweep(snn, x, grid, labels=y, device=_usable_device(args.device), n_workers=args.workers,
                   build_root=args.build_dir)

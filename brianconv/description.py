@@ -149,11 +149,14 @@ class NetworkDescription:
         Dividing the recorded variable by this gives values in ANN units.
     readout_step : int or None
         Step inside the output window at which the decoded output is final (None: every step).
-    parameters : dict
-        Run-time parameters ``name -> list of (population, variable, value)``: what
-        :meth:`run_values` sets for one value of a user parameter.
     options : dict
-        The scheme options used (for display and for the cache key).
+        The scheme options used, plus what the scheme needs after :meth:`~brianconv.schemes.Scheme.describe`
+        (e.g. the calibrated ``scales``) to set up runs and decode spikes. Not part of
+        :meth:`fingerprint` (populations and projections hold everything that is compiled).
+
+    Run-time parameters are not stored here: the scheme's
+    :meth:`~brianconv.schemes.Scheme.setup` turns them into the values of one run
+    (:class:`~brianconv.schemes.RunSetup`).
     """
 
     scheme: str

@@ -124,7 +124,7 @@ def activation_correlation(snn, result, x, populations=None, max_points=20000):
     """ANN activation against the value the SNN carries, one panel per population.
 
     ``result`` must come from ``snn.simulate(x, spikes=populations)``; the scheme decodes each
-    population's spikes back into ANN units (:meth:`Scheme.population_values`).
+    population's spikes back into ANN units (:meth:`SpikingNetwork.values`).
     """
     populations = [p for p in (populations or result.spikes) if p in result.spikes and
                    snn.description.population(p).role != "input"]
@@ -137,7 +137,7 @@ def activation_correlation(snn, result, x, populations=None, max_points=20000):
     for ax, name in zip(axes[0], populations):
         layer = snn.description.population(name).layer
         expected = np.maximum(ann[layer].reshape(len(x), -1), 0).ravel()
-        carried = snn.scheme.population_values(snn.description, result, name).ravel()
+        carried = snn.values(result, name).ravel()
         pick = rng.choice(len(expected), size=min(max_points, len(expected)), replace=False)
         ax.plot(expected[pick], carried[pick], ".", ms=2, alpha=0.4)
         top = max(expected.max(), carried.max(), 1e-12)

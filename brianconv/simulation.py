@@ -7,6 +7,7 @@ device and returns a :class:`SimulationResult`.
 """
 
 import logging
+import numbers
 import os
 import time
 import warnings
@@ -15,17 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import schemes
-from .builder import MonitorRequest, build_runtime, build_standalone
-from .errors import AccuracyWarning, CalibrationError, InvalidValueError, ShapeError
+from .builder import DEVICES, BuildInfo, MonitorRequest, RuntimeProgram, build
+from .errors import AccuracyWarning, CalibrationError, DataNotFoundError, InvalidValueError, ShapeError
 from .folding import fold_affine_layers, fold_input_shift, input_shift_for
 from .graph import trace
 
 __all__ = ["convert", "load_network", "SpikingNetwork", "SimulationResult"]
 
 logger = logging.getLogger(__name__)
-#: ``cpp_standalone``; ``runtime`` (Brian2's runtime device, Cython where a compiler exists, else
-#: numpy); ``cython`` and ``numpy`` choose the runtime code generation target explicitly.
-DEVICES = ("cpp_standalone", "runtime", "cython", "numpy")
 
 
 def convert(model, method="ttfs", calibration=None, input_shape=None, input_range=None, **options):
@@ -81,11 +79,24 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
 
 
 def load_network(path):
-    """Read a network written by :meth:`SpikingNetwork.save` (``brianconv convert``). Only open trusted files."""
+    """Read a network written by :meth:`SpikingNetwork.save` (``brianconv convert``). Only open trusted files.
+
+    Raises :class:`~brianconv.errors.DataNotFoundError` for a missing file and
+    :class:`~brianconv.errors.InvalidValueError` for a file that is not a whole saved network.
+    """
     import pickle
 
-    with open(path, "rb") as handle:
-        network = pickle.load(handle)
+    try:
+        with open(path, "rb") as handle:
+            network = pickle.load(handle)
+    except FileNotFoundError as exc:
+        raise DataNotFoundError(f"No saved network at {path}: write one with SpikingNetwork.save or "
+                                "'brianconv convert -o FILE'.") from exc
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError,
+            ValueError) as exc:
+        raise InvalidValueError(f"{path} is not a readable saved network (corrupt or truncated file, or saved by "
+                                f"an incompatible version: {type(exc).__name__}: {exc}). Convert the model again "
+                                "and save it with SpikingNetwork.save or 'brianconv convert -o FILE'.") from exc
     if not isinstance(network, SpikingNetwork):
         raise InvalidValueError(f"{path} does not hold a converted network (found {type(network).__name__}).")
     return network
@@ -271,24 +282,56 @@ class SpikingNetwork:
         Inspect equations, thresholds and weights here, e.g. ``snn.network.groups['conv_0'].equations``.
         """
         if self._network is None:
-            self._network = build_runtime(self.description, 1).objects
+            self._network = RuntimeProgram(self.description, 1).objects
         return self._network
 
     def program(self, device="cpp_standalone", batch_size=1, monitors=None, build_root=None):
-        """The compiled program for ``device`` and ``batch_size`` (built once, then reused)."""
-        if device not in DEVICES:
-            raise InvalidValueError(f"device must be one of {DEVICES}, got {device!r}.")
+        """The :class:`~brianconv.builder.Program` for ``device`` and ``batch_size`` (built once, then reused)."""
+        return self._program(_check_device(device), _check_batch_size(batch_size, 1), monitors, build_root)[0]
+
+    def _program(self, device, batch_size, monitors, build_root):
+        """The program and the :class:`~brianconv.builder.BuildInfo` of this call (nothing built: zero)."""
         monitors = monitors or MonitorRequest()
         key = (device, batch_size, monitors.key(), str(build_root))
-        if key not in self._programs:
-            start = time.perf_counter()
-            if device != "cpp_standalone":
-                target = None if device == "runtime" else device
-                self._programs[key] = build_runtime(self.description, batch_size, monitors, target)
-            else:
-                self._programs[key] = build_standalone(self.description, batch_size, monitors, build_root)
-            self._programs[key].build_seconds = time.perf_counter() - start
-        return self._programs[key]
+        if key in self._programs:
+            return self._programs[key], BuildInfo()
+        program, info = build(self.description, device, batch_size, monitors, build_root)
+        self._programs[key] = program
+        return program, info
+
+    def values(self, result, population):
+        """The values a population carries, in ANN units, shape ``(N, size)``, decoded from ``result``.
+
+        Parameters
+        ----------
+        result : SimulationResult
+            A run of this network that monitored the population (``simulate(..., spikes=[name])``),
+            except for the output, whose values are ``result.outputs``.
+        population : str
+            A population name (``snn.description.populations``) or the name of the layer it
+            represents (``snn.graph``).
+
+        Returns
+        -------
+        np.ndarray, shape (N, size)
+        """
+        name = self._population_name(population)
+        if name == self.description.output_population:
+            return np.array(result.outputs)
+        return self.scheme.population_values(self.description, result, name)
+
+    def _population_name(self, name):
+        """The population called ``name``, or the one that represents layer ``name``."""
+        d = self.description
+        populations = [p.name for p in d.populations]
+        if name in populations:
+            return name
+        carriers = [p.name for p in d.populations if p.layer == name and p.role != "helper"]
+        if len(carriers) == 1:
+            return carriers[0]
+        layers = {p.layer: p.name for p in d.populations if p.role != "helper" and p.layer is not None}
+        raise InvalidValueError(f"No population or layer {name!r}; populations: {', '.join(populations)}; layers "
+                                f"(population): {', '.join(f'{k} ({v})' for k, v in layers.items())}.")
 
     def simulate(self, x, device="cpp_standalone", labels=None, batch_size=None, n_workers=1, spikes=(),
                  states=None, build_root=None, progress=None, trace=False, **parameters):
@@ -308,10 +351,11 @@ class SpikingNetwork:
         batch_size : int, optional
             Images per simulation run (default: N rounded up to a power of two, at most 512).
             The compiled program depends on it: keep it fixed to reuse builds.
-        n_workers : int
-            Standalone runs executed in parallel processes ("auto": one per core).
+        n_workers : int or "auto"
+            Standalone runs executed in parallel processes, at least 1 ("auto": one per core).
         spikes : sequence of str
-            Populations whose spikes are recorded (see ``SimulationResult.spikes``).
+            Spiking populations whose spikes are recorded (see ``SimulationResult.spikes`` and
+            :meth:`values`).
         states : dict, optional
             ``population -> (variables, neuron indices)`` recorded at every step.
         build_root : path, optional
@@ -321,7 +365,14 @@ class SpikingNetwork:
         trace : bool
             Keep the decoded output at every step of each image's window (``result.output_trace``).
         **parameters
-            Run-time parameters of the scheme (e.g. ``t_max=``, ``scales=`` for ttfs).
+            Run-time parameters of the scheme (e.g. ``t_max=``, ``scales=`` for ttfs; all of them:
+            ``snn.scheme.run_parameters()``).
+
+        Raises
+        ------
+        brianconv.errors.InvalidValueError
+            For an unknown device, run-time parameter or population, or a batch size or number
+            of workers that is not a positive integer, before anything is built.
 
         Returns
         -------
@@ -335,24 +386,20 @@ class SpikingNetwork:
             labels = np.asarray(labels)
             if labels.shape != (n,):
                 raise ShapeError(f"labels has shape {labels.shape}; expected ({n},) to match the inputs.")
-        batch_size = batch_size or min(1 << int(np.ceil(np.log2(n))), 512)
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise InvalidValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        n_workers = os.cpu_count() if n_workers == "auto" else int(n_workers)
-        setup = self.scheme.setup(self.description, **parameters)
-        monitors = MonitorRequest(tuple(spikes), dict(states or {}))
-        for name in list(monitors.spikes) + list(monitors.states):
-            self.description.population(name)  # raises KeyError naming the populations
-        program = self.program(device, batch_size, monitors, build_root)
+        device, n_workers = _check_device(device), _check_n_workers(n_workers)
+        batch_size = _check_batch_size(batch_size, n)
+        setup = self.scheme.setup(self.description, **self.scheme.check_run_parameters(parameters))
+        monitors = _monitor_request(self.description, spikes, states)
+        program, build_info = self._program(device, batch_size, monitors, build_root)
         flat = x_network.reshape(n, -1)
         batches = [flat[start:start + batch_size] for start in range(0, n, batch_size)]
         batch_values = [setup.batch_values(start) for start in range(0, n, batch_size)]
         start_time = time.perf_counter()
         records = _run_batches(program, batches, batch_values, n_workers, progress)
         elapsed = time.perf_counter() - start_time
-        return self._assemble(x, labels, batches, records, setup, device, program, elapsed, trace, monitors)
+        return self._assemble(x, labels, batches, records, setup, device, build_info, elapsed, trace, monitors)
 
-    def _assemble(self, x, labels, batches, records, setup, device, program, elapsed, trace, monitors):
+    def _assemble(self, x, labels, batches, records, setup, device, build_info, elapsed, trace, monitors):
         d = self.description
         outputs, spikes, synops, traces, synop_traces = [], {}, {}, [], []
         monitored_spikes, monitored_states = {}, {}
@@ -367,8 +414,8 @@ class SpikingNetwork:
                                         for k, p in enumerate(d.populations)))
             for k, p in enumerate(d.populations):
                 start = setup.window_starts[p.name]
-                spikes.setdefault(p.name, []).append(_per_image(rec.spike_count[:, k], start, d.period_steps, len(batch)))
-                synops.setdefault(p.name, []).append(_per_image(rec.synop_count[:, k], start, d.period_steps, len(batch)))
+                for totals, counts in ((spikes, rec.spike_count), (synops, rec.synop_count)):
+                    totals.setdefault(p.name, []).append(_per_image(counts[:, k], start, d.period_steps, len(batch)))
             offset = sum(len(o) for o in outputs[:-1])
             for name, (index, step) in rec.spikes.items():
                 lags = self.scheme.evaluation_lags(d, name)
@@ -402,8 +449,7 @@ class SpikingNetwork:
             window_starts=dict(setup.window_starts),
             monitored_indices={name: np.asarray(indices) for name, (_, indices) in monitors.states.items()},
             stage_marks={name: self.scheme.stage_marks(d, setup, name) for name in monitors.states},
-            timing=dict(build=program.__dict__.pop("build_seconds", 0.0), simulate=elapsed,
-                        compiled=program.__dict__.pop("freshly_built", False),
+            timing=dict(build=build_info.seconds, simulate=elapsed, compiled=build_info.compiled,
                         peak_memory_mb=max((r.peak_memory_mb or 0.0) for r in records) or None))
         _warn_lost_neurons(d, self.calibration, checked, monitored, peaks, len(x))
         return result
@@ -484,19 +530,14 @@ def _per_image_trace(cumulative, start, period, n_images):
 
 
 def _run_batches(program, batches, batch_values, n_workers, progress):
-    """Run every batch (with its own run values), in order or over ``n_workers`` processes."""
-    if program.device == "runtime" or n_workers <= 1:
-        records = []
-        for batch, values in zip(batches, batch_values):
-            records.append(program.run(batch, values))
-            if progress:
-                progress(len(batch))
-        return records
+    """Run every batch (with its own run values), keeping up to ``n_workers`` runs in flight where the
+    program runs in the background (:attr:`~brianconv.builder.Program.parallel`), one at a time otherwise."""
+    in_flight = n_workers if program.parallel else 1
     records = [None] * len(batches)
     running = []
     for index, (batch, values) in enumerate(zip(batches, batch_values)):
         running.append((index, len(batch), program.start(batch, values)))
-        if len(running) >= n_workers:
+        if len(running) >= in_flight:
             _finish_first(program, running, records, progress)
     while running:
         _finish_first(program, running, records, progress)
@@ -505,6 +546,51 @@ def _run_batches(program, batches, batch_values, n_workers, progress):
 
 def _finish_first(program, running, records, progress):
     index, size, handle = running.pop(0)
-    records[index] = program.finish(*handle)
+    records[index] = program.finish(handle)
     if progress:
         progress(size)
+
+
+# -- argument checks ------------------------------------------------------------------------------
+
+def _check_device(device):
+    if device not in DEVICES:
+        raise InvalidValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}.")
+    return device
+
+
+def _check_n_workers(n_workers):
+    """``"auto"`` (one per core) or a positive integer."""
+    if n_workers == "auto":
+        return os.cpu_count() or 1
+    if isinstance(n_workers, bool) or not isinstance(n_workers, numbers.Integral) or n_workers < 1:
+        raise InvalidValueError(f"n_workers must be a positive integer or 'auto'; got {n_workers!r}.")
+    return int(n_workers)
+
+
+def _check_batch_size(batch_size, n_images):
+    """A positive integer; None: ``n_images`` rounded up to a power of two, at most 512."""
+    if batch_size is None:
+        return min(1 << int(np.ceil(np.log2(max(n_images, 1)))), 512)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise InvalidValueError(f"batch_size must be a positive integer (images per run); got {batch_size!r}.")
+    return int(batch_size)
+
+
+def _monitor_request(description, spikes, states):
+    """The :class:`~brianconv.builder.MonitorRequest` of ``spikes=`` and ``states=``, checked against the network."""
+    spikes = (spikes,) if isinstance(spikes, str) else tuple(spikes or ())
+    states = dict(states or {})
+    populations = [p.name for p in description.populations]
+    spiking = [p.name for p in description.populations if p.threshold is not None]
+    for argument, names in (("spikes", spikes), ("states", states)):
+        unknown = [name for name in names if name not in populations]
+        if unknown:
+            raise InvalidValueError(f"{argument}= names unknown population(s) {', '.join(map(repr, unknown))}; the "
+                                    f"populations are {', '.join(populations)}.")
+    silent = [name for name in spikes if name not in spiking]
+    if silent:
+        raise InvalidValueError(f"spikes= names population(s) {', '.join(map(repr, silent))} without spikes (no "
+                                f"threshold; the output population's values are result.outputs); spiking "
+                                f"populations: {', '.join(spiking)}.")
+    return MonitorRequest(spikes, states)

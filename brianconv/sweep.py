@@ -68,7 +68,9 @@ def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, **s
     snn : SpikingNetwork
     x : array, shape (N, *input_shape)
     grid : dict
-        ``parameter -> list of values`` (run-time parameters of the scheme).
+        ``parameter -> list of values``: run-time parameters of the scheme
+        (``snn.scheme.run_parameters()``); other names raise
+        :class:`~brianconv.errors.InvalidValueError` before anything runs.
     labels : array of int, optional
     device : str
         ``"cpp_standalone"`` compiles once and re-runs the binary for every point.
@@ -83,6 +85,7 @@ def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, **s
     """
     if not grid:
         raise InvalidValueError("The grid is empty: pass {parameter: [values, ...]}.")
+    snn.scheme.check_run_parameters(grid)
     names = list(grid)
     points = list(itertools.product(*(list(grid[name]) for name in names)))
     bar = None

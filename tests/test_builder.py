@@ -75,12 +75,12 @@ def test_simulate_rejects_bad_inputs(snn):
         snn.simulate(torch.rand(2, 1, 6, 6), labels=[1, 2, 3], device="numpy")
     with pytest.raises(InvalidValueError, match="device"):
         snn.simulate(torch.rand(2, 1, 6, 6), device="gpu")
-    with pytest.raises(KeyError, match="populations"):
+    with pytest.raises(InvalidValueError, match="populations"):
         snn.simulate(torch.rand(2, 1, 6, 6), device="numpy", spikes=["no_such_layer"])
 
 
 def test_missing_compiler_is_a_clear_error(snn, monkeypatch, tmp_path):
-    monkeypatch.setattr(builder, "find_compiler", lambda: None)
+    monkeypatch.setattr(builder.cache, "find_compiler", lambda: None)
     with pytest.raises(BuildError, match="No C\\+\\+ compiler.*device='runtime'"):
         snn.simulate(torch.rand(2, 1, 6, 6), device="cpp_standalone", build_root=tmp_path)
     assert not any(tmp_path.iterdir())
@@ -92,7 +92,7 @@ def test_failed_build_leaves_nothing_to_trust(snn, monkeypatch, tmp_path):
         (directory / "half_written.cpp").write_text("int main(")
         raise BuildError("compiler exploded")
 
-    monkeypatch.setattr(builder, "_compile", broken)
+    monkeypatch.setattr(builder.cache, "_compile", broken)
     with pytest.raises(BuildError, match="exploded"):
         builder.build_standalone(snn.description, 2, build_root=tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -106,13 +106,13 @@ def test_cached_build_is_found_by_fingerprint(snn, tmp_path, monkeypatch):
                                             nn.Linear(8, 3)).eval(), "ttfs", calibration=torch.rand(20, 1, 6, 6),
                               t_max=8)
     assert other.description.fingerprint(2) != key
-    monkeypatch.setattr(builder, "_compile", lambda *a: pytest.fail("compiled although a build exists"))
+    monkeypatch.setattr(builder.cache, "_compile", lambda *a: pytest.fail("compiled although a build exists"))
     folder = tmp_path / builder.build_key(snn.description, 2, builder.MonitorRequest())
     assert folder.name.startswith(key)
     folder.mkdir()
     (folder / builder.MANIFEST).write_text(json.dumps({"batch_size": 2, "n_steps": 10}))
-    program = builder.build_standalone(snn.description, 2, build_root=tmp_path)
-    assert program.directory == folder and not program.freshly_built
+    program, info = builder.build_standalone(snn.description, 2, build_root=tmp_path)
+    assert program.directory == info.directory == folder and not info.compiled
 
 
 def test_fingerprint_covers_per_synapse_delays():
@@ -156,7 +156,7 @@ def test_full_disk_during_the_build_is_named_and_leaves_no_cache_entry(tiny, mon
         raise _no_space(os.path.join(writer.project_dir, filename))
 
     monkeypatch.setattr(cpp_device.CPPWriter, "write", full)
-    monkeypatch.setattr(builder, "find_compiler", lambda: "c++")   # the disk fills before anything compiles
+    monkeypatch.setattr(builder.cache, "find_compiler", lambda: "c++")   # the disk fills before anything compiles
     with pytest.raises(BuildError) as info:
         tiny.simulate(torch.rand(2, 4), device="cpp_standalone", build_root=tmp_path)
     assert attempts, "the build never reached the injected write"
@@ -177,9 +177,9 @@ def test_full_disk_when_writing_the_manifest_leaves_no_cache_entry(tiny, monkeyp
         handle.write("{")   # a partial manifest, as a full disk leaves it
         raise _no_space(handle.name)
 
-    monkeypatch.setattr(builder, "_compile", compiled)
-    monkeypatch.setattr(builder, "find_compiler", lambda: "c++")
-    monkeypatch.setattr(builder.json, "dump", dump)
+    monkeypatch.setattr(builder.cache, "_compile", compiled)
+    monkeypatch.setattr(builder.cache, "find_compiler", lambda: "c++")
+    monkeypatch.setattr(builder.cache.json, "dump", dump)
     with pytest.raises(BuildError) as info:
         builder.build_standalone(tiny.description, 2, build_root=tmp_path)
     _assert_names_the_full_disk(str(info.value), tmp_path)
@@ -228,7 +228,7 @@ def test_only_rounding_level_grid_warnings_are_dropped():
     import logging
 
     template = "Group uses a dt of 100. us while TimedArray uses dt of {} (ratio: 1/{}) → time grids not aligned"
-    keep = builder._RoundingOnlyGridFilter().filter
+    keep = builder.objects._RoundingOnlyGridFilter().filter
     record = logging.LogRecord("brian2.input.timedarray", logging.WARNING, "", 0, "", None, None)
     record.msg = template.format("10.4 ms", "104.00000000000001")
     assert not keep(record)

@@ -1,6 +1,7 @@
 """Errors through the public API: ``brianconv.convert`` names the problem and the fix.
 
-Only conversion runs here (tracing, calibration, description); nothing is simulated.
+Only conversion runs here (tracing, calibration, description); nothing is simulated: the misuses of a
+converted network are caught before anything is built.
 """
 
 from collections import OrderedDict
@@ -133,3 +134,91 @@ def test_options_with_wrong_units_are_rejected():
         brianconv.convert(model, "ttfs", calibration=x, dt=1 * mV)
     with pytest.raises(InvalidValueError, match="v_unit must be a positive voltage"):
         brianconv.convert(model, "ttfs", calibration=x, v_unit=1 * ms)
+
+
+# -- misuse of a converted network: every argument checked before anything is built or simulated --------
+
+@pytest.fixture
+def snn(model, calibration):
+    return brianconv.convert(model, method="ttfs", calibration=calibration, t_max=8)
+
+
+def test_spikes_of_the_output_accumulator_are_refused(snn):
+    output = snn.description.output_population
+    with pytest.raises(InvalidValueError) as info:
+        snn.simulate(torch.rand(2, 1, 4, 4), device="numpy", spikes=[output])
+    message = str(info.value)
+    assert f"'{output}'" in message and "result.outputs" in message
+    assert all(p.name in message for p in snn.description.populations if p.threshold)
+
+
+@pytest.mark.parametrize("argument", ["spikes", "states"])
+def test_monitors_of_unknown_populations_list_the_populations(snn, argument):
+    monitors = ["conv_9"] if argument == "spikes" else {"conv_9": (["v"], [0])}
+    with pytest.raises(InvalidValueError) as info:
+        snn.simulate(torch.rand(2, 1, 4, 4), device="numpy", **{argument: monitors})
+    message = str(info.value)
+    assert f"{argument}=" in message and "'conv_9'" in message
+    assert all(p.name in message for p in snn.description.populations)
+
+
+def test_unknown_run_time_parameter_lists_the_valid_ones(snn):
+    with pytest.raises(InvalidValueError, match=r"'tmax'.*'ttfs'.*scales, t_max, threshold_scale"):
+        snn.simulate(torch.rand(2, 1, 4, 4), device="numpy", tmax=3)
+    with pytest.raises(InvalidValueError, match=r"'tmax'.*scales, t_max, threshold_scale"):
+        brianconv.sweep(snn, torch.rand(2, 1, 4, 4), {"t_max": [4], "tmax": [3]}, device="numpy", progress=False)
+
+
+def test_scheme_without_run_time_parameters_says_so(calibration):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    amos = brianconv.convert(model, method="amos", calibration=calibration, K=3)
+    with pytest.raises(InvalidValueError, match="'amos'; it has no run-time parameters"):
+        amos.simulate(calibration[:2], device="numpy", t_max=8)
+
+
+def test_unknown_sweep_parameter_through_the_command_line(snn, tmp_path, capsys):
+    from brianconv.cli import main
+
+    snn.save(tmp_path / "net.pkl")
+    assert main(["sweep", "--network", str(tmp_path / "net.pkl"), "--param", "tmax=3,4", "--device", "numpy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("brianconv sweep: error:")
+    assert "'tmax'" in err and "t_max" in err
+
+
+@pytest.mark.parametrize("argument, value", [
+    ("n_workers", 0), ("n_workers", -2), ("n_workers", 1.5), ("n_workers", "two"), ("n_workers", True),
+    ("batch_size", 0), ("batch_size", -1), ("batch_size", 2.5),
+    ("device", "gpu"),
+])
+def test_bad_simulate_arguments_name_the_argument(snn, argument, value):
+    with pytest.raises(InvalidValueError, match=argument) as info:
+        snn.simulate(torch.rand(2, 1, 4, 4), **{"device": "numpy", argument: value})
+    assert repr(value) in str(info.value)
+    if argument == "device":
+        assert "cpp_standalone" in str(info.value) and "numpy" in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle at all", "truncated"], ids=["empty", "garbage", "truncated"])
+def test_load_network_on_a_corrupt_file(snn, tmp_path, content):
+    path = tmp_path / "net.pkl"
+    if content == "truncated":
+        snn.save(path)
+        content = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(content)
+    with pytest.raises(InvalidValueError, match="not a readable saved network") as info:
+        brianconv.load_network(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_network_of_a_missing_file(tmp_path):
+    with pytest.raises(DataNotFoundError, match="No saved network"):
+        brianconv.load_network(tmp_path / "missing.pkl")
+
+
+def test_values_of_an_unknown_name_list_populations_and_layers(snn):
+    with pytest.raises(InvalidValueError) as info:
+        snn.values(None, "conv_9")
+    message = str(info.value)
+    assert "'conv_9'" in message and all(p.name in message for p in snn.description.populations)
+    assert all(layer.name in message for layer in snn.graph if layer.op != "input")

@@ -1,23 +1,38 @@
-"""The small interface every coding scheme implements, and the registry of schemes."""
+"""The small interface every coding scheme implements, and the registry of schemes.
 
+A scheme is a subclass of the abstract :class:`Scheme`: it must implement :meth:`Scheme.describe`
+and :meth:`Scheme.setup`, and may override the other methods, which have working defaults.
+:func:`register` makes it available to ``brianconv.convert(model, method=NAME)``.
+"""
+
+import abc
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
 from brian2 import second, volt
 
+from ..calibration import calibrate as calibrate_scales
 from ..connectivity import compose, connections_for, make_connections
 from ..errors import ConversionError, InvalidValueError, UnknownMethodError
 
-__all__ = ["Scheme", "RunSetup", "register", "get", "available", "population_names", "projected_layers",
+__all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available", "population_names", "projected_layers",
            "incoming_projections", "FOLDED_OPS", "check_percentile", "check_positive"]
 
 _REGISTRY = {}
 
 
 def register(cls):
-    """Class decorator: make a :class:`Scheme` subclass available under ``cls.name``."""
+    """Class decorator: make a :class:`Scheme` subclass available under ``cls.name``.
+
+    Raises ``TypeError`` for a class without a ``name`` or with abstract methods left to
+    implement, and ``ValueError`` when another class already holds the name.
+    """
     if not getattr(cls, "name", None):
         raise TypeError(f"{cls.__name__} has no 'name' to register it under.")
+    if inspect.isabstract(cls):
+        raise TypeError(f"{cls.__module__}.{cls.__name__} cannot be registered as {cls.name!r}: it does not implement "
+                        f"{', '.join(sorted(cls.__abstractmethods__))} (see brianconv.schemes.Scheme).")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"A scheme named {cls.name!r} is already registered ({_REGISTRY[cls.name].__module__}); "
                          f"{cls.__module__}.{cls.__name__} needs another name.")
@@ -25,9 +40,16 @@ def register(cls):
     return cls
 
 
+def unregister(name):
+    """Remove the scheme registered as ``name`` (e.g. a scheme registered by a test)."""
+    if name not in _REGISTRY:
+        raise UnknownMethodError(f"No method {name!r} is registered; registered methods: {', '.join(available())}.")
+    del _REGISTRY[name]
+
+
 def available():
     """Names of the registered schemes (sorted)."""
-    return sorted(name for name, cls in _REGISTRY.items() if not getattr(cls, "internal", False))
+    return sorted(_REGISTRY)
 
 
 def get(name):
@@ -70,11 +92,20 @@ class RunSetup:
         return values
 
 
-class Scheme:
-    """Base class of coding schemes.
+class Scheme(abc.ABC):
+    """Abstract base class of coding schemes: the contract between a scheme and the rest of brianconv.
 
-    Subclasses set ``name``, ``activations`` (the ANN activations they represent) and implement
-    :meth:`describe` and :meth:`setup`; :meth:`check` and :meth:`decode` have common defaults.
+    :func:`~brianconv.convert` calls, in this order, :meth:`check` (can the scheme represent the
+    layer graph?), :meth:`check_input` (on the calibration data), :meth:`calibrate` and
+    :meth:`describe`; :meth:`~brianconv.SpikingNetwork.simulate` calls :meth:`check_input`,
+    :meth:`setup` (the run-time parameters of one run) and, per batch, :meth:`decode`.
+
+    A subclass sets ``name`` (its registry name, see :func:`register`), ``defaults`` (its
+    options and their default values), ``activations`` and ``ops`` (what it represents), and
+    implements the two abstract methods :meth:`describe` and :meth:`setup`; instantiating a
+    subclass that misses one raises ``TypeError``. Every other method has a default that a
+    scheme overrides where its code needs it. ``tests/example_scheme.py`` is a complete scheme
+    in under 100 lines.
 
     Parameters
     ----------
@@ -82,9 +113,13 @@ class Scheme:
         Scheme options; unknown names raise :class:`~brianconv.errors.InvalidValueError`.
     """
 
+    #: The name the scheme is registered under (``convert(model, method=name)``).
     name = None
+    #: ANN activations of hidden layers the scheme represents.
     activations = frozenset({"relu"})
+    #: Layer types (:attr:`brianconv.graph.Layer.op`) the scheme represents.
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool"})
+    #: ``option -> default value``: the options ``convert(..., **options)`` accepts.
     defaults = {}
 
     def __init__(self, **options):
@@ -109,9 +144,51 @@ class Scheme:
         if "v_unit" in o:
             check_positive("v_unit", o["v_unit"], volt, "voltage")
 
-    # -- the interface ---------------------------------------------------------------------
+    # -- what every scheme implements ------------------------------------------------------
+    @abc.abstractmethod
+    def describe(self, graph, calibration):
+        """The network that represents ``graph``.
+
+        Parameters
+        ----------
+        graph : brianconv.graph.LayerGraph
+            The traced model, already accepted by :meth:`check`.
+        calibration : brianconv.calibration.Calibration
+            What :meth:`calibrate` returned.
+
+        Returns
+        -------
+        brianconv.description.NetworkDescription
+        """
+
+    @abc.abstractmethod
+    def setup(self, description, **parameters):
+        """The values one simulation run sets and where to read its results.
+
+        The keyword arguments a subclass declares in its signature are its run-time parameters
+        (:meth:`run_parameters`): values applied to the built network without rebuilding it
+        (thresholds, a readout step, a seed). A scheme without any declares
+        ``setup(self, description)``.
+
+        Parameters
+        ----------
+        description : brianconv.description.NetworkDescription
+            What :meth:`describe` returned.
+        **parameters
+            The run-time parameters of this run (``simulate(x, **parameters)``).
+
+        Returns
+        -------
+        RunSetup
+        """
+
+    # -- defaults a scheme overrides where needed ------------------------------------------
     def check(self, graph):
-        """Raise :class:`~brianconv.errors.ConversionError` for layers this scheme cannot represent."""
+        """Raise :class:`~brianconv.errors.ConversionError` for layers this scheme cannot represent.
+
+        Default: every layer's type is in :attr:`ops`, every hidden weighted layer has an
+        activation in :attr:`activations` (the output may also have none or a softmax).
+        """
         for layer in graph:
             if layer.op not in self.ops:
                 raise ConversionError(f"Method {self.name!r} cannot convert layer {layer.name!r} of type {layer.op!r}; "
@@ -144,8 +221,13 @@ class Scheme:
     needs_nonnegative_input = False
 
     def check_input(self, x):
-        """Raise :class:`~brianconv.errors.InvalidValueError` for negative inputs to a scheme that
-        codes values >= 0 (:attr:`needs_nonnegative_input`); ``x`` has shape ``(N, *input_shape)``."""
+        """Raise :class:`~brianconv.errors.InvalidValueError` for inputs the code cannot carry.
+
+        ``x`` (np.ndarray, shape ``(N, *input_shape)``) is the calibration data in ``convert``
+        and the simulated inputs in ``simulate``. Default: negative inputs are rejected by a
+        scheme that codes values >= 0 (:attr:`needs_nonnegative_input`); any other finite input
+        is accepted.
+        """
         if self.needs_nonnegative_input and np.min(x) < 0:
             raise InvalidValueError(
                 f"Method {self.name!r} codes input values >= 0 and received negative inputs (minimum "
@@ -154,17 +236,56 @@ class Scheme:
                 "calibration data (or input_range=(low, high)) to convert() and simulate the network it returns "
                 "on inputs normalised the same way.")
 
-    def describe(self, graph, calibration):
-        """Return the :class:`~brianconv.description.NetworkDescription` of ``graph``."""
-        raise NotImplementedError
+    def calibrate(self, graph, x):
+        """Each layer's activation scale from the calibration data ``x``, shape ``(N, *input_shape)``.
 
-    def setup(self, description, **parameters):
-        """Return the :class:`RunSetup` of one run with the given run-time parameters."""
-        raise NotImplementedError
+        Default: the ``percentile`` option (100, the maximum, for schemes without one) of every
+        layer's positive ANN activations (:func:`brianconv.calibration.calibrate`). Schemes that
+        derive their scales differently (ttfs's error-minimising search, tdsnn's scales of the
+        coded network) or warn about clipping override it.
+
+        Returns
+        -------
+        brianconv.calibration.Calibration
+        """
+        return calibrate_scales(graph, x, self.options.get("percentile", 100.0))
+
+    @classmethod
+    def run_parameters(cls):
+        """Names of the run-time parameters (the keyword arguments of :meth:`setup`), sorted.
+
+        Returns None when ``setup`` takes ``**parameters`` (any name is passed on to it).
+        """
+        signature = inspect.signature(cls.setup)
+        kinds = {p.kind for p in signature.parameters.values()}
+        if inspect.Parameter.VAR_KEYWORD in kinds:
+            return None
+        names = list(signature.parameters)[2:]  # after self and description
+        return sorted(name for name in names if signature.parameters[name].kind in
+                      (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
+
+    def check_run_parameters(self, parameters):
+        """Raise :class:`~brianconv.errors.InvalidValueError` naming the unknown run-time parameters.
+
+        ``parameters`` is a mapping or a sequence of names; the error lists the valid names
+        (:meth:`run_parameters`). Returns ``parameters``.
+        """
+        valid = self.run_parameters()
+        unknown = [name for name in parameters if valid is not None and name not in valid]
+        if unknown:
+            accepted = f"its run-time parameters are {', '.join(valid)}" if valid else "it has no run-time parameters"
+            raise InvalidValueError(f"Unknown run-time parameter(s) {', '.join(map(repr, unknown))} for method "
+                                    f"{self.name!r}; {accepted}.")
+        return parameters
 
     def population_values(self, description, result, population):
-        """The values (ANN units) a population carries, shape ``(N, size)``, from recorded spikes."""
-        raise NotImplementedError(f"Method {self.name!r} does not decode hidden populations.")
+        """The values (ANN units) a population carries, shape ``(N, size)``, from recorded spikes.
+
+        ``result`` is a :class:`~brianconv.simulation.SimulationResult` of a run that monitored
+        ``population`` (``simulate(..., spikes=[population])``). Users call
+        :meth:`brianconv.SpikingNetwork.values`. Default: the scheme decodes no hidden population.
+        """
+        raise InvalidValueError(f"Method {self.name!r} does not decode hidden populations.")
 
     def evaluation_lags(self, description, population):
         """Per-neuron steps between the start of an image's window and the step the neuron answers it.
@@ -177,7 +298,7 @@ class Scheme:
         return None
 
     def stage_marks(self, description, setup, population):
-        """``[(step, label), ...]``: stage boundaries inside ``population``'s window (for plots)."""
+        """``[(step, label), ...]``: stage boundaries inside ``population``'s window, for plots (default: none)."""
         return []
 
     def decode(self, description, setup, records, n_images):
@@ -213,7 +334,8 @@ def population_names(graph):
     """Brian2-safe, unique population names: ``input`` and ``<op>_<layer name>``."""
     names = {}
     for k, layer in enumerate(graph):
-        base = "input" if layer.op == "input" else f"{layer.op}_{''.join(c if c.isalnum() else '_' for c in layer.name)}"
+        safe = "".join(c if c.isalnum() else "_" for c in layer.name)
+        base = "input" if layer.op == "input" else f"{layer.op}_{safe}"
         names[layer.name] = base if base not in names.values() else f"{base}_{k}"
     return names
 

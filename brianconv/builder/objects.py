@@ -1,0 +1,159 @@
+"""Brian2 objects from a :class:`~brianconv.description.NetworkDescription`.
+
+:func:`create_objects` makes the ``NeuronGroup``/``Synapses``/monitors of a description inside an
+explicit ``brian2.Network`` (never Brian2's "magic" network), on whatever Brian2 device is active:
+:mod:`~brianconv.builder.programs` runs them on the runtime device, :mod:`~brianconv.builder.cache`
+generates C++ standalone code from them.
+"""
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from brian2 import Clock, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray
+
+__all__ = ["MonitorRequest", "BrianObjects", "create_objects", "stimulus_rows"]
+
+
+class _RoundingOnlyGridFilter(logging.Filter):
+    """Drop Brian2's "time grids not aligned" warning when the grids differ only by float rounding.
+
+    The stimulus TimedArray steps ``period_steps * dt``; the ratio of the two steps can come out
+    as e.g. 104.00000000000001, which Brian2 reports although its lookup rounds to the nearest
+    row and reads the right image. Ratios that are really fractional still warn.
+    """
+
+    _RATIO = re.compile(r"ratio: 1/([0-9.eE+-]+)\)")
+
+    def filter(self, record):
+        match = self._RATIO.search(record.getMessage())
+        if match is None:
+            return True
+        ratio = float(match.group(1))
+        return abs(ratio - round(ratio)) > 1e-9 * ratio
+
+
+_timedarray_logger = logging.getLogger("brian2.input.timedarray")
+if not any(isinstance(f, _RoundingOnlyGridFilter) for f in _timedarray_logger.filters):
+    _timedarray_logger.addFilter(_RoundingOnlyGridFilter())
+
+
+@dataclass
+class MonitorRequest:
+    """Extra recordings: spike monitors and state monitors on chosen populations.
+
+    Attributes
+    ----------
+    spikes : tuple of str
+        Populations whose every spike is recorded (index and step).
+    states : dict
+        ``population -> (variables, neuron indices)``, recorded at every step.
+    """
+
+    spikes: tuple = ()
+    states: dict = field(default_factory=dict)
+
+    def key(self):
+        return repr((tuple(self.spikes), sorted((k, tuple(v[0]), tuple(np.asarray(v[1]).tolist()))
+                                                   for k, v in self.states.items())))
+
+
+@dataclass
+class BrianObjects:
+    """The Brian2 objects of one description, inside an explicit ``brian2.Network``."""
+
+    network: Network
+    groups: dict
+    synapses: dict
+    stimulus: TimedArray
+    output_monitor: StateMonitor
+    count_monitor: StateMonitor
+    spike_monitors: dict
+    state_monitors: dict
+    counter_synapses: dict
+
+
+def create_objects(description, batch_size, monitors=None):
+    """Create the Brian2 objects of ``description`` for batches of ``batch_size`` images.
+
+    The stimulus is a ``TimedArray`` named ``stimulus`` of shape ``(batch_size + 1, n_inputs)``
+    (the extra last row is zeros, read after the last image) with one row per image period.
+    Spikes and synaptic operations are counted by a helper group ``spike_counter`` (one neuron
+    per population, fed by one synapse per neuron that adds 1 and the neuron's fan-out).
+    """
+    d = description
+    monitors = monitors or MonitorRequest()
+    clock = Clock(d.dt, name="brianconv_clock")
+    stimulus = TimedArray(np.zeros((batch_size + 1, d.n_inputs)), dt=d.period_steps * d.dt, name="stimulus")
+    groups = {}
+    for p in d.populations:
+        namespace = dict(p.namespace)
+        if p.name == d.input_population:
+            namespace["stimulus"] = stimulus
+        group = NeuronGroup(p.size, p.full_equations, threshold=p.threshold, reset=p.reset,
+                            events={name: event[0] for name, event in p.events.items()} or None,
+                            method=p.method, namespace=namespace, name=p.name, clock=clock)
+        for event, (_, code, *slot) in p.events.items():
+            group.run_on_event(event, code, when=slot[0] if slot else "before_synapses")
+        group.window_start = p.window_start
+        group.period_steps = d.period_steps
+        for variable, value in p.values.items():
+            setattr(group, variable, value)
+        groups[p.name] = group
+    synapses = {}
+    for q in d.projections:
+        homogeneous = np.isscalar(q.delay_steps)
+        syn = Synapses(groups[q.source], groups[q.target], model=q.model, on_pre=q.on_pre, name=q.name,
+                       clock=clock, delay=q.delay_steps * d.dt if homogeneous and q.delay_steps else None)
+        order = _source_major(q.connections)
+        syn.connect(i=q.connections.pre[order], j=q.connections.post[order])
+        if not homogeneous:
+            syn.delay = np.asarray(q.delay_steps)[order] * d.dt
+        if "w" in syn.variables:
+            syn.w = q.connections.weight[order] * q.weight_unit
+        synapses[q.name] = syn
+    counter = NeuronGroup(len(d.populations), "spikes : 1\nsynops : 1", name="spike_counter", clock=clock)
+    counter_synapses = {}
+    fan_out = d.fan_out()
+    for k, p in enumerate(d.populations):
+        if p.threshold is None:  # never spikes: nothing to count
+            continue
+        syn = Synapses(groups[p.name], counter, "fanout : 1 (constant)",
+                       on_pre="spikes_post += 1\nsynops_post += fanout", name=f"count_{p.name}", clock=clock)
+        syn.connect(i=np.arange(p.size), j=np.full(p.size, k))
+        syn.fanout = fan_out[p.name]
+        counter_synapses[p.name] = syn
+    output_monitor = StateMonitor(groups[d.output_population], d.output_variable, record=True, when="end",
+                                  name="output_monitor", clock=clock)
+    count_monitor = StateMonitor(counter, ["spikes", "synops"], record=True, when="end", name="count_monitor",
+                                 clock=clock)
+    spike_monitors = {name: SpikeMonitor(groups[name], name=f"spikes_{name}") for name in monitors.spikes}
+    state_monitors = {name: StateMonitor(groups[name], list(variables), record=np.asarray(indices), when="end",
+                                         name=f"states_{name}", clock=clock)
+                      for name, (variables, indices) in monitors.states.items()}
+    network = Network(list(groups.values()), list(synapses.values()), counter, list(counter_synapses.values()),
+                      output_monitor, count_monitor, list(spike_monitors.values()), list(state_monitors.values()))
+    for obj in network.objects:  # they belong to this explicit network (Brian2 marks this on the first run)
+        obj._network = network.id
+    return BrianObjects(network, groups, synapses, stimulus, output_monitor, count_monitor, spike_monitors,
+                        state_monitors, counter_synapses)
+
+
+def stimulus_rows(stimulus, batch_size, n_inputs):
+    """The stimulus TimedArray's values, shape ``(batch_size + 1, n_inputs)``: the batch's images
+    (flattened, ``len(stimulus) <= batch_size``), then zeros."""
+    values = np.zeros((batch_size + 1, n_inputs))
+    values[:len(stimulus)] = stimulus
+    return values
+
+
+def _source_major(connections):
+    """Synapse order grouped by source neuron (then target), stable.
+
+    A spike walks its source's synapses: stored contiguously, their weights and targets are read
+    from consecutive memory instead of one cache line per synapse (conv layers list synapses by
+    kernel offset). Each synapse keeps its own weight, and the order of the spikes is unchanged,
+    so the simulated values are the same.
+    """
+    return np.lexsort((connections.post, connections.pre))
