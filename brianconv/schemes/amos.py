@@ -74,7 +74,11 @@ this keeps the build time of a net with products (K = 40) in minutes.
 
 Wiring
 ------
-``wiring="paper"`` (default): the paper's unit sends every source neuron's spike to every
+``wiring="auto"`` (default) picks ``"dendrite"`` for a net that max-pools (the only wiring that
+computes a max-pool) and the paper's wiring otherwise (:func:`resolve_wiring`), so a model that
+converts with an explicit wiring gets the same network from the default.
+
+``wiring="paper"``: the paper's unit sends every source neuron's spike to every
 target neuron of the unit at its own delay, so a layer with ``F`` ANN connections gets
 ``K_s K_t F`` synapses (``K^2`` times the ANN). :func:`synapse_count` computes it before building.
 
@@ -140,13 +144,14 @@ from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import RunSetup, Scheme, population_names, projected_layers, register
 
-__all__ = ["AMOS", "Unit", "relu_unit", "product_unit", "load_unit", "sent_values", "synapse_count",
+__all__ = ["AMOS", "Unit", "relu_unit", "resolve_wiring", "product_unit", "load_unit", "sent_values", "synapse_count",
            "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS", "PRODUCTS",
            "CodeProduct", "code_product"]
 
 #: ``"paper"``: every source neuron of a unit to every neuron of each target unit (``K_s K_t F``
-#: synapses); ``"dendrite"``: to one dendrite per target unit, which relays the sum (``K_s F + K_t n``).
-WIRINGS = ("paper", "dendrite")
+#: synapses); ``"dendrite"``: to one dendrite per target unit, which relays the sum (``K_s F + K_t n``);
+#: ``"auto"``: ``"dendrite"`` where the graph needs it, else ``"paper"`` (:func:`resolve_wiring`).
+WIRINGS = ("auto", "paper", "dendrite")
 #: How a ``mul`` layer is computed: ``"trained"``, the paper's trained two-input unit (K = 40);
 #: ``"code"``, coincidence neurons multiplying the factors' spike codes exactly (:class:`CodeProduct`).
 PRODUCTS = ("trained", "code")
@@ -310,6 +315,29 @@ def code_product(unit_a, unit_b):
                        factors=(unit_a, unit_b))
 
 
+def resolve_wiring(wiring, graph):
+    """The wiring used for ``graph``: ``wiring`` itself unless it is ``"auto"``.
+
+    ``"auto"`` means ``"dendrite"`` when the graph has a max-pool (its candidate neurons read the
+    pooled units' dendrites; the paper's wiring cannot compute it) and ``"paper"`` otherwise. The
+    synapse count is deliberately not a criterion: the paper's wiring stays the default wherever it
+    works, so the default network of a model does not depend on its size.
+
+    Parameters
+    ----------
+    wiring : {"auto", "paper", "dendrite"}
+    graph : brianconv.graph.LayerGraph
+
+    Returns
+    -------
+    str
+        ``"paper"`` or ``"dendrite"``.
+    """
+    if wiring != "auto":
+        return wiring
+    return "dendrite" if any(layer.op == "maxpool" for layer in graph) else "paper"
+
+
 def _units_layer(graph, name):
     """The layer whose units send what layer ``name`` sends: itself, or the layer a max-pool pools."""
     layer = graph[name]
@@ -355,18 +383,19 @@ class AMOS(Scheme):
     product : {"trained", "code"}
         ``mul`` layers: the paper's trained product unit (K = 40, inputs scaled into its domain) or
         ``K_a K_b`` coincidence neurons per element that multiply the factors' codes exactly.
-    wiring : {"paper", "dendrite"}
+    wiring : {"auto", "paper", "dendrite"}
         ``"paper"``: each source neuron sends to each neuron of every target unit (``K_s K_t``
         synapses per ANN connection); ``"dendrite"``: to the target unit's dendrite, which sums
         ``x`` once and relays it to the unit's K neurons (``K_s`` per ANN connection, one step more
-        latency per layer, identical unit outputs). Max-pooling needs ``"dendrite"``.
+        latency per layer, identical unit outputs). Max-pooling needs ``"dendrite"``. ``"auto"``
+        (default): ``"dendrite"`` if the net max-pools, else ``"paper"`` (:func:`resolve_wiring`).
     """
 
     name = "amos"
     activations = frozenset({"relu", "sigmoid", "silu"})
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul"})
     defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None,
-                    wiring="paper", product="trained")
+                    wiring="auto", product="trained")
 
     def validate_options(self):
         super().validate_options()
@@ -396,9 +425,9 @@ class AMOS(Scheme):
 
     def _check_max_pool(self, graph, layer):
         pooled = graph[layer.inputs[0]]
-        if self.options["wiring"] != "dendrite":
-            raise ConversionError(f"amos: max-pooling ({layer.name!r}) needs wiring='dendrite' (the pool's candidate "
-                                  "neurons read their unit's dendrite).")
+        if resolve_wiring(self.options["wiring"], graph) != "dendrite":
+            raise ConversionError(f"amos: max-pooling ({layer.name!r}) needs wiring='dendrite' or 'auto' (the pool's "
+                                  "candidate neurons read their unit's dendrite).")
         if not pooled.is_weighted or pooled.activation != "relu" or pooled is graph.output:
             raise ConversionError(f"amos: max-pooling {layer.name!r} must directly follow a hidden Linear/Conv2d layer "
                                   f"with ReLU, not {pooled.op!r} with {pooled.activation!r}.")
@@ -444,7 +473,8 @@ class AMOS(Scheme):
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        v_unit, dendrites = o["v_unit"], o["wiring"] == "dendrite"
+        wiring = resolve_wiring(o["wiring"], graph)
+        v_unit, dendrites = o["v_unit"], wiring == "dendrite"
         names = population_names(graph)
         net = _Wiring(v_unit)
         inp = graph.input
@@ -486,7 +516,7 @@ class AMOS(Scheme):
             scheme=self.name, populations=net.finished_populations(), projections=net.projections, dt=o["dt"],
             period_steps=period, input_population=input_population.name, output_population=names[graph.output.name],
             output_variable="v", output_unit=v_unit, readout_step=0,
-            options=dict(self.options, scales=dict(calibration.scales),
+            options=dict(self.options, wiring=wiring, scales=dict(calibration.scales),
                          units={name: (s.unit.gate, s.unit.K, s.unit.scale) for name, s in senders.items()
                                 if s.unit is not None}))
 
