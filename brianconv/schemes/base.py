@@ -3,10 +3,12 @@
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from brian2 import second, volt
 
 from ..connectivity import compose, connections_for, make_connections
 from ..errors import ConversionError, InvalidValueError, UnknownMethodError
+from ..graph import Layer, LayerGraph
 
 __all__ = ["Scheme", "RunSetup", "register", "get", "available", "population_names", "projected_layers",
            "incoming_projections", "FOLDED_OPS", "check_percentile", "check_positive"]
@@ -288,3 +290,71 @@ class _Carried:
     def apply_to(self, connections):
         """The projection from :attr:`source` equal to ``connections`` applied after the mapping."""
         return connections if self.mapping is None else compose(self.mapping, connections)
+
+
+# -- residual additions, concatenations and clipped ReLU (tdsnn and amos) --------------------------
+
+def merged_by_source(incoming):
+    """``incoming`` (as yielded by :func:`incoming_projections`) with one projection per source population.
+
+    A layer can receive several projections from one population (a ``cat`` of the same layer
+    twice, or two branches folded into one reader); one ``Synapses`` object per (source, target)
+    keeps projection names unique. A single projection from a source is returned unchanged.
+
+    Returns
+    -------
+    list of (source population name, Connections)
+        In the order of the sources' first appearance.
+    """
+    grouped = {}
+    for source, connections in incoming:
+        grouped.setdefault(source, []).append(connections)
+    merged = []
+    for source, parts in grouped.items():
+        if len(parts) == 1:
+            merged.append((source, parts[0]))
+            continue
+        merged.append((source, make_connections(np.concatenate([c.pre for c in parts]),
+                                                np.concatenate([c.post for c in parts]),
+                                                np.concatenate([c.weight for c in parts]),
+                                                parts[0].n_pre, parts[0].n_post)))
+    return merged
+
+
+def clip_of(layer):
+    """The upper end ``a`` of a clipped ReLU (``min(max(x, 0), a)``: ReLU6, hardtanh(0, a), clamp(0, a)),
+    None for any other activation."""
+    if layer.activation != "clipped_relu":
+        return None
+    clip = layer.params.get("clip")
+    if clip is None or not np.isfinite(clip) or clip <= 0:
+        raise ConversionError(f"Layer {layer.name!r} has a clipped ReLU without a positive finite "
+                              f"params['clip'] (got {clip!r}); it must give the upper end a of min(max(x, 0), a).")
+    return float(clip)
+
+
+def with_concatenation(graph):
+    """``graph`` whose forward pass computes ``cat`` layers and clipped ReLUs (for calibration and references).
+
+    A ``cat`` concatenates its flattened inputs (channel-major, the order of the neurons) and
+    reshapes to its ``out_shape``; ``"clipped_relu"`` is ``min(max(x, 0), params["clip"])``. A graph
+    with neither is returned as it is.
+    """
+    if not any(layer.op == "cat" or layer.activation == "clipped_relu" for layer in graph):
+        return graph
+    return LayerGraph([_ExtendedLayer(**vars(layer)) if layer.op == "cat" or layer.activation == "clipped_relu"
+                       else layer for layer in graph])
+
+
+class _ExtendedLayer(Layer):
+    """A :class:`~brianconv.graph.Layer` whose forward pass knows ``cat`` and ``clipped_relu``."""
+
+    def pre_activation(self, *inputs):
+        if self.op != "cat":
+            return super().pre_activation(*inputs)
+        return torch.cat([value.flatten(1) for value in inputs], 1).reshape((-1,) + tuple(self.out_shape))
+
+    def forward(self, *inputs):
+        if self.activation != "clipped_relu":
+            return super().forward(*inputs)
+        return self.pre_activation(*inputs).clamp(0.0, clip_of(self))
