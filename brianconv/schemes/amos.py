@@ -139,10 +139,11 @@ import numpy as np
 from brian2 import mV, ms
 
 from ..calibration import calibrate
-from ..connectivity import connections_for, make_connections, one_to_one
+from ..connectivity import make_connections, one_to_one
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
-from .base import RunSetup, Scheme, population_names, projected_layers, register
+from .base import (RunSetup, Scheme, clip_of, incoming_projections, merged_by_source, population_names, register,
+                   with_concatenation)
 
 __all__ = ["AMOS", "Unit", "relu_unit", "resolve_wiring", "product_unit", "load_unit", "sent_values", "synapse_count",
            "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS", "PRODUCTS",
@@ -338,6 +339,31 @@ def resolve_wiring(wiring, graph):
     return "dendrite" if any(layer.op == "maxpool" for layer in graph) else "paper"
 
 
+def _neuron_bias(layer):
+    """The bias of every neuron of ``layer`` (zeros for layers without one: add, mul), shape ``(size,)``."""
+    if layer.bias is None:
+        return np.zeros(layer.size)
+    return np.repeat(layer.bias, layer.size // len(layer.bias))
+
+
+def _gate(layer):
+    """The unit that replaces ``layer``'s activation: a clipped ReLU is a ReLU unit (its range ends at the
+    clip), an ``add`` without activation sums non-negative values and is a ReLU unit too."""
+    if layer.activation == "clipped_relu" or (layer.op == "add" and layer.activation is None):
+        return "relu"
+    return layer.activation
+
+
+def _sends_non_negative(graph, name):
+    """Whether layer ``name`` can only send values >= 0 (ReLU units, the input, pools and sums of those)."""
+    layer = graph[name]
+    if layer.op == "input" or layer.activation in ("relu", "clipped_relu"):
+        return True
+    if layer.activation is None and layer.op in ("avgpool", "maxpool", "cat", "add"):
+        return all(_sends_non_negative(graph, source) for source in layer.inputs)
+    return False
+
+
 def _units_layer(graph, name):
     """The layer whose units send what layer ``name`` sends: itself, or the layer a max-pool pools."""
     layer = graph[name]
@@ -392,8 +418,8 @@ class AMOS(Scheme):
     """
 
     name = "amos"
-    activations = frozenset({"relu", "sigmoid", "silu"})
-    ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul"})
+    activations = frozenset({"relu", "clipped_relu", "sigmoid", "silu"})
+    ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul", "add", "cat"})
     defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None,
                     wiring="auto", product="trained")
 
@@ -416,6 +442,9 @@ class AMOS(Scheme):
                 self._check_max_pool(graph, layer)
             if layer.op == "mul":
                 self._check_product(graph, layer)
+            if layer.op in ("add", "cat"):
+                self._check_sum(graph, layer)
+            clip_of(layer)  # a clipped ReLU must name its upper end
         for layer in graph:
             if layer.op == "avgpool" and layer.activation is not None:
                 raise ConversionError(f"amos: layer {layer.name!r} applies {layer.activation!r} after pooling.")
@@ -428,9 +457,10 @@ class AMOS(Scheme):
         if resolve_wiring(self.options["wiring"], graph) != "dendrite":
             raise ConversionError(f"amos: max-pooling ({layer.name!r}) needs wiring='dendrite' or 'auto' (the pool's "
                                   "candidate neurons read their unit's dendrite).")
-        if not pooled.is_weighted or pooled.activation != "relu" or pooled is graph.output:
+        if not (pooled.is_weighted or pooled.op == "add") or _gate(pooled) != "relu" or pooled is graph.output:
             raise ConversionError(f"amos: max-pooling {layer.name!r} must directly follow a hidden Linear/Conv2d layer "
-                                  f"with ReLU, not {pooled.op!r} with {pooled.activation!r}.")
+                                  f"or residual add with ReLU, not {pooled.op!r} with {pooled.activation!r} (the pool "
+                                  "compares the bits of ReLU units).")
         if layer.activation not in (None, "relu"):
             raise ConversionError(f"amos: layer {layer.name!r} applies {layer.activation!r} after max-pooling.")
         readers = [other.name for other in graph if pooled.name in other.inputs]
@@ -447,13 +477,24 @@ class AMOS(Scheme):
                 raise ConversionError(f"amos: product {layer.name!r} reads {name!r} ({factor.op}); both factors "
                                       "must be layers of ReLU/sigmoid/SiLU units or their max-pool.")
 
+    def _check_sum(self, graph, layer):
+        """A residual ``add`` is a layer of units fed by both terms; a ``cat`` only routes its branches."""
+        if layer.op == "cat" and layer.activation not in (None, "relu"):
+            raise ConversionError(f"amos: concatenation {layer.name!r} applies {layer.activation!r}; a concatenation "
+                                  "has no units of its own. Apply the activation before concatenating.")
+        needs_non_negative = layer.activation is None if layer.op == "add" else layer.activation == "relu"
+        if needs_non_negative and not all(_sends_non_negative(graph, name) for name in layer.inputs):
+            raise ConversionError(f"amos: {layer.op} {layer.name!r} without its own ReLU units reads values that can "
+                                  f"be negative ({layer.inputs}); an {layer.op} of them must be followed by ReLU "
+                                  "(add) or read ReLU outputs only (cat).")
+
     def check_input(self, x):
         if np.min(x) < 0:
             raise InvalidValueError(f"amos codes the input with AMOS ReLU units on [0, x_max] and cannot carry the "
                                     f"negative inputs found (minimum {np.min(x):.3g}); use non-negative inputs.")
 
     def calibrate(self, graph, x):
-        return calibrate(graph, x, self.options["percentile"])
+        return calibrate(with_concatenation(graph), x, self.options["percentile"])
 
     # -- units -------------------------------------------------------------------------------
     def unit_for(self, layer, calibration, graph=None):
@@ -468,7 +509,10 @@ class AMOS(Scheme):
             if self.options["product"] == "code":
                 return code_product(*factors)
             return _unit("product", None, [_largest_sent(unit) for unit in factors], self.options["unit_dir"])
-        return _unit(layer.activation, int(self.options["K"]), calibration.scales[layer.name], self.options["unit_dir"])
+        gate, scale = _gate(layer), calibration.scales[layer.name]
+        if clip_of(layer) is not None:  # the ReLU unit on (-inf, alpha] sends alpha (1 - 2^-K) above alpha
+            scale = min(scale, clip_of(layer))
+        return _unit(gate, int(self.options["K"]), scale, self.options["unit_dir"])
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
@@ -483,34 +527,38 @@ class AMOS(Scheme):
             layer=inp.name, shape=tuple(inp.out_shape), role="input"), start=0)
         senders = {input_population.name: input_population}
         pooled = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
-        for layer, source, connections in projected_layers(graph, names):
-            name, sender = names[layer.name], senders[source]
-            bias = np.repeat(layer.bias, layer.size // len(layer.bias)) if layer.is_weighted else None
-            if layer is graph.output:
+        for layer, incoming in incoming_projections(graph, names):
+            name = names[layer.name]
+            if layer.op != "mul":  # the two factors of a product stay apart (two ports), even from one layer
+                incoming = merged_by_source(incoming)
+            inputs = [(senders[source], connections) for source, connections in incoming]
+            bias = _neuron_bias(layer)
+            if layer is graph.output:  # every input at its own delay, aligned to the last one
                 net.add(Population(name, layer.size, OUTPUT_EQUATIONS, events={"clear": CLEAR},
                                    values=dict(v_rest=bias * v_unit), layer=layer.name, shape=layer.out_shape,
-                                   role="output"), start=sender.last_step)
-                net.feedforward(sender, name, connections, lags=np.ones(1, dtype=int), gains=np.ones(1))
+                                   role="output"), start=max(sender.last_step for sender, _ in inputs))
+                for sender, connections in inputs:
+                    net.feedforward(sender, name, connections, lags=np.ones(1, dtype=int), gains=np.ones(1))
                 continue
             if layer.op == "mul":  # both factors' neurons, at aligned delays
-                factors = [(sender, connections), (senders[names[layer.inputs[1]]], connections_for(layer)[1])]
                 unit = self.unit_for(layer, calibration, graph)
-                senders[name] = (net.coincidences(factors, name, layer, unit) if o["product"] == "code"
-                                 else net.unit_layer(factors, name, layer, unit, np.zeros(layer.size)))
+                senders[name] = (net.coincidences(inputs, name, layer, unit) if o["product"] == "code"
+                                 else net.unit_layer(inputs, name, layer, unit, bias, ports=True))
                 continue
             if layer.op == "maxpool":
                 pooled_layer = graph[layer.inputs[0]]
-                senders[name] = net.max_pool(senders[source], pooled_layer, names[pooled_layer.name], name, layer,
+                (sender, connections), = inputs
+                senders[name] = net.max_pool(sender, pooled_layer, names[pooled_layer.name], name, layer,
                                              connections, self.unit_for(pooled_layer, calibration))
                 continue
             unit = self.unit_for(layer, calibration)
-            if dendrites:
-                sender = net.dendrite(sender, name, layer, connections, bias, relu=unit.gate == "relu")
+            if dendrites:  # one dendrite sums every input (both terms of an add, every concatenated branch)
+                sender = net.dendrite(inputs, name, layer, bias, relu=unit.gate == "relu")
                 if layer.name in pooled:  # the max-pool builds this layer's neurons
                     senders[name] = sender
                     continue
-                connections, bias = one_to_one(layer.size), np.zeros(layer.size)
-            senders[name] = net.unit_layer([(sender, connections)], name, layer, unit, bias)
+                inputs, bias = [(sender, one_to_one(layer.size))], np.zeros(layer.size)
+            senders[name] = net.unit_layer(inputs, name, layer, unit, bias)
         period = 1 if o["pipeline"] else max(net.starts.values()) + 1
         return NetworkDescription(
             scheme=self.name, populations=net.finished_populations(), projections=net.projections, dt=o["dt"],
@@ -538,8 +586,9 @@ class AMOS(Scheme):
             ``layer name -> (N, *out_shape)``: what each kept layer sends (unit outputs ``y``).
         """
         x = graph.check_input(x)
+        graph = with_concatenation(graph)
         units = {layer.name: self.unit_for(layer, calibration, graph) for layer in graph.layers[1:]
-                 if layer.activation is not None or layer.op == "mul"}
+                 if _has_units(layer)}
         names = [layer.name for layer in graph] if keep is None else list(keep)
         outputs, kept = [], {name: [] for name in names}
         for i in range(0, len(x), chunk):
@@ -594,8 +643,13 @@ def _reference_values(graph, units, x):
             continue
         with torch.no_grad():
             z = layer.pre_activation(*inputs).numpy()
-        values[layer.name] = z if layer.activation is None else units[layer.name](z)
+        values[layer.name] = units[layer.name](z) if layer.name in units else z
     return values
+
+
+def _has_units(layer):
+    """Whether ``layer`` sends through AMOS units (its activation's, a product's or a residual sum's)."""
+    return layer.op in ("mul", "add") or (layer.activation is not None and layer.op != "cat")
 
 
 def sent_values(result, description, population, unit, n_images):
@@ -711,9 +765,11 @@ class _Wiring:
             name, sender.name, target, make_connections(pre, post, weight, len(sender.d) * sender.n, K_t * connections.n_post),
             model=SYNAPSE_MODEL, on_pre=on_pre, weight_unit=self.v_unit, delay_steps=delay))
 
-    def dendrite(self, sender, name, layer, connections, bias, relu):
+    def dendrite(self, inputs, name, layer, bias, relu):
         """The dendrite of a layer's units: sums ``x = W y + b`` once per image and relays it to the K neurons.
 
+        ``inputs``: ``[(sender, connections)]``, all summed (the terms of a residual ``add``, the
+        branches of a concatenation), each over its own delay so that all arrive in the same step.
         For ReLU units only positive values are relayed (a unit given nothing computes ``f(0)``,
         which is 0 for ReLU and exact for every unit: no event means ``x = 0``).
         """
@@ -721,8 +777,9 @@ class _Wiring:
             f"{name}_dendrite", layer.size, DENDRITE_EQUATIONS,
             threshold=DENDRITE_THRESHOLD.format(compare=">" if relu else "!="), reset="",
             values=dict(v_rest=bias * self.v_unit), layer=layer.name, shape=tuple(layer.out_shape), role="helper",
-            namespace={"v_unit": self.v_unit}), start=sender.last_step + 1)
-        self.feedforward(sender, relay.name, connections, lags=np.zeros(1, dtype=int), gains=np.ones(1))
+            namespace={"v_unit": self.v_unit}), start=max(sender.last_step for sender, _ in inputs) + 1)
+        for sender, connections in inputs:
+            self.feedforward(sender, relay.name, connections, lags=np.zeros(1, dtype=int), gains=np.ones(1))
         return relay
 
     def unit_neurons(self, name, n, unit, lags, bias, layer, shape, start, role="hidden"):
@@ -733,17 +790,20 @@ class _Wiring:
                         theta=np.repeat(unit.T, n) * self.v_unit, lag=np.repeat(lags, n)),
             layer=layer, shape=(unit.K,) + tuple(shape), role=role), start=start)
 
-    def unit_layer(self, inputs, name, layer, unit, bias):
+    def unit_layer(self, inputs, name, layer, unit, bias, ports=False):
         """A layer of AMOS units (Eqs. 2-6): neuron ``k`` answers ``k`` steps into the window.
 
-        ``inputs``: ``[(sender, connections)]``, one per input of the unit (two for products, Eq. 7).
+        ``inputs``: ``[(sender, connections)]``. With ``ports``, input ``j`` feeds input ``j`` of a
+        multi-input unit (the two factors of a product, Eq. 7); otherwise all inputs are summed into
+        the unit's one input ``x`` (the terms of a residual ``add``, the branches of a concatenation).
+        Each sender reaches every neuron over its own delays, aligned to the layer's window.
         """
         lags = np.arange(unit.K)
         start = max(sender.last_step for sender, _ in inputs) + 1
         self.unit_neurons(name, layer.size, unit, lags, bias, layer.name, layer.out_shape, start)
         gains = np.asarray(unit.c, dtype=float).reshape(unit.K, -1)
         for port, (sender, connections) in enumerate(inputs):
-            self.feedforward(sender, name, connections, lags=lags, gains=gains[:, port])
+            self.feedforward(sender, name, connections, lags=lags, gains=gains[:, port if ports else 0])
         self._inhibition(name, name, unit, one_to_one(layer.size), lags, lags)
         return _Sender(name, layer.size, self.starts[name], lags, unit)
 

@@ -123,6 +123,17 @@ fired : 1                             # 1 once the neuron has spiked in this win
 NEURON_THRESHOLD = "started == 1 and fired == 0 and t_o >= 0 and (v >= 0 * volt or t_o >= T_out)"
 NEURON_RESET = "fired = 1"
 
+#: A residual sum ``A = (G_a - 1) + (G_b - 1)`` lies exactly on the code's grid ``exp(k / L) - 1``
+#: whenever one term is 0, where ``v`` reaches 0 exactly at tick ``k`` and float rounding would pick
+#: ``k`` or ``k + 1`` at random. The sum's neurons fire at ``v >= -tie_margin`` instead, with
+#: ``tie_margin = TIE * exp(-(T_il + T_out) / L) * v_unit``: ``v_k >= -m`` is
+#: ``exp(k / L) - 1 >= A - TIE exp((k - T_out) / L)``, so ties go to ``k`` (the exact code) and only
+#: inputs within ``TIE`` (ANN units) above a grid point fire one step early.
+TIE = 1e-10
+SUM_EQUATIONS = NEURON_EQUATIONS + """tie_margin : volt (constant, shared)  # ties of the code go down
+"""
+SUM_THRESHOLD = "started == 1 and fired == 0 and t_o >= 0 and (v >= -tie_margin or t_o >= T_out)"
+
 #: Output layer: the same leaky integration without a threshold; ``v`` at ``T_il`` is read (Eq. 8).
 OUTPUT_EQUATIONS = _LIF + """
 dv/dt = -v / tau : volt
@@ -394,7 +405,8 @@ class _Network:
     def integrating_layer(self, name, layer, incoming, t_out=None, output=False):
         """A leaky layer (Eq. 2) with its bias neuron, and for hidden layers the ticking neuron (Eq. 9).
 
-        Returns the readout step ``T_il`` (used for the output layer).
+        A residual ``add`` is such a layer with identity weights from both terms; its neurons break
+        ties of the code downwards (:data:`SUM_THRESHOLD`). Returns the readout step ``T_il``.
         """
         L = self.L
         start, t_src, sources = self.aligned(incoming)
@@ -407,10 +419,13 @@ class _Network:
                                 values=dict(L_steps=L, T_il=t_il), window_start=start, layer=layer.name,
                                 shape=layer.out_shape, role="output", method="exact"), span=t_il + 1)
         else:
-            self.add(Population(name, layer.size, NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset=NEURON_RESET,
-                                events={"window_start": (WINDOW_START, _RESET)},
-                                values=dict(L_steps=L, T_il=t_il, T_out=t_out), window_start=start, layer=layer.name,
-                                shape=layer.out_shape, method="exact"),
+            equations, threshold, values = NEURON_EQUATIONS, NEURON_THRESHOLD, dict(L_steps=L, T_il=t_il, T_out=t_out)
+            if layer.op == "add":
+                equations, threshold = SUM_EQUATIONS, SUM_THRESHOLD
+                values["tie_margin"] = TIE * np.exp(-(t_il + t_out) / L) * self.v_unit
+            self.add(Population(name, layer.size, equations, threshold=threshold, reset=NEURON_RESET,
+                                events={"window_start": (WINDOW_START, _RESET)}, values=values, window_start=start,
+                                layer=layer.name, shape=layer.out_shape, method="exact"),
                      span=t_il + t_out + 2, code=_Code(t_out, start + t_il + 1))
             tick = f"tick_{name}"
             self.add(Population(tick, 1, TICK_EQUATIONS, threshold=TICK_THRESHOLD, reset="",
@@ -470,7 +485,7 @@ def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.
         else:  # a clipped ReLU's window ends at T(a) at the latest: the code carries min(A, a) exactly
             scales[name] = activation_scale(raw if clip is None else np.minimum(raw, clip), percentile)
             limit = int(spike_step(scales[name], L))
-        steps[name] = spike_step(raw, L, limit)
+        steps[name] = spike_step(raw - TIE if layer.op == "add" else raw, L, limit)  # ties down (SUM_THRESHOLD)
         return code_value(steps[name], L, offset)
 
     graph = with_concatenation(graph)
