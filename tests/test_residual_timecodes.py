@@ -191,6 +191,50 @@ def test_amos_add_without_relu_of_signed_values_is_rejected():
         AMOS().check(LayerGraph([Layer("x", "input", [], SHAPE, SHAPE), a, b, cat, out]))
 
 
+def _input_skip_graph():
+    """add(x, conv(x)) with ReLU, max-pooled, then a linear output: the sum reads the input itself."""
+    rng = np.random.default_rng(4)
+    a = _conv("a", "x", SHAPE, 1, rng)
+    add = Layer("add", "add", ["x", "a"], SHAPE, SHAPE, activation="relu")
+    pool = Layer("mp", "maxpool", ["add"], SHAPE, (1, 3, 3), params=dict(kernel_size=(2, 2), stride=(2, 2),
+                                                                           padding=(0, 0)))
+    out = Layer("out", "linear", ["mp"], (1, 3, 3), (3,), rng.normal(size=(3, 9)), rng.normal(size=3))
+    return LayerGraph([Layer("x", "input", [], SHAPE, SHAPE), a, add, pool, out])
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_amos_max_pool_of_a_sum_that_reads_the_input(pipeline):
+    """The sum's units are the pool's candidates: the pool sends ``max_j y(x_j + a_j)`` exactly."""
+    graph = _input_skip_graph()
+    x = _images(8)
+    snn = _convert(AMOS(K=K, pipeline=pipeline), graph, x)  # max-pooling: dendrite wiring by default
+    assert snn.description.options["wiring"] == "dendrite"
+    names = population_names(graph)
+    result = snn.simulate(x, device="numpy", spikes=[names["a"], names["mp"]])
+    decoded = _amos_layer_bounds(snn, graph, result, x, names, ("a",))
+    unit = snn.scheme.unit_for(graph["add"], snn.calibration, graph)
+    z = _linear_input(graph, graph["add"], decoded, len(x)).reshape((len(x),) + SHAPE)
+    expected = torch.nn.functional.max_pool2d(torch.as_tensor(unit(z)), 2).reshape(len(x), -1).numpy()
+    sent = snn.scheme.population_values(snn.description, result, names["mp"])
+    np.testing.assert_allclose(sent, expected, rtol=0, atol=FLOAT_SLACK)
+    assert np.mean(sent > 0) > 0.3, "too few active pools for a meaningful test"
+    reference, _ = snn.scheme.reference(graph, snn.calibration, x)
+    np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
+
+
+def test_tdsnn_max_pool_of_a_sum_that_reads_the_input():
+    graph = _input_skip_graph()
+    x = _images(8)
+    snn = _convert(TDSNN(L=L), graph, x)
+    names = population_names(graph)
+    result = snn.simulate(x, device="numpy", spikes=[names["add"], names["mp"]])
+    coded, _ = emulate(graph, x, L, t_out=snn.description.options["t_out"])
+    for name in ("add", "mp"):
+        carried = snn.scheme.population_values(snn.description, result, names[name])
+        np.testing.assert_allclose(carried, coded[name].reshape(len(x), -1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.outputs, coded["out"], rtol=0, atol=FLOAT_SLACK)
+
+
 # -- clipped ReLU --------------------------------------------------------------------------------
 
 def _clipped_graph(clip):

@@ -459,8 +459,8 @@ class AMOS(Scheme):
                                   "candidate neurons read their unit's dendrite).")
         if not (pooled.is_weighted or pooled.op == "add") or _gate(pooled) != "relu" or pooled is graph.output:
             raise ConversionError(f"amos: max-pooling {layer.name!r} must directly follow a hidden Linear/Conv2d layer "
-                                  f"or residual add with ReLU, not {pooled.op!r} with {pooled.activation!r} (the pool "
-                                  "compares the bits of ReLU units).")
+                                  f"with ReLU (or a residual add), not {pooled.op!r} with {pooled.activation!r}: the pool "
+                                  "compares the bits of ReLU units.")
         if layer.activation not in (None, "relu"):
             raise ConversionError(f"amos: layer {layer.name!r} applies {layer.activation!r} after max-pooling.")
         readers = [other.name for other in graph if pooled.name in other.inputs]
