@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import needs_compiler
 
 import brianconv
 from brianconv.connectivity import connections_for
 from brianconv.errors import ConversionError, InvalidValueError
 from brianconv.schemes.amos import UNIT_DIR, load_unit, relu_unit, sent_values
-
-from conftest import needs_compiler
 
 K = 6
 FLOAT_SLACK = 1e-9  # float rounding of the summed synaptic input (a threshold tie can fall on either side)

@@ -12,13 +12,12 @@ import pytest
 import torch
 import torch.nn as nn
 from brian2 import mV
+from conftest import needs_compiler
 
 import brianconv
 from brianconv.errors import InvalidValueError
 from brianconv.nn import TDSNNActivation, finetune_tdsnn, tdsnn_model
 from brianconv.schemes.tdsnn import code_value, emulate, spike_step
-
-from conftest import needs_compiler
 
 L = 4.0
 FLOAT_SLACK = 1e-9

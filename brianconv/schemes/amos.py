@@ -127,27 +127,53 @@ instead: the factors already send binary codes ``y_a = sum d_a z_a`` and ``y_b =
 sends ``d_a[ka] d_b[kb]``. ``K_a K_b`` neurons per element (80 for ReLU K = 10 times sigmoid
 K = 8, against 40), no trained parameters, no error beyond the factors' own codes, one step.
 
+Residual sums and concatenation
+-------------------------------
+A residual ``add`` is a layer of units whose input is the sum of both terms' unit outputs
+(identity weights): with ``wiring="dendrite"`` one dendrite sums both, with the paper's wiring
+every neuron of both terms reaches the sum's neurons. Each term arrives over its own delays
+(``S_t + lag_t - 1 - S_s - lag_s``, as for the two factors of a product), so a shallow term waits
+for a deep one. Its units are those of its activation (ReLU; an ``add`` without activation of
+non-negative terms is a ReLU unit too) and its error that of the unit on the exact sum. A ``cat``
+has no units: each reader receives one projection per branch, at the branch's delays. A max-pool
+of an ``add`` with ReLU works like that of a Linear/Conv2d layer.
+
+Clipped ReLU
+------------
+``min(max(x, 0), a)`` (ReLU6, hardtanh(0, a)) is the closed-form ReLU unit with
+``alpha = min(lambda, a)``: the unit sends ``alpha (1 - 2^-K)`` above ``alpha``, so with
+``alpha = a`` (the calibration reaches the clip) its error is at most ``a 2^-K`` for every ``x``.
+
 Supported: Linear, Conv2d, average pooling (folded into the next projection), max-pooling of a
-ReLU layer (dendrite wiring), products of two unit layers, ReLU / sigmoid / SiLU on hidden
-layers, a Linear or Conv2d output layer without activation.
+ReLU layer (dendrite wiring), products of two unit layers, residual sums, channel concatenation,
+ReLU / clipped ReLU / sigmoid / SiLU on hidden layers, a Linear or Conv2d output layer without
+activation.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from brian2 import mV, ms
+from brian2 import ms, mV
 
 from ..calibration import calibrate
 from ..connectivity import make_connections, one_to_one
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
-from .base import (RunSetup, Scheme, clip_of, incoming_projections, merged_by_source, population_names, register,
-                   with_concatenation)
+from .base import (
+    RunSetup,
+    Scheme,
+    clip_of,
+    incoming_projections,
+    merged_by_source,
+    population_names,
+    register,
+    with_concatenation,
+)
 
 __all__ = ["AMOS", "Unit", "relu_unit", "resolve_wiring", "product_unit", "load_unit", "sent_values", "synapse_count",
-           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS", "PRODUCTS",
-           "CodeProduct", "code_product"]
+           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS",
+           "PRODUCTS", "CodeProduct", "code_product"]
 
 #: ``"paper"``: every source neuron of a unit to every neuron of each target unit (``K_s K_t F``
 #: synapses); ``"dendrite"``: to one dendrite per target unit, which relays the sum (``K_s F + K_t n``);
@@ -259,7 +285,8 @@ class Unit:
         """``max |y|`` over the unit's input domain (a trained one-input unit keeps its edge values
         outside it), on a grid of 20,001 points."""
         if self.domain is None or np.ndim(self.c) != 1:
-            raise InvalidValueError(f"The {self.gate!r} unit has no one-dimensional input domain to bound its output on.")
+            raise InvalidValueError(f"The {self.gate!r} unit has no one-dimensional input domain to bound its "
+                                    "output on.")
         return float(np.max(np.abs(self(np.linspace(*self.domain, 20001)))))
 
 
@@ -272,7 +299,8 @@ def relu_unit(K, alpha):
 
 def product_unit(scales, folder=None):
     """The trained product unit for inputs of ranges ``scales = (s_a, s_b)``: it sees ``a / s_a`` and ``b / s_b``
-    (in its training domain ``[-1, 1]^2`` for ``|a| <= s_a``, ``|b| <= s_b``) and its output is scaled by ``s_a s_b``."""
+    (in its training domain ``[-1, 1]^2`` for ``|a| <= s_a``, ``|b| <= s_b``) and its output is scaled by
+    ``s_a s_b``."""
     unit = load_unit("product", folder)
     s_a, s_b = (float(s) for s in scales)
     return Unit(c=unit.c / np.array([s_a, s_b]), T=unit.T, d=unit.d * s_a * s_b, h=unit.h, gate="product",
@@ -459,8 +487,8 @@ class AMOS(Scheme):
                                   "candidate neurons read their unit's dendrite).")
         if not (pooled.is_weighted or pooled.op == "add") or _gate(pooled) != "relu" or pooled is graph.output:
             raise ConversionError(f"amos: max-pooling {layer.name!r} must directly follow a hidden Linear/Conv2d layer "
-                                  f"with ReLU (or a residual add), not {pooled.op!r} with {pooled.activation!r}: the pool "
-                                  "compares the bits of ReLU units.")
+                                  f"with ReLU (or a residual add), not {pooled.op!r} with {pooled.activation!r}: the "
+                                  "pool compares the bits of ReLU units.")
         if layer.activation not in (None, "relu"):
             raise ConversionError(f"amos: layer {layer.name!r} applies {layer.activation!r} after max-pooling.")
         readers = [other.name for other in graph if pooled.name in other.inputs]
@@ -613,7 +641,8 @@ class AMOS(Scheme):
         """The :class:`Unit` of a hidden population (rebuilt from the description)."""
         p = description.population(population)
         if population not in description.options["units"]:
-            raise InvalidValueError(f"{population!r} ({p.role}) is not a layer of AMOS units that the next layer reads; "
+            raise InvalidValueError(f"{population!r} ({p.role}) is not a layer of AMOS units that the next layer "
+                                    "reads; "
                                     f"those are {sorted(description.options['units'])}.")
         gate, K, alpha = description.options["units"][population]
         return _unit(gate, K, alpha, description.options["unit_dir"])
@@ -762,7 +791,8 @@ class _Wiring:
         post = np.concatenate([kt * connections.n_post + connections.post for _, kt in pairs])
         weight = np.concatenate([connections.weight * factors[ks, kt] for ks, kt in pairs])
         self.projections.append(Projection(
-            name, sender.name, target, make_connections(pre, post, weight, len(sender.d) * sender.n, K_t * connections.n_post),
+            name, sender.name, target,
+            make_connections(pre, post, weight, len(sender.d) * sender.n, K_t * connections.n_post),
             model=SYNAPSE_MODEL, on_pre=on_pre, weight_unit=self.v_unit, delay_steps=delay))
 
     def dendrite(self, inputs, name, layer, bias, relu):

@@ -65,6 +65,27 @@ Threshold ``N`` (the pooling window's number of inputs), unit weights, no leak, 
 neuron: a pool neuron fires one step after its last input spike, i.e. with the latest = largest
 input (reverse code). Average pooling is linear and folded into the next projection.
 
+Residual sums, concatenation, clipped ReLU
+------------------------------------------
+A residual ``add`` is a hidden layer like a convolution, with identity weights from both terms
+(their codes ``G - 1`` are summed, the offset folded as for any layer): it sends
+``G(A) - 1`` of ``A = y_a + y_b``, one more quantisation step. The terms usually leave at
+different steps (the deeper branch later): a layer's window starts with its latest input, and
+each earlier source reaches it over a synaptic delay equal to the difference, so every code
+arrives aligned and Eq. 8 holds for the whole sum. A sum lies exactly on the code's grid
+whenever one term is 0, so its neurons break such ties downwards (:data:`SUM_THRESHOLD`).
+A ``cat`` has no neurons: each reader gets one projection per branch, delayed the same way.
+Every value a layer carries is ``>= 0``, so an ``add`` or ``cat`` without activation is exact.
+
+A clipped ReLU ``min(max(x, 0), a)`` (ReLU6, hardtanh(0, a)) is the same neuron with its window
+ending at ``T(a)`` at the latest (``lambda`` is taken on the clipped values): inputs above ``a``
+fire at the window's end and carry ``G(T(a)) - 1``, within the code's bound of ``a``.
+
+Each layer's window ends at ``T_out = T(lambda)``, ``lambda`` the ``percentile`` of the values the
+layer computes in the coded network on the calibration data (:func:`emulate`; BatchNorm is
+folded into the layer before), so a layer carrying values up to 13 gets the 21 steps (L = 8)
+it needs.
+
 Output
 ------
 The output layer integrates like the others but has no threshold: its potential at ``T_il``
@@ -82,13 +103,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from brian2 import mV, ms
+from brian2 import ms, mV
 
 from ..calibration import Calibration, activation_scale
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
-from .base import (RunSetup, Scheme, clip_of, incoming_projections, merged_by_source, population_names, register,
-                   with_concatenation)
+from .base import (
+    RunSetup,
+    Scheme,
+    clip_of,
+    incoming_projections,
+    merged_by_source,
+    population_names,
+    register,
+    with_concatenation,
+)
 
 __all__ = ["TDSNN", "spike_step", "code_value", "emulate", "INPUT_EQUATIONS", "NEURON_EQUATIONS",
            "OUTPUT_EQUATIONS", "TICK_EQUATIONS", "BIAS_EQUATIONS", "MAXPOOL_EQUATIONS"]
@@ -415,7 +444,8 @@ class _Network:
         if self.offset == "fold":
             bias = bias - sum(np.bincount(c.post, weights=c.weight, minlength=layer.size) for _, c, _ in sources)
         if output:
-            self.add(Population(name, layer.size, OUTPUT_EQUATIONS, events={"window_start": (WINDOW_START, "v = 0 * volt")},
+            self.add(Population(name, layer.size, OUTPUT_EQUATIONS,
+                                events={"window_start": (WINDOW_START, "v = 0 * volt")},
                                 values=dict(L_steps=L, T_il=t_il), window_start=start, layer=layer.name,
                                 shape=layer.out_shape, role="output", method="exact"), span=t_il + 1)
         else:
