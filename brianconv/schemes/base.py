@@ -1,6 +1,6 @@
 """The small interface every coding scheme implements, and the registry of schemes."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -342,8 +342,8 @@ def with_concatenation(graph):
     """
     if not any(layer.op == "cat" or layer.activation == "clipped_relu" for layer in graph):
         return graph
-    return LayerGraph([_ExtendedLayer(**vars(layer)) if layer.op == "cat" or layer.activation == "clipped_relu"
-                       else layer for layer in graph])
+    return LayerGraph([_ExtendedLayer(**{f.name: getattr(layer, f.name) for f in fields(layer) if f.init})
+                       if layer.op == "cat" or layer.activation == "clipped_relu" else layer for layer in graph])
 
 
 class _ExtendedLayer(Layer):
