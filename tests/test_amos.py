@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import needs_compiler
 
 import brianconv
 from brianconv.connectivity import connections_for
 from brianconv.errors import ConversionError, InvalidValueError
 from brianconv.schemes.amos import UNIT_DIR, load_unit, relu_unit, sent_values
-
-from conftest import needs_compiler
 
 K = 6
 FLOAT_SLACK = 1e-9  # float rounding of the summed synaptic input (a threshold tie can fall on either side)
@@ -306,11 +305,24 @@ def test_coincidence_neurons_multiply_the_factors_codes_exactly(wiring):
         assert np.max(np.abs(result.outputs - model(x).numpy())) < 0.05
 
 
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_default_wiring_is_dendrite_for_max_pools_and_the_papers_otherwise(pipeline):
+    """``wiring="auto"`` builds exactly the network of the explicit wiring it stands for."""
+    x = torch.rand(4, 1, 6, 6)
+    pooled = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 2)).eval()
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 2)).eval()
+    for model, wiring in ((pooled, "dendrite"), (plain, "paper")):
+        default = brianconv.convert(model, "amos", calibration=x, K=3, pipeline=pipeline).description
+        explicit = brianconv.convert(model, "amos", calibration=x, K=3, pipeline=pipeline, wiring=wiring).description
+        assert default.fingerprint(2) == explicit.fingerprint(2)
+        assert default.options["wiring"] == wiring
+
+
 def test_unsupported_layers_and_inputs_are_rejected():
     x = torch.rand(4, 1, 6, 6)
     pooled = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 2))
     with pytest.raises(ConversionError, match="wiring='dendrite'"):
-        brianconv.convert(pooled, "amos", calibration=x)
+        brianconv.convert(pooled, "amos", calibration=x, wiring="paper")
     with pytest.raises(ConversionError, match="must directly follow a hidden Linear/Conv2d layer with ReLU"):
         brianconv.convert(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(9, 2)), "amos", calibration=x,
                           wiring="dendrite")

@@ -12,13 +12,12 @@ import pytest
 import torch
 import torch.nn as nn
 from brian2 import mV
+from conftest import needs_compiler
 
 import brianconv
 from brianconv.errors import AccuracyWarning, InvalidValueError
 from brianconv.nn import TDSNNActivation, finetune_tdsnn, tdsnn_model
 from brianconv.schemes.tdsnn import code_value, emulate, spike_step
-
-from conftest import needs_compiler
 
 L = 4.0
 FLOAT_SLACK = 1e-9
@@ -141,6 +140,34 @@ def test_conv_and_maxpool_fire_with_the_latest_input():
         np.testing.assert_allclose(carried, values[population.layer].reshape(len(x), -1), rtol=0, atol=1e-12)
     with pytest.raises(InvalidValueError, match="helper"):
         snn.scheme.population_values(snn.description, result, f"tick_{conv.name}")
+
+
+def test_code_window_covers_a_batchnorm_folded_layer_with_large_values():
+    """A bias-free stride-2 conv folded with BatchNorm carries values above 10, whose code needs about
+    ``L ln 12`` steps at L = 8: the layer's window ``T(lambda)`` (lambda: the largest calibrated value)
+    covers them, so every decoded value ``G(A) - 1`` lies in ``[ReLU(A), ReLU(A) + (ReLU(A) + 1)(e^(1/L) - 1))``
+    (Eq. 10, 11). A window shorter than ``T(max A)`` (e.g. the input's) clips the largest values."""
+    L8 = 8.0
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
+                          nn.Flatten(), nn.Linear(16, 3)).eval()
+    with torch.no_grad():
+        model[1].running_var.fill_(0.01)  # BatchNorm scales the conv by ~10
+        model[1].bias.copy_(torch.tensor([0.5, -0.5, 1.0, 0.0]))
+    x = torch.rand(6, 1, 9, 9)
+    snn = brianconv.convert(model, "tdsnn", calibration=x, L=L8)
+    conv = _hidden(snn)
+    layer = snn.graph[conv.layer]
+    x_code = torch.as_tensor(code_value(spike_step(x.numpy().astype(np.float64), L8), L8))
+    with torch.no_grad():
+        a = layer.pre_activation(x_code).numpy().reshape(len(x), -1)
+    assert a.max() > 10 and conv.values["T_out"] >= spike_step(a.max(), L8) > 2 * snn.description.options["t_bias"]
+    result = snn.simulate(x, device="numpy", spikes=[conv.name])
+    carried = snn.scheme.population_values(snn.description, result, conv.name)
+    relu = np.maximum(a, 0)
+    error = carried - relu
+    assert np.all(error >= -FLOAT_SLACK)
+    assert np.all(error < (relu + 1) * (np.exp(1 / L8) - 1) + FLOAT_SLACK)
 
 
 def test_bias_neuron_carries_the_value_one():

@@ -5,10 +5,12 @@ A scheme is a subclass of :class:`~brianconv.schemes.base.Scheme` that turns a c
 and decodes the recorded output. ``brianconv.convert(model, method=NAME)`` looks schemes up here.
 """
 
+from . import (
+    amos,  # noqa: F401  (registers "amos")
+    rate,  # noqa: F401  (registers "rate")
+    tdsnn,  # noqa: F401  (registers "tdsnn")
+    ttfs,  # noqa: F401  (registers "ttfs")
+)
 from .base import RunSetup, Scheme, available, get, register, unregister
-from . import ttfs  # noqa: F401  (registers "ttfs")
-from . import rate  # noqa: F401  (registers "rate")
-from . import amos  # noqa: F401  (registers "amos")
-from . import tdsnn  # noqa: F401  (registers "tdsnn")
 
 __all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available"]

@@ -74,7 +74,11 @@ this keeps the build time of a net with products (K = 40) in minutes.
 
 Wiring
 ------
-``wiring="paper"`` (default): the paper's unit sends every source neuron's spike to every
+``wiring="auto"`` (default) picks ``"dendrite"`` for a net that max-pools (the only wiring that
+computes a max-pool) and the paper's wiring otherwise (:func:`resolve_wiring`), so a model that
+converts with an explicit wiring gets the same network from the default.
+
+``wiring="paper"``: the paper's unit sends every source neuron's spike to every
 target neuron of the unit at its own delay, so a layer with ``F`` ANN connections gets
 ``K_s K_t F`` synapses (``K^2`` times the ANN). :func:`synapse_count` computes it before building.
 
@@ -123,30 +127,57 @@ instead: the factors already send binary codes ``y_a = sum d_a z_a`` and ``y_b =
 sends ``d_a[ka] d_b[kb]``. ``K_a K_b`` neurons per element (80 for ReLU K = 10 times sigmoid
 K = 8, against 40), no trained parameters, no error beyond the factors' own codes, one step.
 
+Residual sums and concatenation
+-------------------------------
+A residual ``add`` is a layer of units whose input is the sum of both terms' unit outputs
+(identity weights): with ``wiring="dendrite"`` one dendrite sums both, with the paper's wiring
+every neuron of both terms reaches the sum's neurons. Each term arrives over its own delays
+(``S_t + lag_t - 1 - S_s - lag_s``, as for the two factors of a product), so a shallow term waits
+for a deep one. Its units are those of its activation (ReLU; an ``add`` without activation of
+non-negative terms is a ReLU unit too) and its error that of the unit on the exact sum. A ``cat``
+has no units: each reader receives one projection per branch, at the branch's delays. A max-pool
+of an ``add`` with ReLU works like that of a Linear/Conv2d layer.
+
+Clipped ReLU
+------------
+``min(max(x, 0), a)`` (ReLU6, hardtanh(0, a)) is the closed-form ReLU unit with
+``alpha = min(lambda, a)``: the unit sends ``alpha (1 - 2^-K)`` above ``alpha``, so with
+``alpha = a`` (the calibration reaches the clip) its error is at most ``a 2^-K`` for every ``x``.
+
 Supported: Linear, Conv2d, average pooling (folded into the next projection), max-pooling of a
-ReLU layer (dendrite wiring), products of two unit layers, ReLU / sigmoid / SiLU on hidden
-layers, a Linear or Conv2d output layer without activation.
+ReLU layer (dendrite wiring), products of two unit layers, residual sums, channel concatenation,
+ReLU / clipped ReLU / sigmoid / SiLU on hidden layers, a Linear or Conv2d output layer without
+activation.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from brian2 import mV, ms
+from brian2 import ms, mV
 
 from ..calibration import calibrate
-from ..connectivity import connections_for, make_connections, one_to_one
+from ..connectivity import make_connections, one_to_one
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
-from .base import RunSetup, Scheme, population_names, projected_layers, register
+from .base import (
+    RunSetup,
+    Scheme,
+    clip_of,
+    incoming_projections,
+    merged_by_source,
+    population_names,
+    register,
+)
 
-__all__ = ["AMOS", "Unit", "relu_unit", "product_unit", "load_unit", "sent_values", "synapse_count",
-           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS", "PRODUCTS",
-           "CodeProduct", "code_product"]
+__all__ = ["AMOS", "Unit", "relu_unit", "resolve_wiring", "product_unit", "load_unit", "sent_values", "synapse_count",
+           "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS",
+           "PRODUCTS", "CodeProduct", "code_product"]
 
 #: ``"paper"``: every source neuron of a unit to every neuron of each target unit (``K_s K_t F``
-#: synapses); ``"dendrite"``: to one dendrite per target unit, which relays the sum (``K_s F + K_t n``).
-WIRINGS = ("paper", "dendrite")
+#: synapses); ``"dendrite"``: to one dendrite per target unit, which relays the sum (``K_s F + K_t n``);
+#: ``"auto"``: ``"dendrite"`` where the graph needs it, else ``"paper"`` (:func:`resolve_wiring`).
+WIRINGS = ("auto", "paper", "dendrite")
 #: How a ``mul`` layer is computed: ``"trained"``, the paper's trained two-input unit (K = 40);
 #: ``"code"``, coincidence neurons multiplying the factors' spike codes exactly (:class:`CodeProduct`).
 PRODUCTS = ("trained", "code")
@@ -253,7 +284,8 @@ class Unit:
         """``max |y|`` over the unit's input domain (a trained one-input unit keeps its edge values
         outside it), on a grid of 20,001 points."""
         if self.domain is None or np.ndim(self.c) != 1:
-            raise InvalidValueError(f"The {self.gate!r} unit has no one-dimensional input domain to bound its output on.")
+            raise InvalidValueError(f"The {self.gate!r} unit has no one-dimensional input domain to bound its "
+                                    "output on.")
         return float(np.max(np.abs(self(np.linspace(*self.domain, 20001)))))
 
 
@@ -266,7 +298,8 @@ def relu_unit(K, alpha):
 
 def product_unit(scales, folder=None):
     """The trained product unit for inputs of ranges ``scales = (s_a, s_b)``: it sees ``a / s_a`` and ``b / s_b``
-    (in its training domain ``[-1, 1]^2`` for ``|a| <= s_a``, ``|b| <= s_b``) and its output is scaled by ``s_a s_b``."""
+    (in its training domain ``[-1, 1]^2`` for ``|a| <= s_a``, ``|b| <= s_b``) and its output is scaled by
+    ``s_a s_b``."""
     unit = load_unit("product", folder)
     s_a, s_b = (float(s) for s in scales)
     return Unit(c=unit.c / np.array([s_a, s_b]), T=unit.T, d=unit.d * s_a * s_b, h=unit.h, gate="product",
@@ -308,6 +341,47 @@ def code_product(unit_a, unit_b):
                        gate="product_code", scale=((unit_a.gate, unit_a.K, unit_a.scale),
                                                    (unit_b.gate, unit_b.K, unit_b.scale)),
                        factors=(unit_a, unit_b))
+
+
+def resolve_wiring(wiring, graph):
+    """The wiring used for ``graph``: ``wiring`` itself unless it is ``"auto"``.
+
+    ``"auto"`` means ``"dendrite"`` when the graph has a max-pool (its candidate neurons read the
+    pooled units' dendrites; the paper's wiring cannot compute it) and ``"paper"`` otherwise. The
+    synapse count is deliberately not a criterion: the paper's wiring stays the default wherever it
+    works, so the default network of a model does not depend on its size.
+
+    Parameters
+    ----------
+    wiring : {"auto", "paper", "dendrite"}
+    graph : brianconv.graph.LayerGraph
+
+    Returns
+    -------
+    str
+        ``"paper"`` or ``"dendrite"``.
+    """
+    if wiring != "auto":
+        return wiring
+    return "dendrite" if any(layer.op == "maxpool" for layer in graph) else "paper"
+
+
+def _gate(layer):
+    """The unit that replaces ``layer``'s activation: a clipped ReLU is a ReLU unit (its range ends at the
+    clip), an ``add`` without activation sums non-negative values and is a ReLU unit too."""
+    if layer.activation == "clipped_relu" or (layer.op == "add" and layer.activation is None):
+        return "relu"
+    return layer.activation
+
+
+def _sends_non_negative(graph, name):
+    """Whether layer ``name`` can only send values >= 0 (ReLU units, the input, pools and sums of those)."""
+    layer = graph[name]
+    if layer.op == "input" or layer.activation in ("relu", "clipped_relu"):
+        return True
+    if layer.activation is None and layer.op in ("avgpool", "maxpool", "cat", "add"):
+        return all(_sends_non_negative(graph, source) for source in layer.inputs)
+    return False
 
 
 def _units_layer(graph, name):
@@ -355,19 +429,20 @@ class AMOS(Scheme):
     product : {"trained", "code"}
         ``mul`` layers: the paper's trained product unit (K = 40, inputs scaled into its domain) or
         ``K_a K_b`` coincidence neurons per element that multiply the factors' codes exactly.
-    wiring : {"paper", "dendrite"}
+    wiring : {"auto", "paper", "dendrite"}
         ``"paper"``: each source neuron sends to each neuron of every target unit (``K_s K_t``
         synapses per ANN connection); ``"dendrite"``: to the target unit's dendrite, which sums
         ``x`` once and relays it to the unit's K neurons (``K_s`` per ANN connection, one step more
-        latency per layer, identical unit outputs). Max-pooling needs ``"dendrite"``.
+        latency per layer, identical unit outputs). Max-pooling needs ``"dendrite"``. ``"auto"``
+        (default): ``"dendrite"`` if the net max-pools, else ``"paper"`` (:func:`resolve_wiring`).
     """
 
     name = "amos"
     needs_nonnegative_input = True
-    activations = frozenset({"relu", "sigmoid", "silu"})
-    ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul"})
+    activations = frozenset({"relu", "clipped_relu", "sigmoid", "silu"})
+    ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul", "add", "cat"})
     defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None,
-                    wiring="paper", product="trained")
+                    wiring="auto", product="trained")
 
     def validate_options(self):
         super().validate_options()
@@ -388,6 +463,9 @@ class AMOS(Scheme):
                 self._check_max_pool(graph, layer)
             if layer.op == "mul":
                 self._check_product(graph, layer)
+            if layer.op in ("add", "cat"):
+                self._check_sum(graph, layer)
+            clip_of(layer)  # a clipped ReLU must name its upper end
         for layer in graph:
             if layer.op == "avgpool" and layer.activation is not None:
                 raise ConversionError(f"amos: layer {layer.name!r} applies {layer.activation!r} after pooling.")
@@ -397,12 +475,13 @@ class AMOS(Scheme):
 
     def _check_max_pool(self, graph, layer):
         pooled = graph[layer.inputs[0]]
-        if self.options["wiring"] != "dendrite":
-            raise ConversionError(f"amos: max-pooling ({layer.name!r}) needs wiring='dendrite' (the pool's candidate "
-                                  "neurons read their unit's dendrite).")
-        if not pooled.is_weighted or pooled.activation != "relu" or pooled is graph.output:
+        if resolve_wiring(self.options["wiring"], graph) != "dendrite":
+            raise ConversionError(f"amos: max-pooling ({layer.name!r}) needs wiring='dendrite' or 'auto' (the pool's "
+                                  "candidate neurons read their unit's dendrite).")
+        if not (pooled.is_weighted or pooled.op == "add") or _gate(pooled) != "relu" or pooled is graph.output:
             raise ConversionError(f"amos: max-pooling {layer.name!r} must directly follow a hidden Linear/Conv2d layer "
-                                  f"with ReLU, not {pooled.op!r} with {pooled.activation!r}.")
+                                  f"with ReLU (or a residual add), not {pooled.op!r} with {pooled.activation!r}: the "
+                                  "pool compares the bits of ReLU units.")
         if layer.activation not in (None, "relu"):
             raise ConversionError(f"amos: layer {layer.name!r} applies {layer.activation!r} after max-pooling.")
         readers = [other.name for other in graph if pooled.name in other.inputs]
@@ -418,6 +497,17 @@ class AMOS(Scheme):
             if not (factor.op == "maxpool" or (factor.is_weighted and factor.activation in self.activations)):
                 raise ConversionError(f"amos: product {layer.name!r} reads {name!r} ({factor.op}); both factors "
                                       "must be layers of ReLU/sigmoid/SiLU units or their max-pool.")
+
+    def _check_sum(self, graph, layer):
+        """A residual ``add`` is a layer of units fed by both terms; a ``cat`` only routes its branches."""
+        if layer.op == "cat" and layer.activation not in (None, "relu"):
+            raise ConversionError(f"amos: concatenation {layer.name!r} applies {layer.activation!r}; a concatenation "
+                                  "has no units of its own. Apply the activation before concatenating.")
+        needs_non_negative = layer.activation is None if layer.op == "add" else layer.activation == "relu"
+        if needs_non_negative and not all(_sends_non_negative(graph, name) for name in layer.inputs):
+            raise ConversionError(f"amos: {layer.op} {layer.name!r} without its own ReLU units reads values that can "
+                                  f"be negative ({layer.inputs}); an {layer.op} of them must be followed by ReLU "
+                                  "(add) or read ReLU outputs only (cat).")
 
     def calibrate(self, graph, x):
         return calibrate(graph, x, self.options["percentile"])
@@ -435,12 +525,16 @@ class AMOS(Scheme):
             if self.options["product"] == "code":
                 return code_product(*factors)
             return _unit("product", None, [_largest_sent(unit) for unit in factors], self.options["unit_dir"])
-        return _unit(layer.activation, int(self.options["K"]), calibration.scales[layer.name], self.options["unit_dir"])
+        gate, scale = _gate(layer), calibration.scales[layer.name]
+        if clip_of(layer) is not None:  # the ReLU unit on (-inf, alpha] sends alpha (1 - 2^-K) above alpha
+            scale = min(scale, clip_of(layer))
+        return _unit(gate, int(self.options["K"]), scale, self.options["unit_dir"])
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        v_unit, dendrites = o["v_unit"], o["wiring"] == "dendrite"
+        wiring = resolve_wiring(o["wiring"], graph)
+        v_unit, dendrites = o["v_unit"], wiring == "dendrite"
         names = population_names(graph)
         net = _Wiring(v_unit)
         inp = graph.input
@@ -449,40 +543,44 @@ class AMOS(Scheme):
             layer=inp.name, shape=tuple(inp.out_shape), role="input"), start=0)
         senders = {input_population.name: input_population}
         pooled = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
-        for layer, source, connections in projected_layers(graph, names):
-            name, sender = names[layer.name], senders[source]
-            bias = layer.neuron_bias() if layer.is_weighted else None
-            if layer is graph.output:
+        for layer, incoming in incoming_projections(graph, names):
+            name = names[layer.name]
+            if layer.op != "mul":  # the two factors of a product stay apart (two ports), even from one layer
+                incoming = merged_by_source(incoming)
+            inputs = [(senders[source], connections) for source, connections in incoming]
+            bias = layer.neuron_bias()
+            if layer is graph.output:  # every input at its own delay, aligned to the last one
                 net.add(Population(name, layer.size, OUTPUT_EQUATIONS, events={"clear": CLEAR},
                                    values=dict(v_rest=bias * v_unit), layer=layer.name, shape=layer.out_shape,
-                                   role="output"), start=sender.last_step)
-                net.feedforward(sender, name, connections, lags=np.ones(1, dtype=int), gains=np.ones(1))
+                                   role="output"), start=max(sender.last_step for sender, _ in inputs))
+                for sender, connections in inputs:
+                    net.feedforward(sender, name, connections, lags=np.ones(1, dtype=int), gains=np.ones(1))
                 continue
             if layer.op == "mul":  # both factors' neurons, at aligned delays
-                factors = [(sender, connections), (senders[names[layer.inputs[1]]], connections_for(layer)[1])]
                 unit = self.unit_for(layer, calibration, graph)
-                senders[name] = (net.coincidences(factors, name, layer, unit) if o["product"] == "code"
-                                 else net.unit_layer(factors, name, layer, unit, np.zeros(layer.size)))
+                senders[name] = (net.coincidences(inputs, name, layer, unit) if o["product"] == "code"
+                                 else net.unit_layer(inputs, name, layer, unit, bias, ports=True))
                 continue
             if layer.op == "maxpool":
                 pooled_layer = graph[layer.inputs[0]]
-                senders[name] = net.max_pool(senders[source], pooled_layer, names[pooled_layer.name], name, layer,
+                (sender, connections), = inputs
+                senders[name] = net.max_pool(sender, pooled_layer, names[pooled_layer.name], name, layer,
                                              connections, self.unit_for(pooled_layer, calibration))
                 continue
             unit = self.unit_for(layer, calibration)
-            if dendrites:
-                sender = net.dendrite(sender, name, layer, connections, bias, relu=unit.gate == "relu")
+            if dendrites:  # one dendrite sums every input (both terms of an add, every concatenated branch)
+                sender = net.dendrite(inputs, name, layer, bias, relu=unit.gate == "relu")
                 if layer.name in pooled:  # the max-pool builds this layer's neurons
                     senders[name] = sender
                     continue
-                connections, bias = one_to_one(layer.size), np.zeros(layer.size)
-            senders[name] = net.unit_layer([(sender, connections)], name, layer, unit, bias)
+                inputs, bias = [(sender, one_to_one(layer.size))], np.zeros(layer.size)
+            senders[name] = net.unit_layer(inputs, name, layer, unit, bias)
         period = 1 if o["pipeline"] else max(net.starts.values()) + 1
         return NetworkDescription(
             scheme=self.name, populations=net.finished_populations(), projections=net.projections, dt=o["dt"],
             period_steps=period, input_population=input_population.name, output_population=names[graph.output.name],
             output_variable="v", output_unit=v_unit, readout_step=0,
-            options=dict(self.options, scales=dict(calibration.scales),
+            options=dict(self.options, wiring=wiring, scales=dict(calibration.scales),
                          units={name: (s.unit.gate, s.unit.K, s.unit.scale) for name, s in senders.items()
                                 if s.unit is not None}))
 
@@ -504,8 +602,9 @@ class AMOS(Scheme):
             ``layer name -> (N, *out_shape)``: what each kept layer sends (unit outputs ``y``).
         """
         x = graph.check_input(x)
+        graph = graph
         units = {layer.name: self.unit_for(layer, calibration, graph) for layer in graph.layers[1:]
-                 if layer.activation is not None or layer.op == "mul"}
+                 if _has_units(layer)}
         names = [layer.name for layer in graph] if keep is None else list(keep)
         outputs, kept = [], {name: [] for name in names}
         for i in range(0, len(x), chunk):
@@ -530,7 +629,8 @@ class AMOS(Scheme):
         """The :class:`Unit` of a hidden population (rebuilt from the description)."""
         p = description.population(population)
         if population not in description.options["units"]:
-            raise InvalidValueError(f"{population!r} ({p.role}) is not a layer of AMOS units that the next layer reads; "
+            raise InvalidValueError(f"{population!r} ({p.role}) is not a layer of AMOS units that the next layer "
+                                    "reads; "
                                     f"those are {sorted(description.options['units'])}.")
         gate, K, alpha = description.options["units"][population]
         return _unit(gate, K, alpha, description.options["unit_dir"])
@@ -560,8 +660,13 @@ def _reference_values(graph, units, x):
             continue
         with torch.no_grad():
             z = layer.pre_activation(*inputs).numpy()
-        values[layer.name] = z if layer.activation is None else units[layer.name](z)
+        values[layer.name] = units[layer.name](z) if layer.name in units else z
     return values
+
+
+def _has_units(layer):
+    """Whether ``layer`` sends through AMOS units (its activation's, a product's or a residual sum's)."""
+    return layer.op in ("mul", "add") or (layer.activation is not None and layer.op != "cat")
 
 
 def sent_values(result, description, population, unit, n_images):
@@ -674,12 +779,15 @@ class _Wiring:
         post = np.concatenate([kt * connections.n_post + connections.post for _, kt in pairs])
         weight = np.concatenate([connections.weight * factors[ks, kt] for ks, kt in pairs])
         self.projections.append(Projection(
-            name, sender.name, target, make_connections(pre, post, weight, len(sender.d) * sender.n, K_t * connections.n_post),
+            name, sender.name, target,
+            make_connections(pre, post, weight, len(sender.d) * sender.n, K_t * connections.n_post),
             model=SYNAPSE_MODEL, on_pre=on_pre, weight_unit=self.v_unit, delay_steps=delay))
 
-    def dendrite(self, sender, name, layer, connections, bias, relu):
+    def dendrite(self, inputs, name, layer, bias, relu):
         """The dendrite of a layer's units: sums ``x = W y + b`` once per image and relays it to the K neurons.
 
+        ``inputs``: ``[(sender, connections)]``, all summed (the terms of a residual ``add``, the
+        branches of a concatenation), each over its own delay so that all arrive in the same step.
         For ReLU units only positive values are relayed (a unit given nothing computes ``f(0)``,
         which is 0 for ReLU and exact for every unit: no event means ``x = 0``).
         """
@@ -687,8 +795,9 @@ class _Wiring:
             f"{name}_dendrite", layer.size, DENDRITE_EQUATIONS,
             threshold=DENDRITE_THRESHOLD.format(compare=">" if relu else "!="), reset="",
             values=dict(v_rest=bias * self.v_unit), layer=layer.name, shape=tuple(layer.out_shape), role="helper",
-            namespace={"v_unit": self.v_unit}), start=sender.last_step + 1)
-        self.feedforward(sender, relay.name, connections, lags=np.zeros(1, dtype=int), gains=np.ones(1))
+            namespace={"v_unit": self.v_unit}), start=max(sender.last_step for sender, _ in inputs) + 1)
+        for sender, connections in inputs:
+            self.feedforward(sender, relay.name, connections, lags=np.zeros(1, dtype=int), gains=np.ones(1))
         return relay
 
     def unit_neurons(self, name, n, unit, lags, bias, layer, shape, start, role="hidden"):
@@ -699,17 +808,20 @@ class _Wiring:
                         theta=np.repeat(unit.T, n) * self.v_unit, lag=np.repeat(lags, n)),
             layer=layer, shape=(unit.K,) + tuple(shape), role=role), start=start)
 
-    def unit_layer(self, inputs, name, layer, unit, bias):
+    def unit_layer(self, inputs, name, layer, unit, bias, ports=False):
         """A layer of AMOS units (Eqs. 2-6): neuron ``k`` answers ``k`` steps into the window.
 
-        ``inputs``: ``[(sender, connections)]``, one per input of the unit (two for products, Eq. 7).
+        ``inputs``: ``[(sender, connections)]``. With ``ports``, input ``j`` feeds input ``j`` of a
+        multi-input unit (the two factors of a product, Eq. 7); otherwise all inputs are summed into
+        the unit's one input ``x`` (the terms of a residual ``add``, the branches of a concatenation).
+        Each sender reaches every neuron over its own delays, aligned to the layer's window.
         """
         lags = np.arange(unit.K)
         start = max(sender.last_step for sender, _ in inputs) + 1
         self.unit_neurons(name, layer.size, unit, lags, bias, layer.name, layer.out_shape, start)
         gains = np.asarray(unit.c, dtype=float).reshape(unit.K, -1)
         for port, (sender, connections) in enumerate(inputs):
-            self.feedforward(sender, name, connections, lags=lags, gains=gains[:, port])
+            self.feedforward(sender, name, connections, lags=lags, gains=gains[:, port if ports else 0])
         self._inhibition(name, name, unit, one_to_one(layer.size), lags, lags)
         return _Sender(name, layer.size, self.starts[name], lags, unit)
 

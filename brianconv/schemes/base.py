@@ -423,3 +423,44 @@ class _Carried:
     def apply_to(self, connections):
         """The projection from :attr:`source` equal to ``connections`` applied after the mapping."""
         return connections if self.mapping is None else compose(self.mapping, connections)
+
+
+# -- residual additions, concatenations and clipped ReLU (tdsnn and amos) --------------------------
+
+def merged_by_source(incoming):
+    """``incoming`` (as yielded by :func:`incoming_projections`) with one projection per source population.
+
+    A layer can receive several projections from one population (a ``cat`` of the same layer
+    twice, or two branches folded into one reader); one ``Synapses`` object per (source, target)
+    keeps projection names unique. A single projection from a source is returned unchanged.
+
+    Returns
+    -------
+    list of (source population name, Connections)
+        In the order of the sources' first appearance.
+    """
+    grouped = {}
+    for source, connections in incoming:
+        grouped.setdefault(source, []).append(connections)
+    merged = []
+    for source, parts in grouped.items():
+        if len(parts) == 1:
+            merged.append((source, parts[0]))
+            continue
+        merged.append((source, make_connections(np.concatenate([c.pre for c in parts]),
+                                                np.concatenate([c.post for c in parts]),
+                                                np.concatenate([c.weight for c in parts]),
+                                                parts[0].n_pre, parts[0].n_post)))
+    return merged
+
+
+def clip_of(layer):
+    """The upper end ``a`` of a clipped ReLU (``min(max(x, 0), a)``: ReLU6, hardtanh(0, a), clamp(0, a)),
+    None for any other activation."""
+    if layer.activation != "clipped_relu":
+        return None
+    clip = layer.params.get("clip")
+    if clip is None or not np.isfinite(clip) or clip <= 0:
+        raise ConversionError(f"Layer {layer.name!r} has a clipped ReLU without a positive finite "
+                              f"params['clip'] (got {clip!r}); it must give the upper end a of min(max(x, 0), a).")
+    return float(clip)

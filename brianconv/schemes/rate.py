@@ -87,13 +87,29 @@ import warnings
 from dataclasses import replace
 
 import numpy as np
-from brian2 import check_units, declare_types, have_same_dimensions, implementation, ms, mV, second, volt
+from brian2 import (
+    check_units,
+    declare_types,
+    have_same_dimensions,
+    implementation,
+    ms,
+    mV,
+    second,
+    volt,
+)
 
 from ..calibration import calibrate, normalised_parameters
 from ..description import NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from ..graph import LayerGraph
-from .base import RunSetup, Scheme, check_positive, population_names, projected_layers, register
+from .base import (
+    RunSetup,
+    Scheme,
+    check_positive,
+    population_names,
+    projected_layers,
+    register,
+)
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]

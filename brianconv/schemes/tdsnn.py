@@ -65,6 +65,27 @@ Threshold ``N`` (the pooling window's number of inputs), unit weights, no leak, 
 neuron: a pool neuron fires one step after its last input spike, i.e. with the latest = largest
 input (reverse code). Average pooling is linear and folded into the next projection.
 
+Residual sums, concatenation, clipped ReLU
+------------------------------------------
+A residual ``add`` is a hidden layer like a convolution, with identity weights from both terms
+(their codes ``G - 1`` are summed, the offset folded as for any layer): it sends
+``G(A) - 1`` of ``A = y_a + y_b``, one more quantisation step. The terms usually leave at
+different steps (the deeper branch later): a layer's window starts with its latest input, and
+each earlier source reaches it over a synaptic delay equal to the difference, so every code
+arrives aligned and Eq. 8 holds for the whole sum. A sum lies exactly on the code's grid
+whenever one term is 0, so its neurons break such ties downwards (:data:`SUM_THRESHOLD`).
+A ``cat`` has no neurons: each reader gets one projection per branch, delayed the same way.
+Every value a layer carries is ``>= 0``, so an ``add`` or ``cat`` without activation is exact.
+
+A clipped ReLU ``min(max(x, 0), a)`` (ReLU6, hardtanh(0, a)) is the same neuron with its window
+ending at ``T(a)`` at the latest (``lambda`` is taken on the clipped values): inputs above ``a``
+fire at the window's end and carry ``G(T(a)) - 1``, within the code's bound of ``a``.
+
+Each layer's window ends at ``T_out = T(lambda)``, ``lambda`` the ``percentile`` of the values the
+layer computes in the coded network on the calibration data (:func:`emulate`; BatchNorm is
+folded into the layer before), so a layer carrying values up to 13 gets the 21 steps (L = 8)
+it needs.
+
 Output
 ------
 The output layer integrates like the others but has no threshold: its potential at ``T_il``
@@ -78,15 +99,24 @@ before the next enters. Every population resets at the start of its window (even
 ``window_start``).
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
-from brian2 import mV, ms
+from brian2 import ms, mV
 
 from ..calibration import Calibration, activation_scale
-from ..connectivity import compose, connections_for
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
-from .base import RunSetup, Scheme, population_names, register
+from .base import (
+    RunSetup,
+    Scheme,
+    clip_of,
+    incoming_projections,
+    merged_by_source,
+    population_names,
+    register,
+)
 
 __all__ = ["TDSNN", "spike_step", "code_value", "emulate", "INPUT_EQUATIONS", "NEURON_EQUATIONS",
            "OUTPUT_EQUATIONS", "TICK_EQUATIONS", "BIAS_EQUATIONS", "MAXPOOL_EQUATIONS"]
@@ -121,6 +151,17 @@ fired : 1                             # 1 once the neuron has spiked in this win
 NEURON_THRESHOLD = "started == 1 and fired == 0 and t_o >= 0 and (v >= 0 * volt or t_o >= T_out)"
 NEURON_RESET = "fired = 1"
 
+#: A residual sum ``A = (G_a - 1) + (G_b - 1)`` lies exactly on the code's grid ``exp(k / L) - 1``
+#: whenever one term is 0, where ``v`` reaches 0 exactly at tick ``k`` and float rounding would pick
+#: ``k`` or ``k + 1`` at random. The sum's neurons fire at ``v >= -tie_margin`` instead, with
+#: ``tie_margin = TIE * exp(-(T_il + T_out) / L) * v_unit``: ``v_k >= -m`` is
+#: ``exp(k / L) - 1 >= A - TIE exp((k - T_out) / L)``, so ties go to ``k`` (the exact code) and only
+#: inputs within ``TIE`` (ANN units) above a grid point fire one step early.
+TIE = 1e-10
+SUM_EQUATIONS = NEURON_EQUATIONS + """tie_margin : volt (constant, shared)  # ties of the code go down
+"""
+SUM_THRESHOLD = "started == 1 and fired == 0 and t_o >= 0 and (v >= -tie_margin or t_o >= T_out)"
+
 #: Output layer: the same leaky integration without a threshold; ``v`` at ``T_il`` is read (Eq. 8).
 OUTPUT_EQUATIONS = _LIF + """
 dv/dt = -v / tau : volt
@@ -149,6 +190,7 @@ fired : 1
 MAXPOOL_THRESHOLD = "started == 1 and fired == 0 and v >= (n_inputs - 0.5) * v_unit"
 
 WINDOW_START = "started == 1 and local_step == 0"
+_RESET = "v = 0 * volt\nfired = 0"
 ON_PRE = "v_post += w"
 TICK_ON_PRE = "v_post += (1 - fired_post) * w"
 _SYNAPSE_MODEL = "w : volt (constant)"
@@ -204,7 +246,8 @@ class TDSNN(Scheme):
 
     name = "tdsnn"
     needs_nonnegative_input = True
-    activations = frozenset({"relu"})
+    activations = frozenset({"relu", "clipped_relu"})
+    ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "add", "cat"})
     defaults = dict(L=8.0, dt=0.1 * ms, percentile=100.0, offset="fold", v_unit=1 * mV, pipeline=True)
 
     def validate_options(self):
@@ -223,6 +266,11 @@ class TDSNN(Scheme):
             if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
                 raise ConversionError(f"tdsnn: max-pooling {layer.name!r} directly after average pooling is not "
                                       "supported; average-pool after the max-pool instead.")
+            clip_of(layer)  # a clipped ReLU must name its upper end
+            if layer.op == "cat" and layer.activation not in (None, "relu"):
+                raise ConversionError(f"tdsnn: concatenation {layer.name!r} applies {layer.activation!r}; a "
+                                      "concatenation has no neurons of its own and can only pass its inputs' codes "
+                                      "on (ReLU of them is the identity). Apply the activation before concatenating.")
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
@@ -235,94 +283,35 @@ class TDSNN(Scheme):
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        L, v_unit = float(o["L"]), o["v_unit"]
-        t_bias = int(spike_step(1.0, L))
-        g_bias = float(np.exp(t_bias / L))
+        L = float(o["L"])
         names = population_names(graph)
-        populations, projections = [], []
-        # span: population -> steps its window needs (for the image period);
-        # carriers: layer -> (population sending its code, pending linear map, T_out of the code, code window start)
-        span = {}
+        net = _Network(L, o["v_unit"], o["offset"])
         t_input = int(spike_step(calibration.scales[graph.input.name], L))
         inp = names[graph.input.name]
-        populations.append(Population(inp, graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
-                                      values=dict(L_steps=L, T_out=t_input), window_start=0,
-                                      layer=graph.input.name, shape=graph.input.out_shape, role="input"))
-        span[inp] = t_input + 1
-        carriers = {graph.input.name: (inp, None, t_input, 0)}
+        net.add(Population(inp, graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
+                           values=dict(L_steps=L, T_out=t_input), window_start=0, layer=graph.input.name,
+                           shape=graph.input.out_shape, role="input"), span=t_input + 1, code=_Code(t_input, 0))
         readout = None
-        for layer in graph.layers[1:]:
-            source, pending, t_src, start = carriers[layer.inputs[0]]
-            connections = connections_for(layer)[0]
-            if layer.op == "avgpool":
-                carriers[layer.name] = (source, connections if pending is None else compose(pending, connections),
-                                        t_src, start)
-                continue
-            if pending is not None:
-                connections = compose(pending, connections)
+        for layer, incoming in incoming_projections(graph, names):
+            incoming = merged_by_source(incoming)
             name = names[layer.name]
-            reset_code = "v = 0 * volt\nfired = 0"
             if layer.op == "maxpool":
-                populations.append(Population(
-                    name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
-                    events={"window_start": (WINDOW_START, reset_code)}, values=dict(n_inputs=connections.fan_in()),
-                    window_start=start, layer=layer.name, shape=layer.out_shape, namespace={"v_unit": v_unit}))
-                projections.append(Projection(f"{source}_to_{name}", source, name, connections, model=_SYNAPSE_MODEL,
-                                              on_pre=ON_PRE, weight_unit=v_unit))
-                span[name] = t_src + 2
-                carriers[layer.name] = (name, None, t_src, start + 1)
-                continue
-            output = layer is graph.output
-            t_il = max(t_src, t_bias)
-            bias = layer.neuron_bias()
-            if o["offset"] == "fold":
-                bias = bias - np.bincount(connections.post, weights=connections.weight, minlength=layer.size)
-            if output:
-                populations.append(Population(
-                    name, layer.size, OUTPUT_EQUATIONS, events={"window_start": (WINDOW_START, "v = 0 * volt")},
-                    values=dict(L_steps=L, T_il=t_il), window_start=start, layer=layer.name, shape=layer.out_shape,
-                    role="output", method="exact"))
-                span[name] = t_il + 1
-                readout = t_il
+                net.max_pool(name, layer, incoming)
+            elif layer is graph.output:
+                readout = net.integrating_layer(name, layer, incoming, output=True)
             else:
                 t_out = int(spike_step(calibration.scales[layer.name], L))
-                populations.append(Population(
-                    name, layer.size, NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset=NEURON_RESET,
-                    events={"window_start": (WINDOW_START, reset_code)},
-                    values=dict(L_steps=L, T_il=t_il, T_out=t_out), window_start=start, layer=layer.name,
-                    shape=layer.out_shape, method="exact"))
-                span[name] = t_il + t_out + 2
-                tick = f"tick_{name}"
-                populations.append(Population(tick, 1, TICK_EQUATIONS, threshold=TICK_THRESHOLD, reset="",
-                                              values=dict(T_il=t_il, T_out=t_out), window_start=start,
-                                              layer=layer.name, shape=(1,), role="helper"))
-                span[tick] = t_il + t_out + 1
-                w_tick = (1 - np.exp(-1 / L)) * np.exp(-t_il / L)  # Eq. 9
-                ticks = _all_to_all(1, layer.size, w_tick)
-                projections.append(Projection(f"{tick}_to_{name}", tick, name, ticks, model=_SYNAPSE_MODEL,
-                                              on_pre=TICK_ON_PRE, weight_unit=v_unit))
-                carriers[layer.name] = (name, None, t_out, start + t_il + 1)
-            bias_name = f"bias_{name}"
-            populations.append(Population(bias_name, 1, BIAS_EQUATIONS, threshold=BIAS_THRESHOLD, reset="",
-                                          values=dict(T_bias=t_bias), window_start=start, layer=layer.name,
-                                          shape=(1,), role="helper"))
-            span[bias_name] = t_bias + 1
-            projections.append(Projection(f"{bias_name}_to_{name}", bias_name, name,
-                                          _all_to_all(1, layer.size, -bias / g_bias), model=_SYNAPSE_MODEL,
-                                          on_pre=ON_PRE, weight_unit=v_unit))
-            negated = type(connections)(connections.pre, connections.post, -connections.weight, connections.n_pre,
-                                        connections.n_post)
-            projections.append(Projection(f"{source}_to_{name}", source, name, negated, model=_SYNAPSE_MODEL,
-                                          on_pre=ON_PRE, weight_unit=v_unit))
+                net.integrating_layer(name, layer, incoming, t_out=t_out)
+        populations = net.populations
         if o["pipeline"]:
-            period = max(span.values())
+            period = max(net.span.values())
         else:
-            period = max(p.window_start + span[p.name] for p in populations)
+            period = max(p.window_start + net.span[p.name] for p in populations)
         return NetworkDescription(
-            scheme=self.name, populations=populations, projections=projections, dt=o["dt"], period_steps=period,
+            scheme=self.name, populations=populations, projections=net.projections, dt=o["dt"], period_steps=period,
             input_population=inp, output_population=names[graph.output.name], output_variable="v",
-            output_unit=v_unit, readout_step=readout,
-            options=dict(self.options, scales=dict(calibration.scales), t_bias=t_bias,
+            output_unit=o["v_unit"], readout_step=readout,
+            options=dict(self.options, scales=dict(calibration.scales), t_bias=net.t_bias,
                          t_out={p.layer: int(p.values["T_out"]) for p in populations
                                 if p.role in ("input", "hidden") and "T_out" in p.values}))
 
@@ -376,6 +365,111 @@ class TDSNN(Scheme):
         return -records.output[steps] * gain / float(description.output_unit)
 
 
+@dataclass(frozen=True)
+class _Code:
+    """Where a population's code lives: ``t_out`` its last step, ``start`` the step (image 0) its output
+    window begins at (a spike at step ``t`` of that window carries ``G = exp(t / L)``)."""
+
+    t_out: int
+    start: int
+
+
+class _Network:
+    """Collects the populations and projections of a TDSNN network, layer by layer.
+
+    Inputs of a layer can come from populations whose output windows start at different steps
+    (residual branches of different depth, concatenated branches): the layer's window starts
+    with the latest of them and the earlier ones reach it over a delay of the difference, so
+    every code arrives aligned to the layer's window and Eq. 8 holds for the sum of all of them.
+    """
+
+    def __init__(self, L, v_unit, offset):
+        self.L, self.v_unit, self.offset = L, v_unit, offset
+        self.t_bias = int(spike_step(1.0, L))
+        self.populations, self.projections = [], []
+        self.span, self.codes = {}, {}
+
+    def add(self, population, span, code=None):
+        """Add ``population``; ``span``: the steps its window needs; ``code``: its :class:`_Code` if it sends one."""
+        self.populations.append(population)
+        self.span[population.name] = span
+        if code is not None:
+            self.codes[population.name] = code
+        return population
+
+    def aligned(self, incoming):
+        """Window start and input window end (``max T_out``) of a layer reading ``incoming``, and the delay of
+        each source: ``[(source, connections, delay)]``."""
+        start = max(self.codes[source].start for source, _ in incoming)
+        t_src = max(self.codes[source].t_out for source, _ in incoming)
+        return start, t_src, [(source, connections, start - self.codes[source].start)
+                              for source, connections in incoming]
+
+    def project(self, source, target, connections, on_pre=ON_PRE, delay=0):
+        self.projections.append(Projection(f"{source}_to_{target}", source, target, connections,
+                                           model=_SYNAPSE_MODEL, on_pre=on_pre, weight_unit=self.v_unit,
+                                           delay_steps=int(delay)))
+
+    def max_pool(self, name, layer, incoming):
+        """Threshold ``N``, unit weights: fires one step after its latest (largest) input."""
+        start, t_src, sources = self.aligned(incoming)
+        for source, connections, _ in sources:
+            if not np.all(connections.weight == 1):
+                raise ConversionError(f"tdsnn: max-pooling {layer.name!r} reads {source!r} through average pooling; "
+                                      "a max-pool neuron compares spike times and needs unit weights. Average-pool "
+                                      "after the max-pool instead.")
+        n_inputs = sum(np.bincount(c.post, minlength=layer.size) for _, c, _ in sources)
+        self.add(Population(name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
+                            events={"window_start": (WINDOW_START, _RESET)}, values=dict(n_inputs=n_inputs),
+                            window_start=start, layer=layer.name, shape=layer.out_shape,
+                            namespace={"v_unit": self.v_unit}), span=t_src + 2, code=_Code(t_src, start + 1))
+        for source, connections, delay in sources:
+            self.project(source, name, connections, delay=delay)
+
+    def integrating_layer(self, name, layer, incoming, t_out=None, output=False):
+        """A leaky layer (Eq. 2) with its bias neuron, and for hidden layers the ticking neuron (Eq. 9).
+
+        A residual ``add`` is such a layer with identity weights from both terms; its neurons break
+        ties of the code downwards (:data:`SUM_THRESHOLD`). Returns the readout step ``T_il``.
+        """
+        L = self.L
+        start, t_src, sources = self.aligned(incoming)
+        t_il = max(t_src, self.t_bias)
+        bias = layer.neuron_bias()
+        if self.offset == "fold":
+            bias = bias - sum(np.bincount(c.post, weights=c.weight, minlength=layer.size) for _, c, _ in sources)
+        if output:
+            self.add(Population(name, layer.size, OUTPUT_EQUATIONS,
+                                events={"window_start": (WINDOW_START, "v = 0 * volt")},
+                                values=dict(L_steps=L, T_il=t_il), window_start=start, layer=layer.name,
+                                shape=layer.out_shape, role="output", method="exact"), span=t_il + 1)
+        else:
+            equations, threshold, values = NEURON_EQUATIONS, NEURON_THRESHOLD, dict(L_steps=L, T_il=t_il, T_out=t_out)
+            if layer.op == "add":
+                equations, threshold = SUM_EQUATIONS, SUM_THRESHOLD
+                values["tie_margin"] = TIE * np.exp(-(t_il + t_out) / L) * self.v_unit
+            self.add(Population(name, layer.size, equations, threshold=threshold, reset=NEURON_RESET,
+                                events={"window_start": (WINDOW_START, _RESET)}, values=values, window_start=start,
+                                layer=layer.name, shape=layer.out_shape, method="exact"),
+                     span=t_il + t_out + 2, code=_Code(t_out, start + t_il + 1))
+            tick = f"tick_{name}"
+            self.add(Population(tick, 1, TICK_EQUATIONS, threshold=TICK_THRESHOLD, reset="",
+                                values=dict(T_il=t_il, T_out=t_out), window_start=start, layer=layer.name, shape=(1,),
+                                role="helper"), span=t_il + t_out + 1)
+            w_tick = (1 - np.exp(-1 / L)) * np.exp(-t_il / L)  # Eq. 9
+            self.project(tick, name, _all_to_all(1, layer.size, w_tick), on_pre=TICK_ON_PRE)
+        bias_name = f"bias_{name}"
+        self.add(Population(bias_name, 1, BIAS_EQUATIONS, threshold=BIAS_THRESHOLD, reset="",
+                            values=dict(T_bias=self.t_bias), window_start=start, layer=layer.name, shape=(1,),
+                            role="helper"), span=self.t_bias + 1)
+        self.project(bias_name, name, _all_to_all(1, layer.size, -bias / np.exp(self.t_bias / L)))
+        for source, connections, delay in sources:
+            negated = type(connections)(connections.pre, connections.post, -connections.weight, connections.n_pre,
+                                        connections.n_post)
+            self.project(source, name, negated, delay=delay)
+        return t_il
+
+
 def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.0):
     """The coded network in float64 torch: what the SNN computes, layer by layer.
 
@@ -402,26 +496,28 @@ def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.
     x = graph.check_input(x)
     values, steps = {}, {}
 
-    def code(name, raw):
+    def code(layer, raw):
+        name, clip = layer.name, clip_of(layer)
         if t_out is not None:
             limit = t_out[name]
-        else:
-            scales[name] = activation_scale(raw, percentile)
+        else:  # a clipped ReLU's window ends at T(a) at the latest: the code carries min(A, a) exactly
+            scales[name] = activation_scale(raw if clip is None else np.minimum(raw, clip), percentile)
             limit = int(spike_step(scales[name], L))
-        steps[name] = spike_step(raw, L, limit)
+        steps[name] = spike_step(raw - TIE if layer.op == "add" else raw, L, limit)  # ties down (SUM_THRESHOLD)
         return code_value(steps[name], L, offset)
 
-    values[graph.input.name] = code(graph.input.name, x)
+    graph = graph
+    values[graph.input.name] = code(graph.input, x)
     for layer in graph.layers[1:]:
         inputs = [torch.as_tensor(values[name]) for name in layer.inputs]
         with torch.no_grad():
             raw = layer.pre_activation(*inputs).numpy()
-        if layer.op in ("maxpool", "avgpool"):  # pooling acts on the codes; G is monotonic, so max commutes
+        if layer.op in ("maxpool", "avgpool", "cat"):  # act on the codes; G is monotonic, so max commutes
             values[layer.name] = raw
             if layer.op == "maxpool":
                 steps[layer.name] = np.rint(L * np.log(raw + (1.0 if offset == "fold" else 0.0))).astype(np.int64)
         else:
-            values[layer.name] = raw if layer is graph.output else code(layer.name, raw)
+            values[layer.name] = raw if layer is graph.output else code(layer, raw)
     return values, steps
 
 

@@ -50,7 +50,7 @@ with one image's silent and spiking stage while the others work on earlier/later
 import warnings
 
 import numpy as np
-from brian2 import mV, ms
+from brian2 import ms, mV
 
 from ..calibration import activation_scale, calibrate
 from ..description import NetworkDescription, Population, Projection
