@@ -361,7 +361,7 @@ def _input_shape(graph, name, edges):
     for node in consumers:
         if _kind(node) in ("Affine", "Linear") and _numpy(node.weight).ndim == 2:
             features = _numpy(node.weight).shape[1]
-            if shape[-1:] == (features,) and int(np.prod(shape)) != features:
+            if shape[-1:] == (features,):  # leading batch/time axes dropped
                 return (features,)
         if _kind(node) == "Conv2d" and len(shape) > 3:
             return shape[-3:]
