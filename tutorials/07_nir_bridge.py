@@ -70,11 +70,11 @@ def nir_lif_with_v_reset(nir):
 
 def snntorch_spikes(net, frames):
     """snnTorch's own simulation: spikes of the two Leaky layers, arrays (N, T, size)."""
-    import snntorch as snn
+    from snntorch import utils
 
     recorded = {1: [], 3: []}
     with torch.no_grad():
-        snn.utils.reset(net)
+        utils.reset(net)
         for t in range(frames.shape[1]):
             h = frames[:, t]
             for k, module in enumerate(net):

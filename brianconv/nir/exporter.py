@@ -84,9 +84,9 @@ def export(snn, nir):
             last = f"{name}_flat"
         nodes[f"{name}_w"] = _weighted(nir, layer, weight * factor, bias)
         edges.append((last, f"{name}_w"))
-        n = layer.size
         is_output = layer is graph.output
-        nodes[name] = nir.I(r=np.full(n, 1.0 / dt)) if is_output else _if_node(nir, n, dt)
+        shape = tuple(layer.out_shape)
+        nodes[name] = nir.I(r=np.full(shape, 1.0 / dt)) if is_output else _if_node(nir, shape, dt)
         edges.append((f"{name}_w", name))
         last, from_input = name, False
     nodes["output"] = nir.Output(output_type=np.array([graph.output.size]))
@@ -132,7 +132,7 @@ def _resets_to_value(nir):
     return "v_reset" in getattr(nir.IF, "__dataclass_fields__", {})
 
 
-def _if_node(nir, n, dt):
+def _if_node(nir, shape, dt):
     """An IF node adding ``I`` per step (``r = 1 / dt``) with threshold 1 (and ``v_reset = 0`` where NIR has it)."""
-    extra = dict(v_reset=np.zeros(n)) if _resets_to_value(nir) else {}
-    return nir.IF(r=np.full(n, 1.0 / dt), v_threshold=np.ones(n), **extra)
+    extra = dict(v_reset=np.zeros(shape)) if _resets_to_value(nir) else {}
+    return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=np.ones(shape), **extra)

@@ -203,6 +203,10 @@ def describe_graph(graph, options):
     received = {}
     for name in stateful:
         signal = incoming(name)
+        if signal.size == int(np.prod(shapes[name])) and len(signal.shape) > len(shapes[name]):
+            shapes[name] = signal.shape  # flat parameters on a feature map: keep the (C, H, W) order
+            if name in signals:
+                signals[name].shape = signal.shape
         if signal.size != int(np.prod(shapes[name])):
             raise ConversionError(f"Node {name!r} has {int(np.prod(shapes[name]))} neurons but receives "
                                   f"{signal.size} values.")
@@ -269,9 +273,25 @@ def _projections(names, target, signal, depth, position, input_name, accumulate)
         on_pre = eq.INPUT_ON_PRE if source == input_name else eq.SPIKE_ON_PRE
         if accumulate:
             on_pre = on_pre.replace("I_post", "y_post")
+        if term.delay:
+            on_pre += " * " + _same_sample_gate(term.delay, accumulate)
         projections.append(Projection(name, names[source], names[target], term.connections, on_pre=on_pre,
                                       delay_steps=int(align + term.delay)))
     return projections
+
+
+def _same_sample_gate(delay, accumulate):
+    """Factor 1 for a delayed spike of the target's current sample, 0 for one of the previous sample.
+
+    Samples run back to back: a spike emitted in the last ``delay`` steps of a sample would reach
+    the next sample's window. A spike of source step ``s`` is delivered in the target's step
+    ``s + delay - 1`` (``s + delay`` for the output accumulator, which counts in the step it
+    receives), so spikes delivered outside ``[delay - 1, T - 2]`` (``[delay, T - 1]``) belong to
+    the previous sample and are dropped.
+    """
+    if accumulate:
+        return f"int(local_step_post >= {delay})"
+    return f"int(local_step_post >= {delay - 1}) * int(local_step_post < period_steps_post - 1)"
 
 
 def _input_population(name, node_name, shape, options):
