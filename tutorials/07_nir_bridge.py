@@ -61,11 +61,11 @@ def nir_lif_with_v_reset(nir):
         class LIF(original):
             v_reset: np.ndarray = None
 
-        nir.LIF = LIF
+        nir.LIF = nir.ir.LIF = LIF   # nir.ir's table is what nir.read looks types up in
     try:
         yield
     finally:
-        nir.LIF = original
+        nir.LIF = nir.ir.LIF = original
 
 
 def snntorch_spikes(net, frames):

@@ -107,8 +107,8 @@ def _weighted(nir, layer, weight, bias):
 def _check(snn, nir):
     scheme = snn.scheme.name
     if scheme in UNSUPPORTED_SCHEMES:
-        raise ConversionError(f"to_nir: the {scheme!r} network cannot be written as NIR: {UNSUPPORTED_SCHEMES[scheme]}. "
-                              "Convert with method='rate' to export.")
+        raise ConversionError(f"to_nir: the {scheme!r} network cannot be written as NIR: "
+                              f"{UNSUPPORTED_SCHEMES[scheme]}. Convert with method='rate' to export.")
     if scheme != "rate":
         raise ConversionError(f"to_nir exports networks converted with method='rate', not {scheme!r}.")
     o = snn.scheme.options

@@ -169,7 +169,7 @@ def describe_graph(graph, options):
     shapes = {inputs[0]: input_shape}
     stateful = [n for n in order if _kind(nodes[n]) in eq.MODELS]
     for name in stateful:
-        shapes[name] = _neuron_shape(name, nodes[name])
+        shapes[name] = _neuron_shape(nodes[name])
     signals = {}
 
     def signal_of(name, visiting=()):
@@ -178,6 +178,9 @@ def describe_graph(graph, options):
             return signals[name]
         kind = _kind(nodes[name])
         if name == inputs[0] or kind in eq.MODELS:
+            if shapes[name] is None:
+                raise ConversionError(f"Node {name!r} has scalar parameters and is read before its input is known "
+                                      "(a loop); give its parameters one value per neuron.")
             n = int(np.prod(shapes[name]))
             signals[name] = _Signal([_Term(name, one_to_one(n))], np.zeros(n), shapes[name])
             return signals[name]
@@ -203,7 +206,8 @@ def describe_graph(graph, options):
     received = {}
     for name in stateful:
         signal = incoming(name)
-        if signal.size == int(np.prod(shapes[name])) and len(signal.shape) > len(shapes[name]):
+        if shapes[name] is None or (signal.size == int(np.prod(shapes[name]))
+                                    and len(signal.shape) > len(shapes[name])):
             shapes[name] = signal.shape  # flat parameters on a feature map: keep the (C, H, W) order
             if name in signals:
                 signals[name].shape = signal.shape
@@ -297,7 +301,8 @@ def _same_sample_gate(delay, accumulate):
 def _input_population(name, node_name, shape, options):
     n = int(np.prod(shape))
     return Population(name, n, eq.INPUT_EQUATIONS, threshold=eq.INPUT_THRESHOLD, reset="",
-                      events={"hold": ("True", eq.INPUT_HOLD, "before_synapses")}, values=dict(frames=int(options["frames"]), n_features=n), layer=node_name, shape=shape,
+                      events={"hold": ("True", eq.INPUT_HOLD, "before_synapses")},
+                      values=dict(frames=int(options["frames"]), n_features=n), layer=node_name, shape=shape,
                       role="input")
 
 
@@ -385,19 +390,23 @@ def _input_shape(graph, name, edges):
                 return (features,)
         if _kind(node) == "Conv2d" and len(shape) > 3:
             return shape[-3:]
-        if _kind(node) in eq.MODELS:
-            return _neuron_shape(name, node)
+        if _kind(node) in eq.MODELS and _neuron_shape(node) is not None:
+            return _neuron_shape(node)
     return shape
 
 
-def _neuron_shape(name, node):
+def _neuron_shape(node):
+    """The shape of a stateful node from its parameters or declared input type; None if all its
+    parameters are scalars and no type is declared (the incoming signal then decides)."""
     model = eq.MODELS[_kind(node)]
     sizes = [np.shape(_numpy(getattr(node, f))) for f in model.parameters]
     shape = max(sizes, key=lambda s: int(np.prod(s)))
-    if int(np.prod(shape)) <= 1:
-        shape = tuple(int(s) for s in np.asarray(node.input_type["input"]).ravel()) if node.input_type and \
-            node.input_type.get("input") is not None and np.size(node.input_type["input"]) else shape
-    return tuple(int(s) for s in shape) or (1,)
+    if int(np.prod(shape)) > 1:
+        return tuple(int(s) for s in shape)
+    declared = (node.input_type or {}).get("input")
+    if declared is not None and np.size(declared) and int(np.prod(declared)) > 1:
+        return tuple(int(s) for s in np.asarray(declared).ravel())
+    return None
 
 
 def _population_names(nodes):
