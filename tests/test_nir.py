@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 import torch
 from brian2 import ms, second, volt
+from conftest import needs_compiler
 
+import brianconv.nir as bn
 from brianconv.errors import ConversionError, InvalidValueError
 
-nir = pytest.importorskip("nir")
-bn = pytest.importorskip("brianconv.nir")
+try:
+    import nir
+except ImportError:  # the optional extra: pip install brianconv[nir]
+    nir = None
 
-from conftest import needs_compiler  # noqa: E402
+requires_nir = pytest.mark.skipif(nir is None, reason="needs the nir extra (pip install brianconv[nir])")
 
 #: numpy code generation: these networks are tiny, Cython compilation would dominate
 DEVICE = "numpy"
@@ -41,10 +45,21 @@ def affine_if_graph(weight, bias, threshold=1.0, r=1.0):
         edges=[("in", "fc"), ("fc", "if"), ("if", "out")])
 
 
+def test_the_core_works_without_nir_and_the_bridge_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nir", None)   # as if nir were not installed
+    with pytest.raises(ImportError, match=r"pip install brianconv\[nir\]"):
+        bn.from_nir("graph.nir", dt=1 * ms)
+    with pytest.raises(bn.MissingExtraError):
+        bn.to_nir(None)
+
+
 # ---------------------------------------------------------------------------------------------
 # single neurons against NIR's equations
 # ---------------------------------------------------------------------------------------------
 
+@requires_nir
 def test_if_constant_input_gives_the_analytic_spike_count():
     """dv/dt = r I with constant I, reset by subtraction: floor(T dt r I / v_th) spikes (no ties here)."""
     rng = np.random.default_rng(1)
@@ -82,6 +97,7 @@ def _recurrence(kind, x, weight, bias, steps, dt, p):
 
 
 @pytest.mark.parametrize("kind", ["LIF", "CubaLIF"])
+@requires_nir
 def test_leaky_neurons_follow_the_euler_recurrence(kind):
     rng = np.random.default_rng(2)
     n, steps, dt = 4, 30, 1e-3
@@ -103,6 +119,38 @@ def test_leaky_neurons_follow_the_euler_recurrence(kind):
     np.testing.assert_allclose(result.states["cell"]["v"], v, rtol=1e-12, atol=1e-12)
 
 
+@dataclasses.dataclass(eq=False)
+class CubaLI:
+    """NIR 1.1's CubaLI (absent from nir 1.0), read by the importer through its class name and fields."""
+
+    tau_syn: np.ndarray
+    tau_mem: np.ndarray
+    r: np.ndarray
+    v_leak: np.ndarray
+    w_in: np.ndarray
+    input_type: dict = None
+
+
+@requires_nir
+def test_cuba_li_output_follows_the_euler_recurrence():
+    rng = np.random.default_rng(6)
+    n, steps, dt = 3, 20, 1e-3
+    weight, bias = rng.uniform(-1, 1, (n, 2)), rng.uniform(0, 0.2, n)
+    x = rng.uniform(0, 1, (2, 2))
+    p = dict(tau_syn=2e-3, tau_mem=6e-3, r=1.5, v_leak=0.05, w_in=0.8)
+    cell = CubaLI(**{k: np.full(n, v) for k, v in p.items()})
+    graph = nir.NIRGraph(nodes={"in": nir.Input(np.array([2])), "fc": nir.Affine(weight, bias), "cell": cell,
+                                "out": nir.Output(np.array([n]))},
+                         edges=[("in", "fc"), ("fc", "cell"), ("cell", "out")])
+    result = bn.from_nir(graph, dt=dt * second, v_unit=1 * volt).simulate(x, steps=steps, device=DEVICE)
+    current, v, i_syn = x @ weight.T + bias, np.zeros((2, n)), np.zeros((2, n))
+    for _ in range(steps):
+        v, i_syn = (v + dt / p["tau_mem"] * ((p["v_leak"] - v) + p["r"] * i_syn),
+                    i_syn + dt / p["tau_syn"] * (p["w_in"] * current - i_syn))
+    np.testing.assert_allclose(result.outputs, v, rtol=1e-12, atol=1e-15)
+
+
+@requires_nir
 def test_li_output_and_threshold_scale_delay_nodes():
     """Input -> Scale -> Threshold -> Delay -> Affine -> LI -> Output: the LI's v is the output.
 
@@ -128,6 +176,7 @@ def test_li_output_and_threshold_scale_delay_nodes():
     np.testing.assert_allclose(result.outputs[:, 0], expected, rtol=1e-12)
 
 
+@requires_nir
 def test_framed_input_one_frame_per_step():
     weight, bias = np.array([[1.0, -1.0]]), np.array([0.0])
     net = bn.from_nir(affine_if_graph(weight, bias, threshold=0.9), dt=1 * second, v_unit=1 * volt)
@@ -140,6 +189,7 @@ def test_framed_input_one_frame_per_step():
                                   [[0, 1, 0, 0, 1, 0], [0] * 6])
 
 
+@requires_nir
 def test_unsupported_nodes_and_bad_options_raise_clear_errors():
     graph = affine_if_graph(np.eye(2), np.zeros(2))
     graph.nodes["conv1d"] = nir.Conv1d(None, np.ones((1, 1, 2)), 1, 0, 1, 1, np.zeros(1))
@@ -161,6 +211,7 @@ def _mlp():
     return torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.ReLU(), torch.nn.Linear(10, 4)).eval()
 
 
+@requires_nir
 def test_rate_round_trip_gives_the_same_network():
     import brianconv
 
@@ -181,6 +232,7 @@ def test_rate_round_trip_gives_the_same_network():
                                atol=1e-12)
 
 
+@requires_nir
 def test_rate_round_trip_with_conv_and_average_pooling(tmp_path):
     import brianconv
 
@@ -202,6 +254,7 @@ def test_rate_round_trip_with_conv_and_average_pooling(tmp_path):
     ("ttfs", dict(t_max=8), "two-stage neuron"),
     ("rate", dict(duration=8, input="poisson"), "poisson"),
 ])
+@requires_nir
 def test_export_of_other_schemes_raises(method, options, match):
     import brianconv
 
@@ -233,6 +286,7 @@ def snntorch_export(monkeypatch):
     return snntorch_export_nir.export_to_nir
 
 
+@requires_nir
 def test_snntorch_leaky_network_spike_for_spike(snntorch_export):
     snn = pytest.importorskip("snntorch")
     from snntorch import utils
@@ -268,6 +322,7 @@ def test_snntorch_leaky_network_spike_for_spike(snntorch_export):
     np.testing.assert_array_equal(result.outputs, np.stack(reference[3], axis=1).sum(axis=1))
 
 
+@requires_nir
 def test_sinabs_iaf_network_spike_for_spike():
     sinabs_layers = pytest.importorskip("sinabs.layers")
     from sinabs.activation import SingleSpike
@@ -312,6 +367,7 @@ def test_sinabs_iaf_network_spike_for_spike():
 
 @pytest.mark.standalone
 @needs_compiler
+@requires_nir
 def test_standalone_matches_runtime_and_compiles_once(build_root):
     rng = np.random.default_rng(5)
     weight, bias = rng.uniform(-0.3, 1.0, (4, 3)), rng.uniform(0, 0.1, 4)

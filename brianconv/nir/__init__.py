@@ -53,7 +53,7 @@ from ..errors import BrianconvError
 from .importer import SUPPORTED
 from .network import NIRNetwork
 
-__all__ = ["from_nir", "to_nir", "SUPPORTED", "NIRNetwork", "require_nir"]
+__all__ = ["from_nir", "to_nir", "SUPPORTED", "NIRNetwork", "require_nir", "MissingExtraError"]
 
 
 class MissingExtraError(BrianconvError, ImportError):
