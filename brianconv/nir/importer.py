@@ -81,11 +81,8 @@ def _affine(node, signal, options):
 
 
 def _scale(node, signal, options):
-    scale = np.broadcast_to(_numpy(node.scale).ravel(), (signal.size,)) if _numpy(node.scale).size == 1 \
-        else _numpy(node.scale).ravel()
-    if scale.size != signal.size:
-        raise ConversionError(f"Scale has {scale.size} factors for a signal of {signal.size} values.")
     n = signal.size
+    scale = _broadcast(node.scale, n, "scale", "Scale")
     return signal.map(make_connections(np.arange(n), np.arange(n), scale, n, n), None, signal.shape)
 
 
@@ -161,71 +158,28 @@ def describe_graph(graph, options):
     if len(inputs) != 1 or len(outputs) != 1:
         raise ConversionError(f"The NIR graph has inputs {inputs} and outputs {outputs}; brianconv reads graphs with "
                               "exactly one Input and one Output node.")
-    predecessors = {name: [a for a, b in edges if b == name] for name in nodes}
-    order = _topological_order(inputs[0], nodes, edges)
-    names = _population_names(nodes)
-    input_shape = tuple(options["input_shape"]) if options.get("input_shape") else _input_shape(graph, inputs[0],
-                                                                                                   edges)
-    shapes = {inputs[0]: input_shape}
-    stateful = [n for n in order if _kind(nodes[n]) in eq.MODELS]
-    for name in stateful:
-        shapes[name] = _neuron_shape(nodes[name])
-    signals = {}
-
-    def signal_of(name, visiting=()):
-        """The signal a node outputs (memoised; stateful nodes and the input output their own spikes)."""
-        if name in signals:
-            return signals[name]
-        kind = _kind(nodes[name])
-        if name == inputs[0] or kind in eq.MODELS:
-            if shapes[name] is None:
-                raise ConversionError(f"Node {name!r} has scalar parameters and is read before its input is known "
-                                      "(a loop); give its parameters one value per neuron.")
-            n = int(np.prod(shapes[name]))
-            signals[name] = _Signal([_Term(name, one_to_one(n))], np.zeros(n), shapes[name])
-            return signals[name]
-        if name in visiting:
-            raise ConversionError(f"Node {name!r} is on a loop without a neuron; every loop needs a stateful node.")
-        signal = incoming(name, visiting + (name,))
-        signals[name] = NODE_HANDLERS[kind](nodes[name], signal, options)
-        return signals[name]
-
-    def incoming(name, visiting=()):
-        """The sum of the signals on the edges into ``name``."""
-        if not predecessors[name]:
-            raise ConversionError(f"Node {name!r} has no incoming edge.")
-        parts = [signal_of(source, visiting) for source in predecessors[name]]
-        sizes = {p.size for p in parts}
-        if len(sizes) > 1:
-            raise ConversionError(f"Node {name!r} sums inputs of different sizes {sorted(sizes)}.")
-        return _Signal([t for p in parts for t in p.terms], sum(p.bias for p in parts), parts[0].shape)
-
+    source, sink = inputs[0], outputs[0]
+    order = _topological_order(source, nodes, edges)
     position = {name: k for k, name in enumerate(order)}
-    depth = {inputs[0]: 0}
-    populations = [_input_population(names[inputs[0]], inputs[0], input_shape, options)]
+    names = _population_names(nodes)
+    input_shape = tuple(options["input_shape"]) if options.get("input_shape") else _input_shape(graph, source, edges)
+    signals = _Signals(nodes, edges, source, input_shape, options)
+    depth = {source: 0}
+    populations = [_input_population(names[source], source, input_shape, options)]
     received = {}
-    for name in stateful:
-        signal = incoming(name)
-        if shapes[name] is None or (signal.size == int(np.prod(shapes[name]))
-                                    and len(signal.shape) > len(shapes[name])):
-            shapes[name] = signal.shape  # flat parameters on a feature map: keep the (C, H, W) order
-            if name in signals:
-                signals[name].shape = signal.shape
-        if signal.size != int(np.prod(shapes[name])):
-            raise ConversionError(f"Node {name!r} has {int(np.prod(shapes[name]))} neurons but receives "
-                                  f"{signal.size} values.")
+    for name in (n for n in order if _kind(nodes[n]) in eq.MODELS):
+        signal = signals.into_neurons(name)
         forward = [depth[t.source] for t in signal.terms if position[t.source] < position[name]]
         depth[name] = 1 + max(forward, default=0)
         received[name] = signal
-        populations.append(_neuron_population(names[name], name, nodes[name], shapes[name], signal.bias, options))
-    output_signal = incoming(outputs[0])
-    output_population, output_variable = _output(names, nodes, outputs[0], output_signal, depth, populations,
-                                                  received, options)
+        populations.append(_neuron_population(names[name], name, nodes[name], signal.shape, signal.bias, options))
+    output_signal = signals.incoming(sink)
+    output_population, output_variable = _output(names, nodes, sink, output_signal, depth, populations)
     projections = []
     for name, signal in received.items():
-        projections += _projections(names, name, signal, depth, position, inputs[0], accumulate=False)
+        projections += _projections(names, name, signal, depth, position, source, accumulate=False)
     if output_variable == "y":
-        projections += _projections(names, outputs[0], output_signal, depth, position, inputs[0], accumulate=True)
+        projections += _projections(names, sink, output_signal, depth, position, source, accumulate=True)
     for population in populations:
         population.window_start = depth[population.layer]
     return NetworkDescription(
@@ -236,7 +190,62 @@ def describe_graph(graph, options):
         options=dict(options, node_names=names))
 
 
-def _output(names, nodes, output, signal, depth, populations, received, options):
+class _Signals:
+    """The signal on every edge of a NIR graph, as terms from populations (memoised)."""
+
+    def __init__(self, nodes, edges, source, input_shape, options):
+        self.nodes, self.options, self.source = nodes, options, source
+        self.predecessors = {name: [a for a, b in edges if b == name] for name in nodes}
+        self.shapes = {source: input_shape}
+        self.shapes.update({name: _neuron_shape(node) for name, node in nodes.items() if _kind(node) in eq.MODELS})
+        self.memo = {}
+
+    def output_of(self, name, visiting=()):
+        """The signal a node outputs (stateful nodes and the input output their own spikes/values)."""
+        if name in self.memo:
+            return self.memo[name]
+        kind = _kind(self.nodes[name])
+        if name == self.source or kind in eq.MODELS:
+            if self.shapes[name] is None:
+                raise ConversionError(f"Node {name!r} has scalar parameters and is read before its input is known "
+                                      "(a loop); give its parameters one value per neuron.")
+            n = int(np.prod(self.shapes[name]))
+            self.memo[name] = _Signal([_Term(name, one_to_one(n))], np.zeros(n), self.shapes[name])
+            return self.memo[name]
+        if name in visiting:
+            raise ConversionError(f"Node {name!r} is on a loop without a neuron; every loop needs a stateful node.")
+        self.memo[name] = NODE_HANDLERS[kind](self.nodes[name], self.incoming(name, visiting + (name,)), self.options)
+        return self.memo[name]
+
+    def incoming(self, name, visiting=()):
+        """The sum of the signals on the edges into ``name``."""
+        if not self.predecessors[name]:
+            raise ConversionError(f"Node {name!r} has no incoming edge.")
+        parts = [self.output_of(source, visiting) for source in self.predecessors[name]]
+        sizes = {p.size for p in parts}
+        if len(sizes) > 1:
+            raise ConversionError(f"Node {name!r} sums inputs of different sizes {sorted(sizes)}.")
+        return _Signal([t for p in parts for t in p.terms], sum(p.bias for p in parts), parts[0].shape)
+
+    def into_neurons(self, name):
+        """The input of stateful node ``name``; fixes its shape (scalar or flat parameters take the input's)."""
+        signal = self.incoming(name)
+        shape = self.shapes[name]
+        if shape is None or (signal.size == int(np.prod(shape)) and len(signal.shape) > len(shape)):
+            self.shapes[name] = shape = signal.shape   # keeps a feature map's (C, H, W) order
+            if name in self.memo:
+                self.memo[name].shape = shape
+        if signal.size != int(np.prod(shape)):
+            raise ConversionError(f"Node {name!r} has {int(np.prod(shape))} neurons but receives {signal.size} values.")
+        for term in signal.terms:
+            kind = _kind(self.nodes[term.source])
+            if term.source != self.source and not eq.MODELS[kind].spiking:
+                raise ConversionError(f"Node {name!r} reads the {kind} node {term.source!r}, which does not spike; "
+                                      "only the Output may read LI/I/CubaLI nodes (their v).")
+        return _Signal(signal.terms, signal.bias, shape)
+
+
+def _output(names, nodes, output, signal, depth, populations):
     """The output population and variable: an accumulator of spikes, or the state of an LI/I/CubaLI."""
     sources = {t.source for t in signal.terms}
     analog = [s for s in sources if _kind(nodes[s]) in eq.MODELS and not eq.MODELS[_kind(nodes[s])].spiking]
