@@ -252,6 +252,8 @@ def test_rate_round_trip_with_conv_and_average_pooling(tmp_path):
 
 @pytest.mark.parametrize("method,options,match", [
     ("ttfs", dict(t_max=8), "two-stage neuron"),
+    ("tdsnn", dict(L=4.0), "ticking neuron"),
+    ("amos", dict(K=4), "AMOS units"),
     ("rate", dict(duration=8, input="poisson"), "poisson"),
 ])
 @requires_nir

@@ -39,8 +39,9 @@ UNSUPPORTED_SCHEMES = {
             "fire-once refractoriness",
     "amos": "its AMOS units are groups of neurons with per-neuron evaluation times and spike-driven inhibition of "
             "later neurons (a sequential approximation of the activation); NIR has no such unit",
-    "tdsnn": "its neurons switch between an inhibited integration window and a ticking (ramp) phase with reverse "
-             "coding and pipelined windows; NIR's IF/LIF cannot express the gated phases",
+    "tdsnn": "its leaky neurons would map to NIR's LIF, but their threshold is gated off until the inputs' window "
+             "ends and a ticking neuron (a clock firing at fixed steps) then drives them to their single spike; NIR "
+             "has no time-gated threshold, no clock source and no fire-once neuron",
 }
 
 
