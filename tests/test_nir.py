@@ -381,3 +381,7 @@ def test_standalone_matches_runtime_and_compiles_once(build_root):
     np.testing.assert_array_equal(first.outputs, runtime.outputs)
     np.testing.assert_array_equal(again.outputs, runtime.outputs[::-1])
     assert not again.timing["compiled"]
+    # one frame per step: the stimulus rows hold all frames of a sample
+    frames = rng.uniform(0, 1, (3, 15, 3))
+    framed = net.simulate(frames, device="cpp_standalone", build_root=build_root, batch_size=4)
+    np.testing.assert_array_equal(framed.outputs, net.simulate(frames, device=DEVICE).outputs)
