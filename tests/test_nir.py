@@ -354,7 +354,7 @@ def test_sinabs_iaf_network_spike_for_spike():
                     reference[k].append(h.reshape(steps, -1).numpy().copy())
         graph = to_nir(net, x[0])
     imported = bn.from_nir(graph, dt=1 * second, v_unit=1 * volt)   # sinabs' IAF adds its input once per step
-    names = imported.description.options["node_names"]
+    names = imported.population_names
     populations = [names[k] for k, node in graph.nodes.items() if type(node).__name__ == "IF"]
     result = imported.simulate(x, device=DEVICE, spikes=populations)
     for k, population in zip((1, 5), populations):

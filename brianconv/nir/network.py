@@ -124,6 +124,11 @@ class NIRNetwork:
         """The network description for the default number of steps (for inspection)."""
         return self.network(self.default_steps or 1).description
 
+    @property
+    def population_names(self):
+        """``NIR node name -> population name`` for the nodes that have a population (Brian2-safe names)."""
+        return {p.layer: p.name for p in self.description.populations}
+
     def simulate(self, x, steps=None, device="cpp_standalone", **kwargs):
         """Simulate inputs ``x`` for ``steps`` steps each.
 
