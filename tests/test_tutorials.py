@@ -18,7 +18,7 @@ def _load(name):
 def test_tutorials_are_numbered_scripts_with_a_title():
     scripts = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.py"))
     assert scripts == ["01_one_neuron_one_spike.py", "02_convert_mnist_cnn.py", "03_schemes_compared.py",
-                       "04_parameter_study.py", "05_amos_units.py"]
+                       "04_parameter_study.py", "05_amos_units.py", "07_nir_bridge.py"]
     for name in scripts:
         assert _load(name).__doc__.startswith(f"Tutorial {int(name[:2])} ")
 
@@ -72,6 +72,16 @@ def test_tutorial_5_amos_units(tmp_path):
     assert errors["sigmoid"]["K"] == 8 and errors["silu"]["K"] == 12
     assert errors["sigmoid"]["max_error"] < 0.1 and errors["silu"]["max_error"] < 0.2
     assert (tmp_path / "05_amos_units.png").stat().st_size > 10_000
+
+
+def test_tutorial_7_nir_bridge(tmp_path):
+    pytest.importorskip("nir")
+    pytest.importorskip("snntorch")
+    agreement, result = _load("07_nir_bridge.py").main(out=tmp_path, steps=40, device="numpy")
+    assert agreement == {"n1": 1.0, "n3": 1.0}   # spike for spike with snnTorch
+    assert result.spike_counts["n1"].sum() > 0
+    for figure in ("07_membrane.png", "07_raster.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
 
 
 if __name__ == "__main__":
