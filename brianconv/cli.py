@@ -69,6 +69,10 @@ def _model_arguments(parser):
     parser.add_argument("--method", default="ttfs", help="coding scheme (default: %(default)s)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a scheme option, e.g. --option t_max=16 (repeatable)")
+    parser.add_argument("--normalise", metavar="MEAN,STD", default=None,
+                        help="the model takes (x - MEAN) / STD of images x in [0, 1], as in its training "
+                             "(default: a bundled model's recorded normalisation, none for a .pt2 program or "
+                             "a saved network converted without one)")
 
 
 def _data_arguments(parser, default_images=1000):
@@ -107,6 +111,7 @@ def demo_command(args):
         raise InvalidValueError(f"--images must be between 1 and 1000 (the bundled sample), got {args.images}.")
     device = _usable_device(args.device)
     x, y = datasets.load_sample("test", limit=args.images)
+    x = _model_inputs(x, _normalisation(args))
     if _is_program_file(args.model):
         print(f"model {args.model} (a torch.export program)")
     else:
@@ -145,7 +150,7 @@ def simulate_command(args):
     import json
 
     snn = _network(args)
-    x, y, source = _test_data(args)
+    x, y, source = _test_data(args, snn)
     device = _usable_device(args.device)
     spiking = [p.name for p in snn.description.populations if p.threshold] if args.plots else ()
     print(f"simulating {len(x)} images from the {source} on {device}")
@@ -181,7 +186,7 @@ def sweep_command(args):
     grid = dict(_parse_assignment(text, many=True) for text in args.param)
     snn = _network(args)
     snn.scheme.check_run_parameters(grid)   # before loading data: names the valid --param names
-    x, y, source = _test_data(args)
+    x, y, source = _test_data(args, snn)
     print(f"sweeping {grid} on {len(x)} images from the {source}")
     table = sweep(snn, x, grid, labels=y, device=_usable_device(args.device), n_workers=args.workers,
                   build_root=args.build_dir)
@@ -209,9 +214,43 @@ def _convert(args):
     from . import datasets
 
     model = _load_model(args)
+    normalisation = _normalisation(args)
     calibration, _ = datasets.load_sample("train")
     options = dict(_parse_assignment(text) for text in args.option)
-    return brianconv.convert(model, method=args.method, calibration=calibration, **options)
+    snn = brianconv.convert(model, method=args.method, calibration=_model_inputs(calibration, normalisation),
+                            **options)
+    snn.input_normalisation = normalisation  # saved with the network, so 'simulate --network' feeds it alike
+    return snn
+
+
+def _normalisation(args, network=None):
+    """``(mean, std)`` of the inputs the model takes, or None: ``--normalise``, else what the saved
+    ``network`` recorded, else a bundled model's metadata."""
+    from . import models
+    from .errors import InvalidValueError
+
+    if args.normalise is not None:
+        try:
+            mean, std = (float(value) for value in args.normalise.split(","))
+        except ValueError:
+            raise InvalidValueError(f"--normalise takes MEAN,STD (two numbers), got {args.normalise!r}.") from None
+        if not std > 0:
+            raise InvalidValueError(f"--normalise: STD must be positive, got {std}.")
+        return mean, std
+    if network is not None:
+        return getattr(network, "input_normalisation", None)
+    if _is_program_file(args.model):
+        return None
+    recorded = models.metadata(args.model).get("input_normalisation")
+    return (recorded["mean"], recorded["std"]) if recorded else None
+
+
+def _model_inputs(images, normalisation):
+    """``images`` (pixel / 255) as the model takes them."""
+    if normalisation is None:
+        return images
+    mean, std = normalisation
+    return (images - mean) / std
 
 
 def _is_program_file(model):
@@ -253,10 +292,13 @@ def _network(args):
     return load_network(args.network) if getattr(args, "network", None) else _convert(args)
 
 
-def _test_data(args):
+def _test_data(args, snn):
+    """Test images (normalised as the network's model takes them), labels and where they came from."""
     from . import datasets
 
-    return datasets.load_mnist_or_sample("test", args.data, args.images)
+    x, y, source = datasets.load_mnist_or_sample("test", args.data, args.images)
+    normalisation = _normalisation(args, snn) if getattr(args, "network", None) else _normalisation(args)
+    return _model_inputs(x, normalisation), y, source
 
 
 def _parse_assignment(text, many=False):

@@ -4,8 +4,10 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
+from brianconv import load_network
 from brianconv.cli import main
 
 FAST = ["--model", "mlp", "--device", "numpy"]
@@ -14,7 +16,7 @@ FAST = ["--model", "mlp", "--device", "numpy"]
 @pytest.mark.parametrize("command, options", [
     ("demo", ["--model", "--method", "--option", "--checkpoint", "--images", "--device", "--workers", "--build-dir",
               "--out"]),
-    ("convert", ["--model", "--method", "--option", "--checkpoint", "--output"]),
+    ("convert", ["--model", "--method", "--option", "--checkpoint", "--normalise", "--output"]),
     ("simulate", ["--network", "--model", "--images", "--data", "--device", "--workers", "--report", "--plots"]),
     ("sweep", ["--network", "--model", "--param", "--images", "--data", "--device", "--output"]),
 ])
@@ -98,3 +100,27 @@ def test_convert_accepts_a_saved_torch_export_program(tmp_path, capsys):
     with torch.no_grad():
         expected = model[:4](x).numpy()
     assert abs(graph.forward(x) - expected).max() < 1e-5  # float32 model, float64 graph
+
+
+def test_a_model_trained_on_normalised_inputs_gets_normalised_data_everywhere(tmp_path, capsys):
+    """functional_net records (x - 0.1307) / 0.3081: calibration and test images are normalised alike,
+    the saved network remembers it, and the SNN agrees with its ANN on those images."""
+    network = tmp_path / "functional.pkl"
+    assert main(["convert", "--model", "functional_net", "--method", "rate", "--option", "duration=30",
+                 "-o", str(network)]) == 0
+    report = tmp_path / "report.json"
+    assert main(["simulate", "--network", str(network), "--images", "10", "--device", "numpy",
+                 "--report", str(report)]) == 0
+    saved = load_network(network)
+    assert saved.input_normalisation == (0.1307, 0.3081)
+    # calibrated on normalised images: the background pixel 0 is the lower bound (0 - mean) / std
+    np.testing.assert_allclose(saved.input_shift.low, [-0.1307 / 0.3081])
+    data = json.loads(report.read_text())
+    assert data["ann_accuracy"] == 1.0  # the recorded 98.77 % model on the first 10 test images
+    assert data["agreement"] >= 0.9  # one image in 10 may flip after 30 steps of rate code
+
+
+@pytest.mark.parametrize("text", ["0.1", "0.1,0", "a,b"])
+def test_a_bad_normalisation_is_a_one_line_error(text, capsys):
+    assert main(["convert", "--model", "mlp", "--normalise", text, "-o", "unused.pkl"]) == 2
+    assert "--normalise" in capsys.readouterr().err
