@@ -80,21 +80,8 @@ dv/dt = r * (b + I) : volt
 r : volt / second (constant)
 """
 
-#: CubaLIF (NIR): ``tau_syn dI_syn/dt = -I_syn + w_in (b + I)``,
-#: ``tau_mem dv/dt = (v_leak - v) + r I_syn``; spike when ``v > v_th``.
-CUBA_LIF_EQUATIONS = STEP_FLAGS + _INPUT + """
-dI_syn/dt = (w_in * (b + I) - I_syn) / tau_syn : 1
-dv/dt = ((v_leak - v) + r * I_syn) / tau_mem : volt
-tau_syn : second (constant)
-tau_mem : second (constant)
-w_in : 1 (constant)
-r : volt (constant)
-v_leak : volt (constant)
-v_th : volt (constant)
-v_reset : volt (constant)
-"""
-
-#: CubaLI (NIR >= 1.1): the CubaLIF without threshold.
+#: CubaLI (NIR >= 1.1): ``tau_syn dI_syn/dt = -I_syn + w_in (b + I)``,
+#: ``tau_mem dv/dt = (v_leak - v) + r I_syn``, no threshold.
 CUBA_LI_EQUATIONS = STEP_FLAGS + _INPUT + """
 dI_syn/dt = (w_in * (b + I) - I_syn) / tau_syn : 1
 dv/dt = ((v_leak - v) + r * I_syn) / tau_mem : volt
@@ -103,6 +90,11 @@ tau_mem : second (constant)
 w_in : 1 (constant)
 r : volt (constant)
 v_leak : volt (constant)
+"""
+
+#: CubaLIF (NIR): the CubaLI with a threshold; spike when ``v > v_th``, then reset.
+CUBA_LIF_EQUATIONS = CUBA_LI_EQUATIONS + """v_th : volt (constant)
+v_reset : volt (constant)
 """
 
 #: Threshold (NIR): ``z = 1`` when the input ``b + I`` of this step exceeds ``theta`` (memoryless).
