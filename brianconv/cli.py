@@ -68,7 +68,8 @@ def _model_arguments(parser):
                                              "weights)")
     parser.add_argument("--method", default="ttfs", help="coding scheme (default: %(default)s)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                        help="a scheme option, e.g. --option t_max=16 (repeatable)")
+                        help="a scheme option or a convert() keyword, e.g. --option t_max=16 or "
+                             "--option 'input_range=(-0.43,2.83)' (repeatable)")
     parser.add_argument("--normalise", metavar="MEAN,STD", default=None,
                         help="the model takes (x - MEAN) / STD of images x in [0, 1], as in its training "
                              "(default: a bundled model's recorded normalisation, none for a .pt2 program or "
