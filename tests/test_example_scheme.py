@@ -56,14 +56,18 @@ def test_the_contract_is_enforced():
 
 
 def test_register_and_unregister():
-    assert ExampleIF.name not in brianconv.available_methods()
-    schemes.register(ExampleIF)
+    class Copy(ExampleIF):   # its own name: independent of the module's registration of ExampleIF
+        name = "example_if_copy"
+
+    assert Copy.name not in brianconv.available_methods()
+    schemes.register(Copy)
     try:
-        assert ExampleIF.name in brianconv.available_methods()
-        assert schemes.get(ExampleIF.name) is ExampleIF
+        assert Copy.name in brianconv.available_methods() and schemes.get(Copy.name) is Copy
+        with pytest.raises(ValueError, match="already registered"):
+            schemes.register(type("Other", (Copy,), {}))
     finally:
-        schemes.unregister(ExampleIF.name)
-    assert ExampleIF.name not in brianconv.available_methods()
+        schemes.unregister(Copy.name)
+    assert Copy.name not in brianconv.available_methods()
     assert ExampleIF.run_parameters() == ["threshold_scale"]
 
 
