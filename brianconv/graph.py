@@ -124,6 +124,8 @@ class Layer:
             return inputs[0].reshape(inputs[1].shape) + inputs[1]
         if self.op == "mul":
             return inputs[0].reshape((-1,) + tuple(self.out_shape)) * self.broadcast(inputs[1])
+        if self.op == "cat":  # channel concatenation: in channel-major order, of the flattened inputs
+            return torch.cat([x.flatten(1) for x in inputs], 1).reshape((-1,) + tuple(self.out_shape))
         return inputs[0]
 
     def broadcast(self, second):
@@ -136,6 +138,8 @@ class Layer:
 
     def forward(self, *inputs):
         """This layer's output (activation applied) for torch tensors ``(N, *in_shape)``."""
+        if self.activation == "clipped_relu":  # ReLU6, hardtanh(0, a), clamp(0, a): the clip is a parameter
+            return torch.clamp(self.pre_activation(*inputs), 0, self.params["clip"])
         return _apply_activation(self.activation, self.pre_activation(*inputs))
 
 
