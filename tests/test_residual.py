@@ -25,14 +25,13 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import needs_compiler
 
 import brianconv
 from brianconv import schemes
 from brianconv.errors import ConversionError, InvalidValueError
 from brianconv.graph import Layer, LayerGraph
 from brianconv.simulation import SpikingNetwork
-
-from conftest import needs_compiler
 
 T_RATE = 64
 T_TTFS = 16
@@ -61,7 +60,8 @@ def _conv(name, source, in_shape, c_out, rng, kernel=3, activation="relu", clip=
 def _cat(name, *branches):
     """Channel concatenation of ``branches`` (Layer records of the same H x W)."""
     channels = sum(b.out_shape[0] for b in branches)
-    return Layer(name, "cat", [b.name for b in branches], branches[0].out_shape, (channels,) + branches[0].out_shape[1:],
+    shape = (channels,) + branches[0].out_shape[1:]
+    return Layer(name, "cat", [b.name for b in branches], branches[0].out_shape, shape,
                  params=dict(axis=0, sizes=tuple(b.size for b in branches)))
 
 
