@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from conftest import needs_compiler
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import brianconv
 from brianconv import schemes
@@ -409,3 +411,36 @@ def test_runtime_and_standalone_give_identical_spikes_with_skips(method, options
     for name in names:
         for a, b in zip(runtime.spikes[name], standalone.spikes[name], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# random skip connections (property-based)
+# ---------------------------------------------------------------------------------------------
+
+def _skip_graph(depth, join, seed):
+    """c0, then ``depth`` more convs; ``join`` ("add" or "cat") of the last conv and c0; a linear readout."""
+    rng = np.random.default_rng(seed)
+    layers = [Layer("x", "input", [], SHAPE, SHAPE), _conv("c0", "x", SHAPE, 2, rng)]
+    for k in range(1, depth + 1):
+        layers.append(_conv(f"c{k}", f"c{k - 1}", (2,) + SHAPE[1:], 2, rng))
+    if join == "add":
+        joined = Layer("join", "add", [f"c{depth}", "c0"], layers[-1].out_shape, layers[-1].out_shape,
+                       activation="relu")
+    else:
+        joined = _cat("join", layers[-1], layers[1])
+    layers.append(joined)
+    layers.append(_linear("out", "join", joined.size, 3, rng))
+    return LayerGraph(layers)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(depth=st.integers(1, 3), join=st.sampled_from(["add", "cat"]), seed=st.integers(0, 2 ** 16))
+def test_ttfs_random_skips_every_layer_within_half_a_step(depth, join, seed):
+    graph, x = _skip_graph(depth, join, seed), _inputs(4, seed=seed)
+    snn = _convert(graph, "ttfs", x, t_max=T_TTFS, percentile=100)
+    skip = {(q.source, q.target): q.delay_steps for q in snn.description.projections}
+    populations = _populations(snn)
+    reader = populations["join"] if join == "add" else populations["out"]
+    assert skip[populations["c0"], reader] == depth * T_TTFS
+    result = snn.simulate(x, device=DEVICE, spikes=list(populations.values())[:-1])
+    _check_ttfs(snn, result)
