@@ -17,7 +17,8 @@ from ..connectivity import compose, connections_for, make_connections
 from ..errors import ConversionError, InvalidValueError, UnknownMethodError
 
 __all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available", "population_names", "projected_layers",
-           "incoming_projections", "FOLDED_OPS", "check_percentile", "check_positive"]
+           "incoming_projections", "FOLDED_OPS", "check_percentile", "check_positive", "merged_by_source",
+           "clip_of", "check_branch_activations", "limit_scales_to_clips"]
 
 _REGISTRY = {}
 
@@ -425,33 +426,90 @@ class _Carried:
         return connections if self.mapping is None else compose(self.mapping, connections)
 
 
-# -- residual additions, concatenations and clipped ReLU (tdsnn and amos) --------------------------
+# -- residual additions, concatenations and clipped ReLU -----------------------------------------
 
 def merged_by_source(incoming):
-    """``incoming`` (as yielded by :func:`incoming_projections`) with one projection per source population.
+    """One projection per source population: the projections of ``incoming`` that share a source, joined.
 
-    A layer can receive several projections from one population (a ``cat`` of the same layer
-    twice, or two branches folded into one reader); one ``Synapses`` object per (source, target)
-    keeps projection names unique. A single projection from a source is returned unchanged.
+    A reader meets the same population twice when it sums a layer with itself or concatenates a
+    layer with a pooled copy of it; one Brian2 ``Synapses`` per (source, target) keeps names unique.
+
+    Parameters
+    ----------
+    incoming : list of (str, Connections)
+        As yielded by :func:`incoming_projections`.
 
     Returns
     -------
-    list of (source population name, Connections)
-        In the order of the sources' first appearance.
+    list of (str, Connections)
+        In order of first appearance; a single projection is returned as it is (same object).
     """
-    grouped = {}
+    parts = {}
     for source, connections in incoming:
-        grouped.setdefault(source, []).append(connections)
-    merged = []
-    for source, parts in grouped.items():
-        if len(parts) == 1:
-            merged.append((source, parts[0]))
+        parts.setdefault(source, []).append(connections)
+    return [(source, pieces[0] if len(pieces) == 1 else _joined(pieces)) for source, pieces in parts.items()]
+
+
+def _joined(pieces):
+    """The synapses of several Connections between the same two populations, as one."""
+    return make_connections(np.concatenate([c.pre for c in pieces]), np.concatenate([c.post for c in pieces]),
+                            np.concatenate([c.weight for c in pieces]), pieces[0].n_pre, pieces[0].n_post)
+
+
+def _non_negative(graph, name, input_non_negative):
+    """True if layer ``name`` can only carry values >= 0 (ReLU-like activation, or a max, mean, sum or
+    concatenation of such values); the input counts as non-negative if ``input_non_negative``."""
+    layer = graph[name]
+    if layer.op == "input":
+        return input_non_negative
+    if layer.activation in ("relu", "clipped_relu"):
+        return True
+    return layer.activation is None and layer.op in ("maxpool", "avgpool", "cat", "add") and all(
+        _non_negative(graph, source, input_non_negative) for source in layer.inputs)
+
+
+def check_branch_activations(graph, scheme, input_non_negative):
+    """Raise where an ``add`` or ``cat`` applies an activation its spiking version does not.
+
+    A ``cat`` has no neurons (:data:`FOLDED_OPS`): its activation must be the identity on what it
+    carries, i.e. none, or ReLU of non-negative branches. A hidden ``add`` is a population of
+    ReLU neurons: without an activation of its own its terms must be non-negative.
+
+    Parameters
+    ----------
+    graph : LayerGraph
+    scheme : str
+        The scheme's name, for the message.
+    input_non_negative : bool
+        Whether the scheme's input carries only values >= 0 (checked on the data by ``check_input``).
+    """
+    for layer in graph:
+        if layer.op not in ("add", "cat") or layer is graph.output:
             continue
-        merged.append((source, make_connections(np.concatenate([c.pre for c in parts]),
-                                                np.concatenate([c.post for c in parts]),
-                                                np.concatenate([c.weight for c in parts]),
-                                                parts[0].n_pre, parts[0].n_post)))
-    return merged
+        branches = all(_non_negative(graph, source, input_non_negative) for source in layer.inputs)
+        if layer.op == "cat" and layer.activation not in (None, "relu") or \
+                layer.op == "cat" and layer.activation == "relu" and not branches:
+            raise ConversionError(f"{scheme}: the concatenation {layer.name!r} applies {layer.activation!r}, which "
+                                  "its readers' synapses cannot apply; move the activation into each branch.")
+        if layer.op == "add" and layer.activation is None and not branches:
+            raise ConversionError(f"{scheme}: the sum {layer.name!r} has no activation but a term that can be "
+                                  "negative; its neurons would apply ReLU. Apply ReLU after the sum (as ResNets do).")
+
+
+def limit_scales_to_clips(graph, calibration):
+    """Keep the scale of every ``clipped_relu`` layer at or below its clip ``a`` (in place).
+
+    A scheme's code saturates at the scale ``lambda``: one spike per step (rate), the earliest
+    spike time (ttfs). With ``lambda = a`` that saturation *is* the clip, exactly. The calibrated
+    percentile of values the ANN already clipped is at most ``a``, and equals ``a`` once more than
+    ``100 - percentile`` % of the positive activations reach the clip; below that the percentile
+    is kept (values in ``(lambda, a]`` saturate at ``lambda``, the percentile's usual trade of rare
+    outliers for resolution). A scale above ``a`` (e.g. from a threshold search) would let values
+    above the clip through, so it is lowered to ``a``.
+    """
+    for layer in graph:
+        if layer.activation == "clipped_relu":
+            calibration.scales[layer.name] = min(calibration.scales[layer.name], clip_of(layer))
 
 
 def clip_of(layer):

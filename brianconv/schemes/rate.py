@@ -61,6 +61,32 @@ lead both pass and the pool fires faster than any input (for ``d = 1`` the limit
 exactly ``max_j n_j`` times: the max of the input spike counts). Average pooling is linear and is
 folded into the next projection (:func:`brianconv.connectivity.compose`).
 
+Residual sums and concatenation
+-------------------------------
+A sum ``add(a, b)`` (a residual connection) is a population of IF neurons like any layer: each
+term reaches it through one-to-one synapses of weight ``lambda_source / lambda_add`` (Eq. 9 with
+the identity as ``W``), its bias is 0, and the neuron's ReLU (or clipped ReLU) is the sum's
+activation. Its charge over a window is ``Q = sum_s lambda_s n_s / lambda_add`` (``n_s`` the
+terms' spike counts), all of it non-negative, so ``v`` never falls below 0 and, with reset by
+subtraction, the count is ``floor(Q)`` unless the neuron is still above threshold at the end of
+the window (saturated): its value ``lambda_add * n / T`` is the sum of the terms' values minus an
+error in ``[0, lambda_add / T)``, the bound of Eq. 6. A concatenation has no neurons: a layer
+reading it receives one projection per branch, the columns of its weight that read that branch.
+Every projection is normalised with the scale of its own source population, ``W lambda_source /
+lambda_layer``: branches and terms keep their own scales. A layer whose inputs come from different
+depths (a skip connection) starts its window one step after its deepest input; the synapses from
+a shallower source are delayed by the difference of depths, so that step ``k`` of every source's
+window is integrated in step ``k`` of the reader's, as for a single source.
+
+Clipped ReLU
+------------
+A rate saturates at one spike per step, i.e. at the scale ``lambda``: a ``clipped_relu`` layer
+(ReLU6, ``hardtanh(0, a)``, ``clamp(0, a)``) with ``lambda = a`` represents the clip exactly. The
+calibrated percentile of already clipped values never exceeds ``a`` and equals it once more than
+``100 - percentile`` % of the positive activations reach the clip; below that, the percentile is
+kept (:func:`~brianconv.schemes.base.limit_scales_to_clips`): values in ``(lambda, a]`` saturate
+at ``lambda``, the percentile's usual trade of rare large values for resolution.
+
 Output
 ------
 The output layer only integrates (no threshold): ``v`` accumulates ``z`` like a hidden neuron.
@@ -105,9 +131,12 @@ from ..graph import LayerGraph
 from .base import (
     RunSetup,
     Scheme,
+    check_branch_activations,
     check_positive,
+    incoming_projections,
+    limit_scales_to_clips,
+    merged_by_source,
     population_names,
-    projected_layers,
     register,
 )
 
@@ -331,7 +360,8 @@ class Rate(Scheme):
     """
 
     name = "rate"
-    activations = frozenset({"relu"})
+    activations = frozenset({"relu", "clipped_relu"})
+    ops = Scheme.ops | {"add", "cat"}
     defaults = dict(duration=200, dt=1 * ms, reset="subtract", input="analog", percentile=99.9, v_unit=1 * mV,
                     maxpool_tau=20 * ms, maxpool_limit=True, seed=0)
 
@@ -353,15 +383,16 @@ class Rate(Scheme):
     def check(self, graph):
         super().check(graph)
         self.check_pooling_and_output(graph)
+        check_branch_activations(graph, self.name, input_non_negative=self.options["input"] == "poisson")
         for layer in graph:
             if layer.op == "maxpool":
                 source = graph[layer.inputs[0]]
                 if source.op == "avgpool":
                     raise ConversionError(f"rate: max-pooling {layer.name!r} directly after average pooling is not "
                                           "supported; average-pool after the max-pool instead.")
-                if not source.is_weighted:
-                    raise ConversionError(f"rate: max-pooling {layer.name!r} must follow a Linear or Conv2d layer "
-                                          f"(its gate reads the spike rates of IF neurons), not {source.op!r}.")
+                if not (source.is_weighted or source.op == "add"):
+                    raise ConversionError(f"rate: max-pooling {layer.name!r} must follow a Linear, Conv2d or sum "
+                                          f"layer (its gate reads the spike rates of IF neurons), not {source.op!r}.")
 
     @property
     def needs_nonnegative_input(self):
@@ -370,8 +401,10 @@ class Rate(Scheme):
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
-        """Activation scales: the ``percentile`` of every layer's positive activations (Eq. 9)."""
+        """Activation scales: the ``percentile`` of every layer's positive activations (Eq. 9), at most
+        the clip of a clipped ReLU."""
         calibration = calibrate(graph, x, self.options["percentile"])
+        limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
             if fraction > 0.01 and graph[name] is not graph.output and graph[name].op != "input":
                 warnings.warn(f"rate: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
@@ -407,11 +440,14 @@ class Rate(Scheme):
                 values=values, layer=inp.name, shape=inp.out_shape, role="input",
                 namespace={"uniform_hash": uniform_hash}))
         depth[name] = 0
-        # average pooling is folded into the projection of the layer that reads it
-        for layer, source, connections in projected_layers(normalised, names):
+        layer_of = {population: layer for layer, population in names.items()}
+        # average pooling and concatenation are folded into the projections of the layers that read them
+        for layer, incoming in incoming_projections(normalised, names):
             name = names[layer.name]
-            depth[name] = depth[source] + 1
+            incoming = merged_by_source(incoming)
+            depth[name] = max(depth[source] for source, _ in incoming) + 1
             if layer.op == "maxpool":
+                (source, connections), = incoming
                 populations.append(Population(
                     name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="",
                     events={"update": ("True", MAXPOOL_UPDATE)},
@@ -422,7 +458,7 @@ class Rate(Scheme):
                 continue
             output = layer.name == graph.output.name
             bias = layer.neuron_bias()
-            from_input = source == populations[0].name
+            from_input = any(source == populations[0].name for source, _ in incoming)
             if output:
                 code = OUTPUT_UPDATE
                 populations.append(Population(
@@ -441,8 +477,11 @@ class Rate(Scheme):
                     name, layer.size, equations, threshold=NEURON_THRESHOLD, reset="",
                     events={"update": (condition, code)}, values=values, layer=layer.name,
                     shape=layer.out_shape, namespace={"v_unit": v_unit}))
-            on_pre = ANALOG_ON_PRE if analog and from_input else ON_PRE
-            projections.append(Projection(f"{source}_to_{name}", source, name, connections, on_pre=on_pre))
+            for source, connections in incoming:
+                on_pre = ANALOG_ON_PRE if analog and source == populations[0].name else ON_PRE
+                connections = _normalised_for_source(connections, layer, layer_of[source], calibration.scales)
+                projections.append(Projection(f"{source}_to_{name}", source, name, connections, on_pre=on_pre,
+                                              delay_steps=depth[name] - 1 - depth[source]))
         for population in populations:
             population.window_start = depth[population.name]
         return NetworkDescription(
@@ -500,7 +539,7 @@ class Rate(Scheme):
         weighted = hidden_layers - set(options["pool_sources"])
         unknown = set(scales or {}) - weighted
         if unknown:
-            raise InvalidValueError(f"scales can be set for the hidden Linear/Conv layers {sorted(weighted)}; "
+            raise InvalidValueError(f"scales can be set for the hidden Linear/Conv/sum layers {sorted(weighted)}; "
                                     f"not for {sorted(unknown)}.")
         if any(not (float(value) > 0) for value in (scales or {}).values()):
             raise InvalidValueError("Every activation scale in scales must be > 0.")
@@ -556,6 +595,30 @@ class Rate(Scheme):
         counts = np.zeros((result.n_images, p.size))
         np.add.at(counts, (image, neuron), 1)
         return counts / description.period_steps * scale
+
+
+def _normalised_for_source(connections, layer, source_layer, scales):
+    """A projection of the normalised graph, renormalised for the scale of the population it reads.
+
+    The normalised graph scales a weighted layer by its first input's scale, ``W lambda_in /
+    lambda_layer`` (Eq. 9), and leaves a sum's one-to-one weights at 1. Every projection needs
+    ``W lambda_source / lambda_layer`` with the scale of its own source population: it differs for a
+    branch of a concatenation and for each term of a sum. The factor is exactly 1 for a chain
+    (average pooling carries its source's scale), so those weights are unchanged bit for bit.
+
+    Parameters
+    ----------
+    connections : Connections
+        The projection into ``layer`` from the population of ``source_layer``.
+    layer : Layer
+    source_layer : str
+        Name of the layer whose population the projection reads.
+    scales : dict
+        Calibrated scales ``layer name -> lambda`` (ANN units).
+    """
+    reference = scales[layer.inputs[0]] if layer.is_weighted else scales[layer.name]
+    factor = scales[source_layer] / reference
+    return connections if factor == 1.0 else replace(connections, weight=connections.weight * factor)
 
 
 def _positive(value, unit):

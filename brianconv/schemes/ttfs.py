@@ -35,6 +35,26 @@ ramp reaches the threshold, and the threshold test is an integer comparison with
 integrated per step (no state updater); ``v`` holds the potential the silent stage ends on.
 The two agree spike for spike except where ``u`` lies within rounding error of a half step.
 
+Residual sums and concatenation
+-------------------------------
+A sum ``add(a, b)`` is a layer of two-stage neurons whose ``W`` is the identity: each term's
+spikes switch on the current ``v_th_source / t_max`` (the sender's threshold, as for any layer),
+the bias is 0, and the spiking stage re-encodes the sum with the sum's own scale; its error is
+half a step of its code, ``lambda_add / (2 T)``, like any layer's. A concatenation has no
+neurons: a layer reading it receives one projection per branch. A layer's window starts where
+its latest input's output window starts; an input that sends earlier (a skip connection over
+``k`` two-stage layers sends ``k T`` steps earlier) reaches it through synapses delayed by the
+difference, so every input spike arrives in the reader's silent stage at the local step it
+would from a single source. Delays are built for ``t_max``, so a network with skip connections
+runs only at its built ``t_max``.
+
+Clipped ReLU
+------------
+Values above ``lambda`` are clipped to the top of the code, so a ``clipped_relu`` layer (ReLU6,
+``hardtanh(0, a)``) with ``lambda = a`` represents the clip exactly. The calibrated percentile
+never exceeds ``a`` (the ANN clipped the values already) and is kept where it lies below ``a``
+(:func:`~brianconv.schemes.base.limit_scales_to_clips`), as for any layer.
+
 Max-pooling: the earliest spike in the window wins (a pool neuron fires one step after its
 first input spike, once). Average pooling is linear and folded into the next projection.
 The output layer only integrates: its membrane potential at the end of its silent stage,
@@ -55,7 +75,17 @@ from brian2 import ms, mV
 from ..calibration import activation_scale, calibrate
 from ..description import NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
-from .base import RunSetup, Scheme, population_names, projected_layers, register
+from .base import (
+    FOLDED_OPS,
+    RunSetup,
+    Scheme,
+    check_branch_activations,
+    incoming_projections,
+    limit_scales_to_clips,
+    merged_by_source,
+    population_names,
+    register,
+)
 
 __all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS",
            "NEURON_EVENT_EQUATIONS", "OUTPUT_EVENT_EQUATIONS", "MAXPOOL_EVENT_EQUATIONS"]
@@ -175,7 +205,8 @@ class TTFS(Scheme):
 
     name = "ttfs"
     needs_nonnegative_input = True
-    activations = frozenset({"relu"})
+    activations = frozenset({"relu", "clipped_relu"})
+    ops = Scheme.ops | {"add", "cat"}
     defaults = dict(t_max=32, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
                     pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0), integration="clock")
 
@@ -193,7 +224,11 @@ class TTFS(Scheme):
     def check(self, graph):
         super().check(graph)
         self.check_pooling_and_output(graph)
+        check_branch_activations(graph, self.name, input_non_negative=True)
         for layer in graph:
+            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "cat":
+                raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after a concatenation is not "
+                                      "supported; max-pool each branch before concatenating.")
             if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
                 raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after average pooling is not "
                                       "supported; average-pool after the max-pool instead.")
@@ -205,6 +240,7 @@ class TTFS(Scheme):
         calibration = calibrate(graph, x, percentile)
         if self.options["threshold"] == "search":
             _search_scales(graph, x, calibration, int(self.options["t_max"]), self.options["search_percentiles"])
+        limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
             if fraction > 0.01 and graph[name] is not graph.output:
                 warnings.warn(f"ttfs: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
@@ -224,17 +260,24 @@ class TTFS(Scheme):
             names[graph.input.name], graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
             values=dict(T_steps=T, x_max=x_max, v_th=x_max * v_unit), layer=graph.input.name,
             shape=graph.input.out_shape, role="input"))
-        layout.append((names[graph.input.name], None, "input"))
-        for layer, source, connections in projected_layers(graph, names):
+        layout.append((names[graph.input.name], (), "input"))
+        readers = []
+        for layer, incoming in incoming_projections(graph, names):
             name = names[layer.name]
             kind = "maxpool" if layer.op == "maxpool" else "output" if layer is graph.output else "neuron"
             scale = calibration.scales[layer.name] * v_unit
             population, on_pre = _layer_population(o["integration"], kind, name, layer, scale, T, v_unit)
             populations.append(population)
-            projections.append(Projection(f"{source}_to_{name}", source, name, connections,
-                                          model="" if kind == "maxpool" else "w : 1 (constant)", on_pre=on_pre))
-            layout.append((name, source, kind))
+            incoming = merged_by_source(incoming)
+            readers.append((name, kind, incoming, on_pre))
+            layout.append((name, tuple(source for source, _ in incoming), kind))
         starts = _window_starts(layout, T)
+        delays = _input_delays(layout, T)
+        for name, kind, incoming, on_pre in readers:
+            for source, connections in incoming:
+                projections.append(Projection(f"{source}_to_{name}", source, name, connections,
+                                              model="" if kind == "maxpool" else "w : 1 (constant)", on_pre=on_pre,
+                                              delay_steps=delays[source, name]))
         for population in populations:
             population.window_start = starts[population.name]
         period = 2 * T if o["pipeline"] else max(starts.values()) + 2 * T
@@ -242,7 +285,8 @@ class TTFS(Scheme):
             scheme=self.name, populations=populations, projections=projections, dt=o["dt"], period_steps=period,
             input_population=populations[0].name, output_population=populations[-1].name, output_variable="v",
             output_unit=v_unit, readout_step=T,
-            options=dict(self.options, layout=layout, scales=dict(calibration.scales), input_layer=graph.input.name))
+            options=dict(self.options, layout=layout, scales=dict(calibration.scales), input_layer=graph.input.name,
+                         delayed=any(delays.values())))
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description, t_max=None, scales=None, threshold_scale=1.0):
@@ -269,9 +313,14 @@ class TTFS(Scheme):
         if T < 1 or needed > period:
             raise InvalidValueError(f"t_max={t_max} does not fit the built network (t_max <= {options['t_max']}); "
                                     "convert again with a larger t_max to sweep higher values.")
+        if options.get("delayed") and T != options["t_max"]:
+            raise InvalidValueError(f"t_max={t_max}: this network's skip connections are delayed by multiples of the "
+                                    f"built t_max={options['t_max']}, so it runs only at that t_max; convert again "
+                                    "with the t_max to simulate.")
         unknown = set(scales or {}) - set(options["scales"])
         if unknown:
-            raise InvalidValueError(f"Unknown layer(s) {sorted(unknown)} in scales; layers: {sorted(options['scales'])}.")
+            raise InvalidValueError(f"Unknown layer(s) {sorted(unknown)} in scales; "
+                                    f"layers: {sorted(options['scales'])}.")
         all_scales = _run_scales(description, scales, threshold_scale)
         if any(not s > 0 for s in all_scales.values()):
             raise InvalidValueError("Every activation scale (threshold) must be > 0.")
@@ -297,7 +346,8 @@ class TTFS(Scheme):
         kinds = {name: kind for name, _, kind in description.options["layout"]}
         offset = {"input": 0, "maxpool": 1, "neuron": T, "output": T}[kinds[population]]
         p = description.population(population)
-        scales = _run_scales(description, result.parameters.get("scales"), result.parameters.get("threshold_scale", 1.0))
+        scales = _run_scales(description, result.parameters.get("scales"),
+                             result.parameters.get("threshold_scale", 1.0))
         scale = _scale_per_population(description, scales)[population]
         values = np.zeros((result.n_images, p.size))
         image, neuron, local = result.spikes[population]
@@ -356,21 +406,56 @@ def _layer_population(integration, kind, name, layer, v_th, T, v_unit):
     return population, model["on_pre"]
 
 
+def _emit_offset(kind, T):
+    """Steps from the start of a population's window to the start of its output window."""
+    return {"input": 0, "maxpool": 1, "neuron": T, "output": T}[kind]
+
+
+def _sources(entry):
+    """The source populations of a layout entry ``(name, sources, kind)`` (a name or None in older networks)."""
+    sources = entry[1]
+    return () if sources is None else (sources,) if isinstance(sources, str) else tuple(sources)
+
+
 def _window_starts(layout, T):
-    """Window start of each population: a population reads its source's output window."""
+    """Window start of each population: where the output window of its latest source starts.
+
+    Parameters
+    ----------
+    layout : list of (name, sources, kind)
+        Populations in graph order with the populations they read and their kind.
+    T : int
+        Stage length in steps.
+
+    Returns
+    -------
+    dict
+        ``population -> step`` of its window for image 0.
+    """
     starts, emits = {}, {}
-    for name, source, kind in layout:
-        starts[name] = 0 if source is None else emits[source]
-        emits[name] = starts[name] + {"input": 0, "maxpool": 1, "neuron": T, "output": T}[kind]
+    for entry in layout:
+        name, kind, sources = entry[0], entry[2], _sources(entry)
+        starts[name] = max((emits[source] for source in sources), default=0)
+        emits[name] = starts[name] + _emit_offset(kind, T)
     return starts
+
+
+def _input_delays(layout, T):
+    """Synaptic delay (steps) of every projection ``(source, target)``: from the start of the source's
+    output window to the start of the target's window (0 unless the target also reads a later source)."""
+    starts = _window_starts(layout, T)
+    kinds = {entry[0]: entry[2] for entry in layout}
+    return {(source, entry[0]): int(starts[entry[0]] - starts[source] - _emit_offset(kinds[source], T))
+            for entry in layout for source in _sources(entry)}
 
 
 def _scale_per_population(description, scales):
     """Each population's scale: that of its layer, and a max-pool carries its source's (unchanged values)."""
     layers = {p.name: p.layer for p in description.populations}
     per_population = {}
-    for name, source, kind in description.options["layout"]:
-        per_population[name] = per_population[source] if kind == "maxpool" else scales[layers[name]]
+    for entry in description.options["layout"]:
+        name, kind = entry[0], entry[2]
+        per_population[name] = per_population[_sources(entry)[0]] if kind == "maxpool" else scales[layers[name]]
     return per_population
 
 
@@ -385,6 +470,8 @@ def _warn_coarse_code(graph, x, calibration, T, limit=0.25):
     """Warn where ``t_max`` is too coarse: many positive activations round to "no spike"."""
     _, activations = graph.forward(x, record=True)
     for layer in graph.layers[:-1]:
+        if layer.op in FOLDED_OPS:  # no neurons: its values travel in its sources' codes
+            continue
         values = activations[layer.name]
         positive = values[values > 0]
         if positive.size == 0:
@@ -400,7 +487,10 @@ def _search_scales(graph, x, calibration, T, candidates):
     """Choose each hidden layer's scale among percentiles to minimise the quantised-value RMSE.
 
     The spiking value of a layer is simulated exactly in numpy: ``round(clip(a / lambda, 0, 1) * T)
-    * lambda / T``, with the layer's inputs already quantised by the scales chosen upstream.
+    * lambda / T``, with the layer's inputs already quantised by the scales chosen upstream. Every
+    layer with neurons of its own (weighted layers and sums) gets a scale; layers without neurons
+    (:data:`~brianconv.schemes.base.FOLDED_OPS`) pass their inputs' quantised values on unchanged,
+    as their readers' synapses do.
     """
     _, exact = graph.forward(x, record=True)
     quantised = {graph.input.name: _quantise(exact[graph.input.name], calibration.scales[graph.input.name], T)}
@@ -410,7 +500,7 @@ def _search_scales(graph, x, calibration, T, candidates):
         inputs = [torch.as_tensor(quantised[name]) for name in layer.inputs]
         with torch.no_grad():
             value = layer.forward(*inputs).numpy()
-        if layer.is_weighted and layer is not graph.output:
+        if (layer.is_weighted or layer.op == "add") and layer is not graph.output:
             errors = {}
             for p in candidates:
                 scale = activation_scale(exact[layer.name], p)
@@ -419,7 +509,8 @@ def _search_scales(graph, x, calibration, T, candidates):
             calibration.clipped[layer.name] = float(np.mean(exact[layer.name] > calibration.scales[layer.name]))
         elif layer.op in ("maxpool", "avgpool"):
             calibration.scales[layer.name] = calibration.scales[layer.inputs[0]]
-        quantised[layer.name] = value if layer is graph.output else _quantise(value, calibration.scales[layer.name], T)
+        carried = layer is graph.output or layer.op in FOLDED_OPS
+        quantised[layer.name] = value if carried else _quantise(value, calibration.scales[layer.name], T)
 
 
 def _quantise(values, scale, T):
