@@ -6,7 +6,11 @@ Two graph passes share one piece of algebra:
   that does not directly follow a weighted layer, e.g. a BatchNorm after a ReLU);
 * :func:`fold_input_shift` lets a network trained on normalised inputs (negative background, e.g.
   ``Normalize((0.1307,), (0.3081,))``) receive ``x' = x - low >= 0``, which every spiking code
-  can carry: the shift is an affine map with ``scale = 1`` and ``shift = low``.
+  can carry: the shift is an affine map with ``scale = 1`` and ``shift = low``;
+
+and one pass moves pooling: :func:`pool_branches_before_concatenation` rewrites
+``pool(cat(a, b))`` as ``cat(pool(a), pool(b))`` (pooling never mixes channels, so both are the
+same function), so that every scheme meets max-pooling right after the layers it pools.
 
 The algebra. A weighted layer reads ``v = a * u + s`` (``a``, ``s`` one value per channel of
 ``v``, ``u`` the new input). For a linear layer ``W' = W diag(a)`` and ``b' = b + W s``. For a
@@ -40,7 +44,8 @@ import torch.nn.functional as F
 from .errors import AccuracyWarning, ConversionError, InvalidValueError, ShapeError
 from .graph import LayerGraph
 
-__all__ = ["ABOVE_RANGE_FACTOR", "InputShift", "fold_affine_layers", "fold_input_shift", "input_shift_for"]
+__all__ = ["ABOVE_RANGE_FACTOR", "InputShift", "fold_affine_layers", "fold_input_shift", "input_shift_for",
+           "pool_branches_before_concatenation"]
 
 #: Input values whose distance above ``low`` exceeds this factor times the calibrated range
 #: ``high - low`` are reported (:meth:`InputShift.apply`); the codes saturate near ``high``.
@@ -189,7 +194,40 @@ def fold_affine_layers(graph):
                 "it can only be folded into a Linear or Conv2d layer that reads it; put it right before one")
         layers = _fold(layers, affine.name, affine.out_shape, scale, shift, what, through_pools=False)
         layers = [_renamed(layer, affine.name, affine.inputs[0]) for layer in layers if layer is not affine]
-    return LayerGraph(layers)
+    return LayerGraph(layers, head=graph.head)
+
+
+def pool_branches_before_concatenation(graph):
+    """``pool(cat(a, b, ...))`` rewritten as ``cat(pool(a), pool(b), ...)``, exactly.
+
+    A 2-d pooling layer (max or average) whose input is a channel concatenation is replaced by one
+    pooling layer per branch (named ``<pool>.<k>``, the same geometry) and a concatenation named
+    like the pool (so its readers are unchanged) that carries the pool's activation. Pooling acts
+    on every channel separately, so the two graphs compute the same function; the concatenation
+    itself stays in the graph while other layers read it.
+
+    Returns
+    -------
+    LayerGraph
+        ``graph`` itself when no pooling layer reads a concatenation, else a new graph.
+    """
+    if not any(layer.op in ("maxpool", "avgpool") and graph[layer.inputs[0]].op == "cat" for layer in graph):
+        return graph
+    layers = []
+    for layer in graph:
+        cat = graph[layer.inputs[0]] if layer.inputs else None
+        if layer.op not in ("maxpool", "avgpool") or cat.op != "cat":
+            layers.append(layer)
+            continue
+        pooled = [replace(layer, name=f"{layer.name}.{k}", inputs=[branch], in_shape=graph[branch].out_shape,
+                          out_shape=(graph[branch].out_shape[0],) + tuple(layer.out_shape[1:]), activation=None)
+                  for k, branch in enumerate(cat.inputs)]
+        layers += pooled
+        layers.append(replace(layer, op="cat", inputs=[p.name for p in pooled], in_shape=pooled[0].out_shape,
+                              params={"axis": 0, "sizes": tuple(p.size for p in pooled)}))
+    read = {name for layer in layers for name in layer.inputs}
+    return LayerGraph([layer for layer in layers if layer.op != "cat" or layer.name in read or layer is layers[-1]],
+                      head=graph.head)
 
 
 def fold_input_shift(graph, low):

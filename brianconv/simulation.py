@@ -18,7 +18,7 @@ import numpy as np
 from . import schemes
 from .builder import DEVICES, BuildInfo, MonitorRequest, RuntimeProgram, build
 from .errors import AccuracyWarning, CalibrationError, DataNotFoundError, InvalidValueError, ShapeError
-from .folding import fold_affine_layers, fold_input_shift, input_shift_for
+from .folding import fold_affine_layers, fold_input_shift, input_shift_for, pool_branches_before_concatenation
 from .graph import trace
 
 __all__ = ["convert", "load_network", "SpikingNetwork", "SimulationResult"]
@@ -64,7 +64,8 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
     if calibration.ndim < 2 or len(calibration) == 0:
         raise CalibrationError(f"Calibration data must be a non-empty batch (N, *input_shape); got shape "
                                f"{calibration.shape}.")
-    graph = fold_affine_layers(trace(model, tuple(input_shape) if input_shape is not None else calibration.shape[1:]))
+    graph = trace(model, tuple(input_shape) if input_shape is not None else calibration.shape[1:])
+    graph = pool_branches_before_concatenation(fold_affine_layers(graph))
     scheme.check(graph)
     x = graph.check_input(calibration)
     shift = None

@@ -330,3 +330,31 @@ def test_neuron_bias_repeats_per_channel_values_and_keeps_per_neuron_values():
     layer.bias = np.zeros(5)
     with pytest.raises(ShapeError, match=r"bias of shape \(5,\)"):
         layer.neuron_bias()
+
+
+@pytest.mark.parametrize("pool", [torch.nn.MaxPool2d(2), torch.nn.AvgPool2d(3, stride=2, padding=1)])
+def test_pooling_a_concatenation_pools_each_branch(pool):
+    """pool(cat(a, b)) = cat(pool(a), pool(b)): the rewrite is exact and leaves every pool reading a branch."""
+    from brianconv.folding import pool_branches_before_concatenation
+    from brianconv.graph import trace
+
+    class Inception(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b1, self.b2 = (torch.nn.Conv2d(c, 3, 3, padding=1) for c in (2, 2, 3))
+            self.pool, self.fc = pool, torch.nn.Linear(6 * 4 * 4, 5)
+
+        def forward(self, x):
+            y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b2(torch.relu(self.b1(x))))], 1)
+            return self.fc(torch.relu(self.pool(y)).flatten(1))
+
+    torch.manual_seed(0)
+    graph = trace(Inception().eval(), (2, 8, 8))
+    rewritten = pool_branches_before_concatenation(graph)
+    x = torch.rand(4, 2, 8, 8)
+    np.testing.assert_allclose(rewritten.forward(x), graph.forward(x), rtol=0, atol=1e-12)
+    pools = [layer for layer in rewritten if layer.op in ("maxpool", "avgpool")]
+    assert [rewritten[p.inputs[0]].op for p in pools] == ["conv", "conv"]
+    assert rewritten["pool"].op == "cat" and rewritten["pool"].activation == "relu"
+    assert "cat" not in rewritten.by_name  # read by the pool only: gone
+    assert pool_branches_before_concatenation(rewritten) is rewritten
