@@ -12,6 +12,8 @@ decode to (the folded layers evaluated exactly):
 * amos: ``0 <= ReLU(x) - y <= alpha 2^-K`` for ``x <= alpha``, ``alpha (1 - 2^-K)`` above.
 
 Dropping the folded bias (or composing a projection at the wrong depth) breaks these bounds.
+Simulations run on Brian2's runtime device with numpy code generation (``device="numpy"``), which
+needs no Cython compilation.
 """
 
 import numpy as np

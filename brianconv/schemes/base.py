@@ -452,9 +452,8 @@ def incoming_projections(graph, names):
             if weighted_fold:
                 carried_bias = _add_bias(carried_bias, layer.neuron_bias())
             pieces = [_Carried(source, connections) for source, connections in incoming]
-            if carried_bias is not None:  # the constant rides on the first piece (a reader applies it once)
-                pieces = [dataclasses.replace(pieces[0], bias=carried_bias)] + pieces[1:] if pieces else \
-                    [_Carried(None, None, carried_bias)]
+            if carried_bias is not None:  # one piece carries the constant, so that a reader adds it once
+                pieces.append(_Carried(None, None, carried_bias))
             carriers[layer.name] = pieces
             continue
         carriers[layer.name] = [_Carried(names[layer.name], None)]
