@@ -19,16 +19,19 @@ needs no Cython compilation.
 import numpy as np
 import pytest
 import torch
+from test_residual_timecodes import FLOAT_SLACK, _linear_input
 from torch import nn
 
 import brianconv
 from brianconv.errors import ConversionError
 from brianconv.folding import fold_affine_layers
 from brianconv.graph import trace
-from brianconv.schemes.base import folds_into_reader, incoming_projections, population_names
+from brianconv.schemes.base import (
+    folds_into_reader,
+    incoming_projections,
+    population_names,
+)
 from brianconv.schemes.tdsnn import emulate
-
-from test_residual_timecodes import FLOAT_SLACK, _linear_input
 
 L = 4.0
 K = 5
