@@ -25,13 +25,14 @@ from torch import nn
 import brianconv
 from brianconv.errors import ConversionError
 from brianconv.folding import fold_affine_layers
-from brianconv.graph import trace
+from brianconv.graph import LayerGraph, trace
+from brianconv.schemes.amos import AMOS
 from brianconv.schemes.base import (
     folds_into_reader,
     incoming_projections,
     population_names,
 )
-from brianconv.schemes.tdsnn import emulate
+from brianconv.schemes.tdsnn import TDSNN, emulate
 
 L = 4.0
 K = 5
@@ -169,3 +170,14 @@ def test_amos_resnet_blocks_are_within_the_unit_bound(wiring):
                                atol=FLOAT_SLACK)
     reference, _ = snn.scheme.reference(graph, snn.calibration, x, keep=())
     np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
+
+
+def test_a_sum_of_a_folded_layer_without_relu_is_rejected():
+    """The sum's neurons send ReLU of the sum: without ReLU in the model a signed folded term would be cut."""
+    graph = _graph()
+    layers = [layer if layer.name != "add" else
+              type(layer)(layer.name, layer.op, layer.inputs, layer.in_shape, layer.out_shape) for layer in graph]
+    with pytest.raises(ConversionError, match="add 'add' has no activation but sums the folded"):
+        TDSNN().check(LayerGraph(layers))
+    with pytest.raises(ConversionError, match="add 'add' without its own ReLU units reads values that can be negative"):
+        AMOS().check(LayerGraph(layers))
