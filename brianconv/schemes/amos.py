@@ -136,7 +136,10 @@ every neuron of both terms reaches the sum's neurons. Each term arrives over its
 for a deep one. Its units are those of its activation (ReLU; an ``add`` without activation of
 non-negative terms is a ReLU unit too) and its error that of the unit on the exact sum. A ``cat``
 has no units: each reader receives one projection per branch, at the branch's delays. A max-pool
-of an ``add`` with ReLU works like that of a Linear/Conv2d layer.
+of an ``add`` with ReLU works like that of a Linear/Conv2d layer. A Linear/Conv2d layer without
+activation that only sums read (a ResNet block's second convolution and projection shortcut,
+:func:`~.base.folds_into_reader`) has no units either: the sum's units receive its input
+projections composed with its weights and its bias in their own, so they code the exact sum.
 
 Clipped ReLU
 ------------
@@ -443,6 +446,7 @@ class AMOS(Scheme):
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul", "add", "cat"})
     defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None,
                     wiring="auto", product="trained")
+    folds_linear_layers = True
 
     def validate_options(self):
         super().validate_options()

@@ -6,6 +6,7 @@ and :meth:`Scheme.setup`, and may override the other methods, which have working
 """
 
 import abc
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 
@@ -17,8 +18,8 @@ from ..connectivity import compose, connections_for, make_connections
 from ..errors import ConversionError, InvalidValueError, UnknownMethodError
 
 __all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available", "population_names", "projected_layers",
-           "incoming_projections", "FOLDED_OPS", "check_percentile", "check_positive", "merged_by_source",
-           "clip_of", "check_branch_activations", "limit_scales_to_clips"]
+           "incoming_projections", "FOLDED_OPS", "folds_into_reader", "check_percentile", "check_positive",
+           "merged_by_source", "clip_of", "check_branch_activations", "limit_scales_to_clips"]
 
 _REGISTRY = {}
 
@@ -122,6 +123,10 @@ class Scheme(abc.ABC):
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool"})
     #: ``option -> default value``: the options ``convert(..., **options)`` accepts.
     defaults = {}
+    #: True when :meth:`describe` handles hidden Linear/Conv2d layers without activation that only
+    #: residual ``add`` layers read (:func:`folds_into_reader`): they get no neurons and
+    #: :func:`incoming_projections` composes them into the sum's projections and bias.
+    folds_linear_layers = False
 
     def __init__(self, **options):
         unknown = set(options) - set(self.defaults)
@@ -188,13 +193,23 @@ class Scheme(abc.ABC):
         """Raise :class:`~brianconv.errors.ConversionError` for layers this scheme cannot represent.
 
         Default: every layer's type is in :attr:`ops`, every hidden weighted layer has an
-        activation in :attr:`activations` (the output may also have none or a softmax).
+        activation in :attr:`activations` (the output may also have none or a softmax), except
+        the layers :func:`folds_into_reader` folds into residual sums, in a scheme that sets
+        :attr:`folds_linear_layers`.
         """
         for layer in graph:
             if layer.op not in self.ops:
                 raise ConversionError(f"Method {self.name!r} cannot convert layer {layer.name!r} of type {layer.op!r}; "
                                       f"it supports {sorted(self.ops)}.")
             allowed = self.activations if layer is not graph.output else self.activations | {None, "softmax"}
+            if folds_into_reader(graph, layer):
+                if not self.folds_linear_layers:
+                    raise ConversionError(
+                        f"Method {self.name!r}: layer {layer.name!r} ({layer.op}) has no activation and feeds only "
+                        f"residual additions ({', '.join(c.name for c in graph.consumers(layer.name))}), as in a ResNet "
+                        f"block; {self.name!r} cannot fold such a layer into the sum yet. Use a method that does "
+                        f"({', '.join(_folding_methods()) or 'none registered'}), or apply an activation to the layer.")
+                continue
             if layer.is_weighted and layer is not graph.output and layer.activation is None:
                 raise ConversionError(f"Method {self.name!r}: layer {layer.name!r} has no activation; hidden "
                                       f"weighted layers need one of {sorted(self.activations)}.")
@@ -370,6 +385,35 @@ def projected_layers(graph, names, carried_by=None):
 FOLDED_OPS = frozenset({"avgpool", "cat"})
 
 
+def folds_into_reader(graph, layer):
+    """Whether ``layer`` is a linear layer folded into the residual sums that read it (no neurons).
+
+    The rule: a weighted layer (Linear/Conv2d) without activation, not the output, whose every
+    consumer is an ``add`` -- the second convolution of a ResNet block (BatchNorm folded in) and
+    its 1x1 projection shortcut. The sum receives the folded layer's input projections composed
+    with its weights, and its bias (:func:`incoming_projections`). Schemes accept such layers
+    only with :attr:`Scheme.folds_linear_layers`.
+
+    Parameters
+    ----------
+    graph : brianconv.graph.LayerGraph
+    layer : brianconv.graph.Layer
+
+    Returns
+    -------
+    bool
+    """
+    if not layer.is_weighted or layer.activation is not None or layer is graph.output:
+        return False
+    consumers = graph.consumers(layer.name)
+    return bool(consumers) and all(consumer.op == "add" for consumer in consumers)
+
+
+def _folding_methods():
+    """Names of the registered schemes that fold linear layers into residual sums."""
+    return [name for name in available() if _REGISTRY[name].folds_linear_layers]
+
+
 def incoming_projections(graph, names):
     """Every layer that gets a population, with all the projections it receives.
 
@@ -378,27 +422,51 @@ def incoming_projections(graph, names):
     Layers in :data:`FOLDED_OPS` get no neurons: average pooling is composed into the projection
     of its reader, and a ``cat`` hands each reader one projection per concatenated branch (the
     reader's synapses whose source lies in that branch, re-indexed to the branch's population).
+    Linear layers that :func:`folds_into_reader` folds get no neurons either: the sum that reads
+    one receives its input projections composed with its weights, and its bias ``b`` through the
+    sum's connections ``C`` (``C(W s + b) = (C W) s + C b``) as a constant.
 
     Yields
     ------
     (layer, [(source population name, Connections), ...])
         In graph order, for every layer after the input that is not folded; the list holds one
         entry per (input, branch) with at least one synapse, in the order of ``layer.inputs``.
+        A layer that reads folded biases is yielded as a copy whose ``bias`` is the total
+        per-neuron bias (its own plus the folded ones, shape ``out_shape``); every other layer
+        is yielded unchanged.
     """
     carriers = {graph.input.name: [_Carried(names[graph.input.name], None)]}
     for layer in graph.layers[1:]:
-        incoming = [(piece.source, piece.apply_to(connections))
-                    for name, connections in zip(layer.inputs, _input_connections(layer))
-                    for piece in carriers[name]]
+        incoming, carried_bias = [], None
+        for name, connections in zip(layer.inputs, _input_connections(layer)):
+            for piece in carriers[name]:
+                if piece.source is not None:
+                    incoming.append((piece.source, piece.apply_to(connections)))
+                carried_bias = _add_bias(carried_bias, piece.bias_through(connections))
         incoming = [(source, connections) for source, connections in incoming if len(connections)]
-        if layer.op in FOLDED_OPS:
+        weighted_fold = folds_into_reader(graph, layer)
+        if layer.op in FOLDED_OPS or weighted_fold:
             # No neurons: each incoming projection maps a population to (part of) this layer's values.
             # Its activation, if any, is not applied here: schemes accept it only where it is the
             # identity on what the layer carries (ReLU of non-negative values), see Scheme.check.
-            carriers[layer.name] = [_Carried(source, connections) for source, connections in incoming]
+            if weighted_fold:
+                carried_bias = _add_bias(carried_bias, layer.neuron_bias())
+            pieces = [_Carried(source, connections) for source, connections in incoming]
+            if carried_bias is not None:  # one piece carries the constant, so that a reader adds it once
+                pieces.append(_Carried(None, None, carried_bias))
+            carriers[layer.name] = pieces
             continue
         carriers[layer.name] = [_Carried(names[layer.name], None)]
+        if carried_bias is not None:
+            layer = dataclasses.replace(layer, bias=(layer.neuron_bias() + carried_bias).reshape(layer.out_shape))
         yield layer, incoming
+
+
+def _add_bias(total, bias):
+    """``total + bias`` where None stands for no bias (float64 ``(size,)`` arrays)."""
+    if bias is None:
+        return total
+    return np.asarray(bias, dtype=np.float64) if total is None else total + bias
 
 
 def _input_connections(layer):
@@ -415,15 +483,22 @@ class _Carried:
     """A population whose spikes carry (part of) a folded layer's values.
 
     ``mapping`` (Connections, or None for the identity) takes the population's neurons to the
-    folded layer's values.
+    folded layer's values; ``bias`` (float64 ``(size,)`` of the folded layer's values, or None) is
+    a constant added to them (a folded Linear/Conv2d layer's bias). A piece with ``source`` None
+    carries only a constant (a folded layer none of whose inputs reaches it).
     """
 
     source: str
     mapping: object
+    bias: np.ndarray = None
 
     def apply_to(self, connections):
         """The projection from :attr:`source` equal to ``connections`` applied after the mapping."""
         return connections if self.mapping is None else compose(self.mapping, connections)
+
+    def bias_through(self, connections):
+        """The constant ``connections`` make of :attr:`bias`, shape ``(connections.n_post,)``, or None."""
+        return None if self.bias is None else connections.apply(self.bias[None, :])[0]
 
 
 # -- residual additions, concatenations and clipped ReLU -----------------------------------------

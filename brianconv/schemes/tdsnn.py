@@ -77,6 +77,13 @@ whenever one term is 0, so its neurons break such ties downwards (:data:`SUM_THR
 A ``cat`` has no neurons: each reader gets one projection per branch, delayed the same way.
 Every value a layer carries is ``>= 0``, so an ``add`` or ``cat`` without activation is exact.
 
+A Linear/Conv2d layer without activation that only sums read (the second convolution of a ResNet
+block, BatchNorm folded in, and its 1x1 projection shortcut; :func:`~.base.folds_into_reader`)
+has no neurons: the sum receives its input projections composed with its weights, and its bias
+in the sum's bias neuron, so the sum codes ``G(A) - 1`` of the exact ``A = W2 y1 + b2 + y_skip``.
+Its term then leaves from the folded layer's source (one layer shallower), and the delays align
+it as any other term.
+
 A clipped ReLU ``min(max(x, 0), a)`` (ReLU6, hardtanh(0, a)) is the same neuron with its window
 ending at ``T(a)`` at the latest (``lambda`` is taken on the clipped values): inputs above ``a``
 fire at the window's end and carry ``G(T(a)) - 1``, within the code's bound of ``a``.
@@ -112,6 +119,7 @@ from .base import (
     RunSetup,
     Scheme,
     clip_of,
+    folds_into_reader,
     incoming_projections,
     merged_by_source,
     population_names,
@@ -249,6 +257,7 @@ class TDSNN(Scheme):
     activations = frozenset({"relu", "clipped_relu"})
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "add", "cat"})
     defaults = dict(L=8.0, dt=0.1 * ms, percentile=100.0, offset="fold", v_unit=1 * mV, pipeline=True)
+    folds_linear_layers = True
 
     def validate_options(self):
         super().validate_options()
@@ -267,6 +276,11 @@ class TDSNN(Scheme):
                 raise ConversionError(f"tdsnn: max-pooling {layer.name!r} directly after average pooling is not "
                                       "supported; average-pool after the max-pool instead.")
             clip_of(layer)  # a clipped ReLU must name its upper end
+            folded = [name for name in layer.inputs if folds_into_reader(graph, graph[name])]
+            if layer.op == "add" and layer.activation is None and folded:
+                raise ConversionError(f"tdsnn: residual add {layer.name!r} has no activation but sums the folded linear "
+                                      f"layer(s) {folded}, whose values can be negative; its neurons send ReLU of the "
+                                      "sum. Apply ReLU after the addition (as in a ResNet block).")
             if layer.op == "cat" and layer.activation not in (None, "relu"):
                 raise ConversionError(f"tdsnn: concatenation {layer.name!r} applies {layer.activation!r}; a "
                                       "concatenation has no neurons of its own and can only pass its inputs' codes "
@@ -506,13 +520,14 @@ def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.
         steps[name] = spike_step(raw - TIE if layer.op == "add" else raw, L, limit)  # ties down (SUM_THRESHOLD)
         return code_value(steps[name], L, offset)
 
-    graph = graph
     values[graph.input.name] = code(graph.input, x)
     for layer in graph.layers[1:]:
         inputs = [torch.as_tensor(values[name]) for name in layer.inputs]
         with torch.no_grad():
             raw = layer.pre_activation(*inputs).numpy()
-        if layer.op in ("maxpool", "avgpool", "cat"):  # act on the codes; G is monotonic, so max commutes
+        if folds_into_reader(graph, layer):  # no neurons: the sum reading it gets the exact linear value
+            values[layer.name] = raw
+        elif layer.op in ("maxpool", "avgpool", "cat"):  # act on the codes; G is monotonic, so max commutes
             values[layer.name] = raw
             if layer.op == "maxpool":
                 steps[layer.name] = np.rint(L * np.log(raw + (1.0 if offset == "fold" else 0.0))).astype(np.int64)

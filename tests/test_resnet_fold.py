@@ -1,0 +1,183 @@
+"""ResNet blocks in the time codes (tdsnn, amos): linear layers folded into the residual sum.
+
+A torch ResNet of two basic blocks (the second with a strided 1x1 projection shortcut, BatchNorm in
+eval mode with non-trivial running statistics) traces to ``conv2`` and ``shortcut.0`` layers
+without activation that only an ``add`` reads. :func:`~brianconv.schemes.base.folds_into_reader`
+gives them no neurons: the sum receives their inputs' projections composed with their weights,
+and their (BatchNorm-folded) biases in its own. Each population's decoded values are checked
+against the scheme's own bound on the value computed, in float64, from the values its sources
+decode to (the folded layers evaluated exactly):
+
+* tdsnn: ``0 <= G(A) - 1 - ReLU(A) < (ReLU(A) + 1)(e^(1/L) - 1)`` inside the layer's window;
+* amos: ``0 <= ReLU(x) - y <= alpha 2^-K`` for ``x <= alpha``, ``alpha (1 - 2^-K)`` above.
+
+Dropping the folded bias (or composing a projection at the wrong depth) breaks these bounds.
+Simulations run on Brian2's runtime device with numpy code generation (``device="numpy"``), which
+needs no Cython compilation.
+"""
+
+import numpy as np
+import pytest
+import torch
+from test_residual_timecodes import FLOAT_SLACK, _linear_input
+from torch import nn
+
+import brianconv
+from brianconv.errors import ConversionError
+from brianconv.folding import fold_affine_layers
+from brianconv.graph import LayerGraph, trace
+from brianconv.schemes.amos import AMOS
+from brianconv.schemes.base import (
+    folds_into_reader,
+    incoming_projections,
+    population_names,
+)
+from brianconv.schemes.tdsnn import TDSNN, emulate
+
+L = 4.0
+K = 5
+SHAPE = (1, 8, 8)
+
+
+def _bn(channels, generator):
+    """BatchNorm2d in eval mode with non-trivial running statistics and affine parameters."""
+    bn = nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.3, 0.3, generator=generator)
+        bn.running_var.uniform_(0.5, 2.0, generator=generator)
+        bn.weight.uniform_(0.6, 1.4, generator=generator)
+        bn.bias.uniform_(-0.4, 0.6, generator=generator)
+    return bn
+
+
+class _Block(nn.Module):
+    def __init__(self, c_in, c_out, stride, generator):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = _bn(c_out, generator)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = _bn(c_out, generator)
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else \
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _bn(c_out, generator))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class _ResNet(nn.Module):
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        self.stem = nn.Sequential(nn.Conv2d(1, 3, 3, 1, 1), nn.ReLU())
+        self.block1 = _Block(3, 3, 1, generator)
+        self.block2 = _Block(3, 4, 2, generator)
+        self.pool = nn.AvgPool2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.block2(self.block1(self.stem(x)))).flatten(1))
+
+
+FOLDED = ("block1.conv2", "block2.conv2", "block2.shortcut.0")
+HIDDEN = ("stem.0", "block1.conv1", "add", "block2.conv1", "add_1")
+
+
+def _images(n=6, seed=1):
+    return np.random.default_rng(seed).uniform(size=(n,) + SHAPE)
+
+
+def _graph():
+    return fold_affine_layers(trace(_ResNet().eval(), SHAPE))
+
+
+def test_the_rule_folds_the_linear_layers_that_only_sums_read():
+    graph = _graph()
+    assert [layer.name for layer in graph if folds_into_reader(graph, layer)] == list(FOLDED)
+    names = population_names(graph)
+    yielded = {layer.name: (layer, incoming) for layer, incoming in incoming_projections(graph, names)}
+    assert not set(FOLDED) & set(yielded)
+    # block2's sum reads conv2 from block2.conv1's population and the shortcut from block1's sum
+    layer, incoming = yielded["add_1"]
+    assert [source for source, _ in incoming] == [names["block2.conv1"], names["add"]]
+    x = torch.as_tensor(_images(3))
+    # the sum's input is the composed projections of its sources plus its folded bias, exactly
+    values = {}
+    with torch.no_grad():
+        values["x"] = x
+        for node in graph.layers[1:]:
+            values[node.name] = node.forward(*(values[name] for name in node.inputs))
+    expected = graph["add_1"].pre_activation(values["block2.conv2"], values["block2.shortcut.0"]).numpy()
+    layer_of = {population: name for name, population in names.items()}
+    got = sum(c.apply(values[layer_of[source]].numpy().reshape(3, -1)) for source, c in incoming)
+    np.testing.assert_allclose(got + layer.neuron_bias(), expected.reshape(3, -1), rtol=0, atol=1e-12)
+    assert np.abs(layer.neuron_bias() - graph["add_1"].neuron_bias()).max() > 0.1, "the folded biases matter"
+
+
+@pytest.mark.parametrize("method", ["rate", "ttfs"])
+def test_schemes_that_do_not_fold_name_the_construct(method):
+    with pytest.raises(ConversionError, match="'block1.conv2' .* feeds only residual additions"):
+        brianconv.convert(_ResNet().eval(), method, calibration=_images(4))
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_tdsnn_resnet_blocks_are_within_the_code_bound(pipeline):
+    x = _images()
+    snn = brianconv.convert(_ResNet().eval(), "tdsnn", calibration=x, L=L, pipeline=pipeline)
+    graph, names = snn.graph, population_names(snn.graph)
+    populations = {p.layer for p in snn.description.populations}
+    assert not set(FOLDED) & populations
+    result = snn.simulate(x, device="numpy", spikes=[names[name] for name in HIDDEN])
+    coded, _ = emulate(graph, x, L, t_out=snn.description.options["t_out"])
+    decoded = {"x": coded["x"].reshape(len(x), -1)}
+    for name in HIDDEN:
+        population = snn.description.population(names[name])
+        carried = snn.values(result, population.name)
+        assert np.all(result.spike_counts[population.name] == population.size), "every neuron fires once"
+        a = _linear_input(graph, graph[name], decoded, len(x))  # folded layers evaluated exactly
+        relu = np.maximum(a, 0)
+        inside = np.ceil(L * np.log(relu + 1)) <= population.values["T_out"]
+        assert inside.mean() > 0.9
+        error = carried - relu
+        assert np.all(error[inside] >= -FLOAT_SLACK), name
+        assert np.all(error[inside] < (relu[inside] + 1) * (np.exp(1 / L) - 1) + FLOAT_SLACK), name
+        np.testing.assert_allclose(carried, coded[name].reshape(len(x), -1), rtol=0, atol=1e-12)
+        decoded[name] = carried
+    np.testing.assert_allclose(result.outputs, _linear_input(graph, graph.output, decoded, len(x)), rtol=0,
+                               atol=FLOAT_SLACK)
+
+
+@pytest.mark.parametrize("wiring", ["paper", "dendrite"])
+def test_amos_resnet_blocks_are_within_the_unit_bound(wiring):
+    x = _images()
+    snn = brianconv.convert(_ResNet().eval(), "amos", calibration=x, K=K, wiring=wiring)
+    graph, names = snn.graph, population_names(snn.graph)
+    assert not set(FOLDED) & {p.layer for p in snn.description.populations}
+    result = snn.simulate(x, device="numpy", spikes=[names[name] for name in HIDDEN])
+    decoded = {"x": x}
+    for name in HIDDEN:
+        sent = snn.values(result, names[name])
+        unit = snn.scheme.unit_for(graph[name], snn.calibration, graph)
+        z = _linear_input(graph, graph[name], decoded, len(x))
+        inside = z <= unit.scale
+        error = np.minimum(np.maximum(z, 0), unit.scale) - sent
+        assert np.all(error[inside] >= -FLOAT_SLACK), name
+        assert np.all(error[inside] <= unit.scale * 2.0 ** -unit.K + FLOAT_SLACK), name
+        np.testing.assert_allclose(sent[~inside], unit.scale * (1 - 2.0 ** -unit.K), atol=FLOAT_SLACK)
+        decoded[name] = sent
+    np.testing.assert_allclose(result.outputs, _linear_input(graph, graph.output, decoded, len(x)), rtol=0,
+                               atol=FLOAT_SLACK)
+    reference, _ = snn.scheme.reference(graph, snn.calibration, x, keep=())
+    np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
+
+
+def test_a_sum_of_a_folded_layer_without_relu_is_rejected():
+    """The sum's neurons send ReLU of the sum: without ReLU in the model a signed folded term would be cut."""
+    graph = _graph()
+    layers = [layer if layer.name != "add" else
+              type(layer)(layer.name, layer.op, layer.inputs, layer.in_shape, layer.out_shape) for layer in graph]
+    with pytest.raises(ConversionError, match="add 'add' has no activation but sums the folded"):
+        TDSNN().check(LayerGraph(layers))
+    with pytest.raises(ConversionError, match="add 'add' without its own ReLU units reads values that can be negative"):
+        AMOS().check(LayerGraph(layers))
