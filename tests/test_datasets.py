@@ -226,4 +226,4 @@ def test_load_mnist_or_sample_falls_back_to_the_bundled_sample(tmp_path, monkeyp
     full = full_mnist_root()
     if full is not None:
         x, y, source = datasets.load_mnist_or_sample("train", extra_roots=[full], limit=3)
-        assert x.shape == (3, 1, 28, 28) and source.startswith("MNIST train set")
+        assert x.shape == (3, 1, 28, 28) and source.startswith("full MNIST train set")
