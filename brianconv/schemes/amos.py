@@ -159,13 +159,13 @@ from pathlib import Path
 import numpy as np
 from brian2 import ms, mV
 
-from ..calibration import calibrate
 from ..connectivity import make_connections, one_to_one
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import (
     RunSetup,
     Scheme,
+    carries_non_negative,
     clip_of,
     incoming_projections,
     merged_by_source,
@@ -377,16 +377,6 @@ def _gate(layer):
     return layer.activation
 
 
-def _sends_non_negative(graph, name):
-    """Whether layer ``name`` can only send values >= 0 (ReLU units, the input, pools and sums of those)."""
-    layer = graph[name]
-    if layer.op == "input" or layer.activation in ("relu", "clipped_relu"):
-        return True
-    if layer.activation is None and layer.op in ("avgpool", "maxpool", "cat", "add"):
-        return all(_sends_non_negative(graph, source) for source in layer.inputs)
-    return False
-
-
 def _units_layer(graph, name):
     """The layer whose units send what layer ``name`` sends: itself, or the layer a max-pool pools."""
     layer = graph[name]
@@ -508,13 +498,11 @@ class AMOS(Scheme):
             raise ConversionError(f"amos: concatenation {layer.name!r} applies {layer.activation!r}; a concatenation "
                                   "has no units of its own. Apply the activation before concatenating.")
         needs_non_negative = layer.activation is None if layer.op == "add" else layer.activation == "relu"
-        if needs_non_negative and not all(_sends_non_negative(graph, name) for name in layer.inputs):
+        sources_non_negative = all(carries_non_negative(graph, name, True) for name in layer.inputs)
+        if needs_non_negative and not sources_non_negative:
             raise ConversionError(f"amos: {layer.op} {layer.name!r} without its own ReLU units reads values that can "
                                   f"be negative ({layer.inputs}); an {layer.op} of them must be followed by ReLU "
                                   "(add) or read ReLU outputs only (cat).")
-
-    def calibrate(self, graph, x):
-        return calibrate(graph, x, self.options["percentile"])
 
     # -- units -------------------------------------------------------------------------------
     def unit_for(self, layer, calibration, graph=None):

@@ -19,7 +19,7 @@ from ..errors import ConversionError, InvalidValueError, UnknownMethodError
 
 __all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available", "population_names", "projected_layers",
            "incoming_projections", "FOLDED_OPS", "folds_into_reader", "check_percentile", "check_positive",
-           "merged_by_source", "clip_of", "check_branch_activations", "limit_scales_to_clips"]
+           "merged_by_source", "clip_of", "carries_non_negative", "check_branch_activations", "limit_scales_to_clips"]
 
 _REGISTRY = {}
 
@@ -531,7 +531,7 @@ def _joined(pieces):
                             np.concatenate([c.weight for c in pieces]), pieces[0].n_pre, pieces[0].n_post)
 
 
-def _non_negative(graph, name, input_non_negative):
+def carries_non_negative(graph, name, input_non_negative):
     """True if layer ``name`` can only carry values >= 0 (ReLU-like activation, or a max, mean, sum or
     concatenation of such values); the input counts as non-negative if ``input_non_negative``."""
     layer = graph[name]
@@ -540,7 +540,7 @@ def _non_negative(graph, name, input_non_negative):
     if layer.activation in ("relu", "clipped_relu"):
         return True
     return layer.activation is None and layer.op in ("maxpool", "avgpool", "cat", "add") and all(
-        _non_negative(graph, source, input_non_negative) for source in layer.inputs)
+        carries_non_negative(graph, source, input_non_negative) for source in layer.inputs)
 
 
 def check_branch_activations(graph, scheme, input_non_negative):
@@ -561,7 +561,7 @@ def check_branch_activations(graph, scheme, input_non_negative):
     for layer in graph:
         if layer.op not in ("add", "cat") or layer is graph.output:
             continue
-        branches = all(_non_negative(graph, source, input_non_negative) for source in layer.inputs)
+        branches = all(carries_non_negative(graph, source, input_non_negative) for source in layer.inputs)
         if layer.op == "cat" and layer.activation not in (None, "relu") or \
                 layer.op == "cat" and layer.activation == "relu" and not branches:
             raise ConversionError(f"{scheme}: the concatenation {layer.name!r} applies {layer.activation!r}, which "
