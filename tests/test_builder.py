@@ -14,6 +14,8 @@ import brianconv
 from brianconv import builder
 from brianconv.errors import BuildError, InvalidValueError, ShapeError
 
+from conftest import needs_compiler
+
 
 @pytest.fixture(scope="module")
 def snn():
@@ -221,6 +223,36 @@ def test_run_whose_results_cannot_be_written_is_an_error(tiny, tmp_path):
         program.run(np.zeros((2, tiny.description.n_inputs)), results_dir=results)
     assert str(results) in str(info.value) and "Free space" in str(info.value)
     assert not results.exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in program is a shell script")
+@pytest.mark.parametrize("ending, named", [("exit 3", "exited with code 3"),
+                                           ("kill -9 $$", "killed by signal 9")])
+def test_a_compiled_network_that_fails_is_an_error_with_its_stderr(tiny, tmp_path, ending, named):
+    """A binary that exits non-zero (or is killed) raises BuildError naming the code and its stderr."""
+    program = _fake_build(tiny, tmp_path / "build", f"#!/bin/sh\necho 'bad_alloc in synapses' >&2\n{ending}\n")
+    results = tmp_path / "results"
+    with pytest.raises(BuildError, match=named) as info:
+        program.run(np.zeros((2, tiny.description.n_inputs)), results_dir=results)
+    assert "bad_alloc in synapses" in str(info.value) and str(tmp_path / "build") in str(info.value)
+    assert not results.exists()
+
+
+@needs_compiler
+def test_a_standalone_sweep_compiles_once_and_matches_the_runtime_at_every_point(tiny, tmp_path):
+    """Four grid points through one compiled binary (new values through run_args): one build folder,
+    only the first point compiles, and every point gives the numpy device's outputs."""
+    x = torch.rand(3, 4)
+    grid = {"t_max": [2, 4], "threshold_scale": [0.5, 1.0]}
+    table = brianconv.sweep(tiny, x, grid, device="cpp_standalone", build_root=tmp_path, progress=False)
+    assert [row["compiled"] for row in table] == [True, False, False, False]
+    assert len(list(tmp_path.rglob(builder.MANIFEST))) == 1
+    for row in table:
+        point = {name: row[name] for name in grid}
+        reference = tiny.simulate(x, device="numpy", **point)
+        assert row["rmse"] == pytest.approx(np.sqrt(np.mean((reference.outputs - reference.ann_outputs) ** 2)),
+                                            rel=1e-9, abs=1e-12)
+        assert row["synaptic_ops"] == pytest.approx(np.mean(reference.synaptic_ops), rel=1e-12)
 
 
 def test_only_rounding_level_grid_warnings_are_dropped():

@@ -112,6 +112,26 @@ def test_ann_cost_counts_connections_not_padding():
     assert cost.layers[1].macs == 100 * 3 and cost.flops == 2 * cost.macs
 
 
+def test_other_flops_and_active_fractions_are_counted_by_hand():
+    """conv 1->2 (3x3 on 6x6): 32 outputs, 9 MACs each, a bias and a ReLU each; 2x2 max-pool: 8 outputs,
+    3 comparisons each; linear 8->3: 24 MACs and 3 biases. Active fractions from the torch forward pass."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)).eval()
+    x = torch.rand(20, 1, 6, 6) - 0.3
+    cost = metrics.ann_cost(model, x=x)
+    conv, pool, linear = cost.layers[0], cost.layers[1], cost.layers[-1]
+    assert (conv.macs, conv.other_flops) == (32 * 9, 32 + 32)
+    assert (pool.macs, pool.other_flops) == (0, 8 * 3)
+    assert (linear.macs, linear.other_flops) == (24, 3)
+    assert cost.other_flops == 64 + 24 + 3 and cost.flops == 2 * (32 * 9 + 24)
+    with torch.no_grad():
+        hidden = torch.relu(model[0](x))
+        pooled = model[2](hidden)
+    assert conv.active_fraction == pytest.approx(float((hidden > 0).double().mean()), abs=1e-12)
+    assert pool.active_fraction == pytest.approx(float((pooled > 0).double().mean()), abs=1e-12)
+    assert 0 < conv.active_fraction < 1
+
+
 def test_sweep_table_and_plots(simulated):
     snn, x, result = simulated
     table = brianconv.sweep(snn, x, {"t_max": [2, 8], "threshold_scale": [0.5, 1.0]}, labels=result.labels,

@@ -319,3 +319,26 @@ def test_warning_names_neurons_the_ann_needs_that_never_spiked(dense):
     assert expected > 0
     with pytest.warns(AccuracyWarning, match=rf"^{expected} of 10 neurons of population {hidden!r} never spiked in 30"):
         snn.simulate(x, device="numpy", spikes=[hidden], scales={layer: 40 * snn.calibration.scales[layer]})
+
+
+def test_clipping_warning_gives_the_fraction_of_calibration_activations_above_the_threshold(dense):
+    """At percentile 90 about a tenth of the positive activations exceed the scale: the warning gives
+    that fraction over all of the layer's calibration values (zeros included), computed here in torch;
+    at percentile 100 nothing is clipped and nothing is said."""
+    import warnings
+
+    from brianconv.errors import AccuracyWarning
+
+    model, x = dense
+    with torch.no_grad():
+        hidden = torch.relu(model[0](x)).double().numpy()
+    positive = hidden[hidden > 0]
+    scale = np.percentile(positive, 90)
+    fraction = np.mean(hidden > scale)
+    assert fraction > 0.01
+    with pytest.warns(AccuracyWarning, match=rf"ttfs: {100 * fraction:.1f} % of layer '0'.s calibration activations "
+                                             "exceed its threshold and will be clipped"):
+        brianconv.convert(model, "ttfs", calibration=x, t_max=T, percentile=90)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyWarning)
+        brianconv.convert(model, "ttfs", calibration=x, t_max=T, percentile=100)
