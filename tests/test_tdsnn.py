@@ -259,6 +259,33 @@ def test_finetune_returns_a_relu_model_and_leaves_the_original():
     brianconv.convert(tuned, "tdsnn", calibration=x, L=L)  # converts as it is
 
 
+def test_finetuning_lowers_the_coded_networks_loss():
+    """What fine-tuning optimises: the cross-entropy of the coded network (input and ReLUs through G)
+    on its training data. A ReLU net trained to 99 % loses much of it through G at L = 4; ten epochs
+    through G bring the coded loss from 2.03 to 1.39-1.42 (seeds 0-2, measured); asserted: at most
+    0.8 x the loss before. Fails if fine-tuning leaves the coded network as it was or worse."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = torch.rand(512, 8)
+    y = ((x[:, :4].sum(1) - x[:, 4:].sum(1)) * 3).round().clamp(-2, 2).long() + 2
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 5))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        optimiser.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    model.eval()
+
+    def coded_loss(m):
+        with torch.no_grad():
+            return float(F.cross_entropy(tdsnn_model(m, 4)(x), y))
+
+    before = coded_loss(model)
+    tuned = finetune_tdsnn(model, (x, y), L=4, epochs=10, lr=3e-3, batch_size=32, seed=0)
+    assert coded_loss(tuned) <= 0.8 * before
+
+
 def test_options_and_inputs_are_checked(dense):
     model, x = dense
     with pytest.raises(InvalidValueError, match="L"):
