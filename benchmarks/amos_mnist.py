@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import header
 
 import brianconv
 from brianconv import datasets, models
@@ -130,6 +131,7 @@ def main():
     parser.add_argument("--data", default=None)
     parser.add_argument("--build-dir", default=None)
     args = parser.parse_args()
+    print(header(__file__), flush=True)
     model = models.load(args.model)
     x, y, xc, source = load_data(args)
     graph = trace(model, x.shape[1:])

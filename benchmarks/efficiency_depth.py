@@ -62,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import header
 from torch import nn
 
 import brianconv
@@ -337,6 +338,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    print(header(__file__), flush=True)
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     train_x, train_y, test_x, test_y, source = load_data(args)

@@ -14,10 +14,10 @@ number printed is measured in this run; the table goes to stdout and to ``--out`
 """
 
 import argparse
-import shlex
-import sys
 import time
 from pathlib import Path
+
+from provenance import header
 
 import brianconv
 from brianconv import datasets, models
@@ -74,8 +74,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     x, y, xc, source = load_data(args)
-    lines = [f"$ python benchmarks/gallery.py {shlex.join(sys.argv[1:] if argv is None else argv)}",
-             f"brianconv {brianconv.__version__}; {len(x)} test images from the {source}; calibration on the "
+    lines = [header(__file__, argv), f"{len(x)} test images from the {source}; calibration on the "
              f"last {len(xc)} training images; options {METHODS}", "", format_row(COLUMNS)]
     print("\n".join(lines), flush=True)
     for name in args.models:

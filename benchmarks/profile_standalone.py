@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import header
+
 KINDS = [("synaptic propagation", ("_pre_codeobject", "_pre_push_spikes", "_post_codeobject", "_post_push_spikes")),
          ("neuron updates", ("_stateupdater", "_thresholder", "_resetter", "_run_regularly"))]
 BOOKKEEPING = ("count_", "spike_counter", "spikes_", "states_")
@@ -54,13 +56,14 @@ def main():
     parser.add_argument("--top", type=int, default=15, help="code objects listed one by one")
     parser.add_argument("--build-dir", default=None)
     args = parser.parse_args()
+    print(header(__file__), flush=True)
 
     import brian2
     from brian2 import device, set_device
+    from speed import _images
 
     import brianconv
     from brianconv import builder, datasets, models
-    from speed import _images
 
     options = dict(parse_option(text) for text in args.option)
     calibration, _ = datasets.load_sample("train")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import header
 
 import brianconv
 from brianconv import datasets, models, plot
@@ -221,6 +222,7 @@ def main():
     parser.add_argument("--build-dir", default=None)
     parser.add_argument("--skip-ablation", action="store_true")
     args = parser.parse_args()
+    print(header(__file__), flush=True)
     if not 1 <= args.ablation_steps <= args.duration:
         parser.error("--ablation-steps must be in [1, --duration]")
     start = time.perf_counter()

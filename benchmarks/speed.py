@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import header
 
 
 def _images(n):
@@ -226,6 +227,7 @@ def main():
     if args.build_dir is None:
         args.build_dir = tempfile.mkdtemp(prefix="brianconv-speed-")
     torch_row = _run_child("torch", "ttfs", args) if "torch" in args.modes else None
+    print(header(__file__), flush=True)
     print(f"{args.model}, {args.cores} cores")
     if torch_row:
         _print_row(torch_row)

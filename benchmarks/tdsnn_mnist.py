@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import header
 
 import brianconv
 from brianconv import datasets, models
@@ -170,6 +171,7 @@ def main():
     parser.add_argument("--build-dir", default=None)
     parser.add_argument("--out", default="figures")
     args = parser.parse_args()
+    print(header(__file__), flush=True)
     torch.manual_seed(0)
     model = models.load(args.model)
     x, y, xt, yt, source = load_data(args)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import header
 
 from brianconv.schemes.amos import UNIT_DIR, Unit
 
@@ -160,6 +161,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(UNIT_DIR))
     args = parser.parse_args()
+    print(header(__file__), flush=True)
     unknown = set(args.gates) - set(GATES)
     if unknown:
         parser.error(f"unknown gate(s) {sorted(unknown)}; choose from {list(GATES)}")

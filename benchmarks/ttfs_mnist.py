@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import header
 
 import brianconv
 from brianconv import datasets, models
@@ -131,6 +132,7 @@ def main():
                         default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0])
     parser.add_argument("--skip-figure", action="store_true")
     args = parser.parse_args()
+    print(header(__file__), flush=True)
     model = models.load(args.model)
     x, y, xc, source = load_data(args)
     print(f"{args.model}: {len(x)} test images from the {source}; calibration on {len(xc)} training images; "
