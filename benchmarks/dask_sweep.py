@@ -82,7 +82,7 @@ def main():
     print(f"build: {build_seconds:.1f} s (0 when the program was in the cache)")
     options = dict(labels=y, batch_size=args.batch_size, progress=False)
     start_seconds, cluster = timed(lambda: LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                                        dashboard_address=None))
+                                                        dashboard_address=":0"))
     client = Client(cluster)
     print(f"LocalCluster({args.workers} worker processes, 1 thread each) started in {start_seconds:.1f} s")
     times = {"local": [], "dask": []}
