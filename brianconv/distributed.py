@@ -161,6 +161,7 @@ class ProgramSpec:
     def of(cls, program, device, monitors):
         """The spec of a built ``program`` (:func:`brianconv.builder.build`)."""
         directory = getattr(program, "directory", None)
+        directory = None if directory is None else Path(directory).resolve()  # workers may have another cwd
         fingerprint = (program.manifest["fingerprint"] if directory is not None
                        else program.description.fingerprint(program.batch_size))
         return cls(program.description, device, program.batch_size, monitors or MonitorRequest(), directory,

@@ -101,7 +101,7 @@ def client(worker_root):
         def setup(self, worker):  # also on a worker the nanny restarts
             _count_builds()
 
-    cluster = dask_distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = dask_distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                             env={"BRIANCONV_BUILD_DIR": str(worker_root)})
     client = dask_distributed.Client(cluster)
     client.register_plugin(CountBuilds())
@@ -176,6 +176,16 @@ def test_workers_without_the_folder_unpack_it_once_and_run_it(network, reference
     assert sum(compiles for compiles, _ in counts) == 0
     assert sum(unpacks for _, unpacks in counts) == 1  # both workers share one machine's cache
     assert bd.is_build(worker_root / program.directory.name, spec.fingerprint)
+
+
+def test_the_numpy_runtime_device_on_the_cluster_gives_the_same_results(network, client):
+    snn, x, options = network
+    options = dict(options, build_root=None)
+    here = snn.simulate(x[:4], device="numpy", **options)
+    there = snn.simulate(x[:4], device="numpy", executor=client, **options)
+    assert np.array_equal(there.outputs, here.outputs)
+    for name in here.spike_counts:
+        assert np.array_equal(there.spike_counts[name], here.spike_counts[name]), name
 
 
 def test_a_missing_dask_names_the_pip_command(network, monkeypatch):
