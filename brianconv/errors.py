@@ -41,5 +41,13 @@ class BuildError(BrianconvError, RuntimeError):
     """Brian2's C++ standalone build or run failed (compiler missing, compilation error, crash)."""
 
 
+class MissingExtraError(BrianconvError, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install brianconv[extra]`` command."""
+
+
+class ClusterError(BrianconvError, ConnectionError):
+    """A Dask cluster cannot be reached, or keeps losing the workers that run a task."""
+
+
 class AccuracyWarning(UserWarning):
     """The conversion works but may lose accuracy (clipping, coarse quantisation, silent neurons)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import schemes
+from . import distributed, schemes
 from .builder import DEVICES, BuildInfo, MonitorRequest, RuntimeProgram, build
 from .errors import AccuracyWarning, CalibrationError, DataNotFoundError, InvalidValueError, ShapeError
 from .folding import fold_affine_layers, fold_input_shift, input_shift_for, pool_branches_before_concatenation
@@ -335,7 +335,7 @@ class SpikingNetwork:
                                 f"(population): {', '.join(f'{k} ({v})' for k, v in layers.items())}.")
 
     def simulate(self, x, device="cpp_standalone", labels=None, batch_size=None, n_workers=1, spikes=(),
-                 states=None, build_root=None, progress=None, trace=False, **parameters):
+                 states=None, build_root=None, progress=None, trace=False, executor=None, **parameters):
         """Simulate the network on inputs ``x``.
 
         Parameters
@@ -365,6 +365,9 @@ class SpikingNetwork:
             Called with the number of images finished after each batch.
         trace : bool
             Keep the decoded output at every step of each image's window (``result.output_trace``).
+        executor : dask.distributed.Client or str, optional
+            Run the batches as tasks on a Dask cluster (a client or a scheduler address; needs
+            ``pip install brianconv[dask]``; ``n_workers`` is then unused): see :mod:`brianconv.distributed`.
         **parameters
             Run-time parameters of the scheme (e.g. ``t_max=``, ``scales=`` for ttfs; all of them:
             ``snn.scheme.run_parameters()``).
@@ -374,6 +377,8 @@ class SpikingNetwork:
         brianconv.errors.InvalidValueError
             For an unknown device, run-time parameter or population, or a batch size or number
             of workers that is not a positive integer, before anything is built.
+        brianconv.errors.MissingExtraError, brianconv.errors.ClusterError
+            With ``executor=``: Dask is not installed, or the scheduler cannot be reached.
 
         Returns
         -------
@@ -388,6 +393,7 @@ class SpikingNetwork:
             if labels.shape != (n,):
                 raise ShapeError(f"labels has shape {labels.shape}; expected ({n},) to match the inputs.")
         device, n_workers = _check_device(device), _check_n_workers(n_workers)
+        client = distributed.check_executor(executor)
         batch_size = _check_batch_size(batch_size, n)
         setup = self.scheme.setup(self.description, **self.scheme.check_run_parameters(parameters))
         monitors = _monitor_request(self.description, spikes, states)
@@ -396,7 +402,10 @@ class SpikingNetwork:
         batches = [flat[start:start + batch_size] for start in range(0, n, batch_size)]
         batch_values = [setup.batch_values(start) for start in range(0, n, batch_size)]
         start_time = time.perf_counter()
-        records = _run_batches(program, batches, batch_values, n_workers, progress)
+        if client is None:
+            records = _run_batches(program, batches, batch_values, n_workers, progress)
+        else:  # a Dask cluster: brianconv.distributed
+            records = distributed.run_batches(client, program, device, monitors, batches, batch_values, progress)
         elapsed = time.perf_counter() - start_time
         return self._assemble(x, labels, batches, records, setup, device, build_info, elapsed, trace, monitors)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import distributed
 from .errors import InvalidValueError
 
 __all__ = ["sweep", "SweepTable"]
@@ -60,7 +61,7 @@ def _fmt(value):
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, **simulate_options):
+def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, executor=None, **simulate_options):
     """Simulate ``snn`` on ``x`` for every combination of the values in ``grid``.
 
     Parameters
@@ -75,7 +76,11 @@ def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, **s
     device : str
         ``"cpp_standalone"`` compiles once and re-runs the binary for every point.
     progress : bool
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (one step per finished point).
+    executor : dask.distributed.Client or str, optional
+        Simulate the grid points as tasks on a Dask cluster (a client or a scheduler address;
+        ``pip install brianconv[dask]``): the program is compiled once here, each worker simulates
+        whole points, and the rows keep the grid's order (see :mod:`brianconv.distributed`).
     **simulate_options
         Passed to :meth:`SpikingNetwork.simulate` (``batch_size``, ``n_workers``, ``build_root``).
 
@@ -88,27 +93,38 @@ def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, **s
     snn.scheme.check_run_parameters(grid)
     names = list(grid)
     points = list(itertools.product(*(list(grid[name]) for name in names)))
+    client = distributed.check_executor(executor)
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(points), unit="point", desc="sweep")
-    rows = []
     try:
-        for values in points:
-            parameters = dict(zip(names, values))
-            result = snn.simulate(x, labels=labels, device=device, **simulate_options, **parameters)
-            row = dict(parameters)
-            if labels is not None:
-                row["accuracy"] = result.accuracy
-            row["agreement"] = result.agreement
-            row["spikes_per_neuron"] = result.spikes_per_neuron
-            row["synaptic_ops"] = float(np.mean(result.synaptic_ops))
-            row["rmse"] = float(np.sqrt(np.mean((result.outputs - result.ann_outputs) ** 2)))
-            row["compiled"] = bool(result.timing["compiled"])
-            rows.append(row)
-            if bar is not None:
-                bar.update()
+        if client is None:
+            rows = []
+            for values in points:
+                parameters = dict(zip(names, values))
+                result = snn.simulate(x, labels=labels, device=device, **simulate_options, **parameters)
+                rows.append(_row(parameters, result, labels))
+                if bar is not None:
+                    bar.update()
+        else:  # a Dask cluster: brianconv.distributed
+            rows = distributed.sweep_points(client, snn, x, [dict(zip(names, values)) for values in points], _row,
+                                            labels, device, bar.update if bar is not None else None,
+                                            **simulate_options)
     finally:
         if bar is not None:
             bar.close()
     return SweepTable(rows)
+
+
+def _row(parameters, result, labels):
+    """One table row: the point's parameters and what its :class:`SimulationResult` measured."""
+    row = dict(parameters)
+    if labels is not None:
+        row["accuracy"] = result.accuracy
+    row["agreement"] = result.agreement
+    row["spikes_per_neuron"] = result.spikes_per_neuron
+    row["synaptic_ops"] = float(np.mean(result.synaptic_ops))
+    row["rmse"] = float(np.sqrt(np.mean((result.outputs - result.ann_outputs) ** 2)))
+    row["compiled"] = bool(result.timing["compiled"])
+    return row

@@ -49,15 +49,11 @@ constant during a step.
 True
 """
 
-from ..errors import BrianconvError
+from ..errors import MissingExtraError
 from .importer import SUPPORTED
 from .network import NIRNetwork
 
 __all__ = ["from_nir", "to_nir", "SUPPORTED", "NIRNetwork", "require_nir", "MissingExtraError"]
-
-
-class MissingExtraError(BrianconvError, ImportError):
-    """The optional ``nir`` package is not installed."""
 
 
 def require_nir():
