@@ -7,7 +7,7 @@ device/worker determinism check.
 import numpy as np
 import pytest
 import torch
-from brian2 import mV, ms
+from brian2 import ms, mV
 
 import brianconv
 from brianconv.errors import InvalidValueError
