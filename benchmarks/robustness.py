@@ -36,7 +36,8 @@ SCHEMES = {"ttfs": dict(t_max=32), "amos": dict(K=10), "tdsnn": dict(L=8.0), "ra
 #: Knob -> values (the unperturbed point is run once per scheme and shared by every knob).
 #: sigma_v is a fraction of the threshold added per step; p_fail a probability per transmission.
 GRID = {"sigma_v": [0.03, 0.1, 0.3, 1.0], "p_fail": [0.1, 0.3, 0.6, 0.9], "sigma_w": [0.1, 0.3, 1.0, 3.0]}
-FIELDS = ["scheme", "knob", "value", "seed", "accuracy", "agreement", "spikes_per_neuron", "synaptic_ops", "ann_accuracy"]
+FIELDS = ["scheme", "knob", "value", "seed", "accuracy", "agreement", "spikes_per_neuron", "synaptic_ops",
+          "ann_accuracy"]
 
 
 def done_points():

@@ -38,8 +38,9 @@ projection with a weight ``w``:
 ``seed`` (int)
     Keys every draw.
 
-Every draw comes from the counter-based generator :func:`perturb_uniform` (SplitMix64, as the
-Poisson input's :func:`~brianconv.schemes.rate.uniform_hash`) keyed on ``(seed, stream, neuron
+Every draw comes from the counter-based generator :func:`perturb_normal` (two SplitMix64 uniforms,
+:func:`perturb_uniform`, as the Poisson input's :func:`~brianconv.schemes.rate.uniform_hash`, and
+Box-Muller; a failure is a normal draw below the ``p_fail`` quantile) keyed on ``(seed, stream, neuron
 or synapse, step)``, where the stream names the knob and the population or projection, and the
 step counts from the first image of the whole input: the same draws on every device, batch
 size and number of workers. (Refractoriness is the exception to batch-size independence in
@@ -72,6 +73,10 @@ SYNAPSE_KNOBS = ("p_fail", "sigma_w", "weight_bits")
 _STREAM = dict(sigma_v=1 << 24, sigma_th=2 << 24, p_fail=3 << 24, sigma_w=4 << 24)
 _SECOND_UNIFORM = 1 << 30   # the second uniform of a Box-Muller pair comes from stream | 2**30
 _SLOT = "before_thresholds"
+#: Run-time variable of a synapse knob: a transmission fails when its normal draw is below
+#: ``p_fail_z``, the ``p_fail`` quantile of the standard normal (one draw function in the code).
+_VARIABLE = dict(weight_bits="weight_levels", p_fail="p_fail_z")
+_NEVER = 1e300   # the quantile of p_fail = 0 (-) and 1 (+)
 
 # ---------------------------------------------------------------------------------------------
 # counter-based draws (C++, Cython and numpy agree bit for bit; uniform_hash's mixer is shared)
@@ -88,8 +93,8 @@ static inline double perturb_uniform(int32_t seed, int32_t stream, int32_t a, in
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 static inline double perturb_normal(int32_t seed, int32_t stream, int32_t a, int32_t b, int32_t step) {
-    const double u1 = perturb_uniform(seed, stream, a, b, step);
-    const double u2 = perturb_uniform(seed, stream | 1073741824, a, b, step);
+    const double u1 = _perturb_u(seed, stream, a, b, step);
+    const double u2 = _perturb_u(seed, stream | 1073741824, a, b, step);
     return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
 }
 """
@@ -106,8 +111,8 @@ cdef inline double perturb_uniform(int seed, int stream, int a, int b, int step)
     return <double>(z >> 11) * (1.0 / 9007199254740992.0)
 
 cdef inline double perturb_normal(int seed, int stream, int a, int b, int step):
-    cdef double u1 = perturb_uniform(seed, stream, a, b, step)
-    cdef double u2 = perturb_uniform(seed, stream | 1073741824, a, b, step)
+    cdef double u1 = _perturb_u(seed, stream, a, b, step)
+    cdef double u2 = _perturb_u(seed, stream | 1073741824, a, b, step)
     return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2)
 """
 _TYPES = dict(seed="integer", stream="integer", a="integer", b="integer", step="integer", result="float")
@@ -140,8 +145,10 @@ def perturb_uniform(seed, stream, a, b, step):
     return _uniform_numpy(seed, stream, a, b, step)
 
 
-@implementation("cpp", _CPP, dependencies={"uniform_hash": uniform_hash})
-@implementation("cython", _CYTHON, dependencies={"uniform_hash": uniform_hash})
+@implementation("cpp", _CPP.replace("double perturb_uniform", "double _perturb_u"),
+                dependencies={"uniform_hash": uniform_hash})
+@implementation("cython", _CYTHON.replace("double perturb_uniform", "double _perturb_u"),
+                dependencies={"uniform_hash": uniform_hash})
 @declare_types(**_TYPES)
 @check_units(**_UNITS)
 def perturb_normal(seed, stream, a, b, step):
@@ -200,8 +207,7 @@ def compile_knobs(description, knobs):
         if p.membrane is not None and neuron_knobs:
             p = _perturbed_neurons(p, number, neuron_knobs)
         if p.name in targets:
-            extra += "".join(f"{k if k != 'weight_bits' else 'weight_levels'} : 1 (constant, shared)\n"
-                             for k in synapse_knobs)
+            extra += "".join(f"{_VARIABLE.get(k, k)} : 1 (constant, shared)\n" for k in synapse_knobs)
         if p.name in targets or (p.membrane is not None and neuron_knobs):
             p = replace(p, equations=p.equations + _COMMON + extra)
         populations.append(p)
@@ -290,9 +296,9 @@ def _perturbed_projection(q, number, knobs):
     if "sigma_w" in knobs:
         weight += f" * (1 + sigma_w_post * perturb_normal(perturb_seed_post, {_STREAM['sigma_w'] + number}, i, j, 0))"
     if "p_fail" in knobs:
-        weight += (f" * int(perturb_uniform(perturb_seed_post, {_STREAM['p_fail'] + number}, i, j, "
-                   f"perturb_first_image_post * period_steps_post + t_in_timesteps) >= p_fail_post)")
-    namespace = dict(getattr(q, "namespace", {}), perturb_uniform=perturb_uniform, perturb_normal=perturb_normal)
+        weight += (f" * int(perturb_normal(perturb_seed_post, {_STREAM['p_fail'] + number}, i, j, "
+                   f"perturb_first_image_post * period_steps_post + t_in_timesteps) >= p_fail_z_post)")
+    namespace = dict(getattr(q, "namespace", {}), perturb_normal=perturb_normal)
     return replace(q, on_pre=word_substitute(q.on_pre, {"w": f"({weight})"}), namespace=namespace)
 
 
@@ -393,13 +399,21 @@ def _knob_values(description, setup, compiled, v):
         if "threshold_gain" in variables:
             draws = perturb_normal(int(v["seed"]), _STREAM["sigma_th"] + number, np.arange(p.size), 0, 0)
             values[(p.name, "threshold_gain")] = np.maximum(1.0 + float(v["sigma_th"]) * draws, 0.0)
-        for name in ("p_fail", "sigma_w"):
-            if name in variables:
-                values[(p.name, name)] = float(v[name])
+        if "sigma_w" in variables:
+            values[(p.name, "sigma_w")] = float(v["sigma_w"])
+        if "p_fail_z" in variables:
+            values[(p.name, "p_fail_z")] = _normal_quantile(float(v["p_fail"]))
         if "weight_levels" in variables:
             bits = v["weight_bits"]
             values[(p.name, "weight_levels")] = 0.0 if bits is None else 2.0 ** (int(bits) - 1) - 1
     return values, targets
+
+
+def _normal_quantile(p):
+    """``z`` with ``P(g < z) = p`` for a standard normal ``g`` (-/+ :data:`_NEVER` at 0 and 1)."""
+    from statistics import NormalDist
+
+    return -_NEVER if p <= 0 else _NEVER if p >= 1 else NormalDist().inv_cdf(p)
 
 
 def _declared(population):

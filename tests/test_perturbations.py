@@ -83,7 +83,8 @@ def _free_membrane(calibration, x, **knobs):
 
 
 def test_leak_follows_the_closed_form(data):
-    """A constant charge ``z`` per step, then the leak: ``v_k = z lam (1 - lam^k) / (1 - lam)``, ``lam = exp(-dt/tau)``."""
+    """A constant charge ``z`` per step, then the leak: ``v_k = z lam (1 - lam^k) / (1 - lam)``,
+    ``lam = exp(-dt / tau)``."""
     x, calibration = data
     free = _free_membrane(calibration, x)
     leaky = _free_membrane(calibration, x, tau_m=5 * ms)
