@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from brian2 import Quantity, second
 
-__all__ = ["Population", "Projection", "NetworkDescription", "TIME_AXIS_EQUATIONS"]
+__all__ = ["Population", "Projection", "NetworkDescription", "Membrane", "TIME_AXIS_EQUATIONS"]
 
 #: Shared time-axis variables added to every population's equations (integers, no units):
 #: ``window_start`` (step where this population's window for image 0 begins),
@@ -36,6 +36,34 @@ period_steps : integer (constant, shared)
 local_step = (t_in_timesteps - window_start) % period_steps : integer (shared)
 started = int(t_in_timesteps >= window_start) : integer (shared)
 """
+
+
+@dataclass(frozen=True)
+class Membrane:
+    """What a population's neurons are, for the perturbation knobs (:mod:`brianconv.perturbations`).
+
+    A scheme sets it on the populations of spiking neurons that a biophysical perturbation can act
+    on (not on inputs, readouts, gates or helper neurons).
+
+    Attributes
+    ----------
+    variable : str
+        The membrane potential (volts).
+    threshold : str or None
+        The variable the firing condition compares ``variable`` with (volts, shared or per neuron);
+        None where the threshold is a constant (e.g. 0 V).
+    reference : brian2.Quantity or None
+        The voltage that relative knobs (``sigma_v`` given as a plain number) scale, where
+        ``threshold`` is None.
+    integrates : bool
+        True when the membrane keeps its value from one step to the next (a leak acts on it);
+        False for memoryless threshold gates cleared every step.
+    """
+
+    variable: str = "v"
+    threshold: str = None
+    reference: object = None
+    integrates: bool = True
 
 
 @dataclass
@@ -70,6 +98,12 @@ class Population:
         Brian2 integration method.
     namespace : dict
         External constants and functions used in the equations.
+    membrane : Membrane or None
+        Set on spiking neurons that biophysical perturbations act on.
+    regular : dict
+        Code run every step, ``name -> (code, slot)`` (Brian2 ``run_regularly``).
+    refractory : str or None
+        Brian2 refractoriness (an expression giving the refractory period).
     """
 
     name: str
@@ -85,6 +119,9 @@ class Population:
     role: str = "hidden"
     method: str = "euler"
     namespace: dict = field(default_factory=dict)
+    membrane: Membrane = None
+    regular: dict = field(default_factory=dict)
+    refractory: str = None
 
     @property
     def full_equations(self):
@@ -110,6 +147,8 @@ class Projection:
     delay_steps : int or np.ndarray
         Transmission delay in steps (0: effect in the same step, read by the target one step later):
         one for all synapses, or one per synapse (int array in the order of ``connections``).
+    namespace : dict
+        External functions used in ``on_pre`` (perturbed networks).
     """
 
     name: str
@@ -120,6 +159,7 @@ class Projection:
     on_pre: str = ""
     weight_unit: object = 1.0
     delay_steps: int = 0
+    namespace: dict = field(default_factory=dict)
 
     @property
     def n_synapses(self):
@@ -149,6 +189,8 @@ class NetworkDescription:
         Dividing the recorded variable by this gives values in ANN units.
     readout_step : int or None
         Step inside the output window at which the decoded output is final (None: every step).
+    perturbations : tuple
+        The perturbation knobs compiled into the equations (:mod:`brianconv.perturbations`).
     options : dict
         The scheme options used, plus what the scheme needs after :meth:`~brianconv.schemes.Scheme.describe`
         (e.g. the calibrated ``scales``) to set up runs and decode spikes. Not part of
@@ -170,6 +212,7 @@ class NetworkDescription:
     output_unit: object = 1.0
     readout_step: int = None
     options: dict = field(default_factory=dict)
+    perturbations: tuple = ()
 
     def population(self, name):
         for population in self.populations:
@@ -219,6 +262,9 @@ class NetworkDescription:
         for p in self.populations:
             digest.update(repr((p.name, p.size, p.equations, p.threshold, p.reset, sorted(p.events.items()),
                                 p.window_start, p.method, sorted(p.namespace))).encode())
+            regular = getattr(p, "regular", {})  # networks saved before perturbations have none
+            if regular or p.refractory:  # only perturbed networks have these (unchanged fingerprints otherwise)
+                digest.update(repr((sorted(regular.items()), p.refractory)).encode())
             for key in sorted(p.values):
                 digest.update(key.encode() + _bytes(p.values[key]))
         for q in self.projections:

@@ -11,7 +11,7 @@ import numpy as np
 from .errors import InvalidValueError
 
 __all__ = ["membrane_traces", "raster", "accuracy_over_time", "activation_correlation", "layer_bars", "sweep_curves",
-           "sweep_heatmap"]
+           "sweep_heatmap", "robustness_curves"]
 
 
 def membrane_traces(result, population, image=0, variable="v", threshold=None, unit=1e-3, ax=None):
@@ -166,20 +166,55 @@ def layer_bars(result, ax=None):
     return fig
 
 
-def sweep_curves(table, x, y, hue=None, ax=None):
-    """``y`` against ``x`` from a :class:`~brianconv.sweep.SweepTable`, one line per value of ``hue``."""
+def sweep_curves(table, x, y, hue=None, ax=None, over="seed", label=None):
+    """``y`` against ``x`` from a :class:`~brianconv.sweep.SweepTable`, one line per value of ``hue``.
+
+    A table with a column ``over`` (repeats, e.g. seeds) is summarised first
+    (:meth:`~brianconv.sweep.SweepTable.summary`); a table with a ``<y>_std`` column (summarised)
+    gets a band of one standard deviation around each line, and the range over the repeats
+    (``<y>_min`` ... ``<y>_max``) as a lighter band. ``label`` names a single line (no ``hue``).
+    """
+    if over in table.columns and over not in (x, hue):
+        table = table.summary(over)
     fig, ax = _figure(ax, size=(6, 4))
     groups = sorted(set(table.column(hue))) if hue else [None]
     for value in groups:
         rows = [row for row in table if hue is None or row[hue] == value]
         rows.sort(key=lambda row: row[x])
-        ax.plot([row[x] for row in rows], [row[y] for row in rows], "o-",
-                label=None if hue is None else f"{hue} = {value}")
+        xs, ys = [row[x] for row in rows], np.array([row[y] for row in rows], dtype=float)
+        line, = ax.plot(xs, ys, "o-", label=label if hue is None else f"{hue} = {value}")
+        if f"{y}_std" in table.columns:
+            spread = np.array([row[f"{y}_std"] for row in rows])
+            ax.fill_between(xs, ys - spread, ys + spread, color=line.get_color(), alpha=0.25, lw=0)
+            ax.fill_between(xs, [row[f"{y}_min"] for row in rows], [row[f"{y}_max"] for row in rows],
+                            color=line.get_color(), alpha=0.1, lw=0)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    if hue:
+    if hue or label:
         ax.legend(fontsize=8)
     ax.set_title(f"{y} against {x}")
+    return fig
+
+
+def robustness_curves(tables, knob, y="accuracy", chance=None, ax=None):
+    """``y`` against one perturbation, one curve (mean and spread over seeds) per scheme.
+
+    Parameters
+    ----------
+    tables : dict
+        ``scheme name -> SweepTable`` swept over ``knob`` (and ``seed``).
+    knob : str
+        The perturbation on the x axis (a column of every table).
+    chance : float, optional
+        Drawn as a dotted line (e.g. 0.1 for ten classes).
+    """
+    fig, ax = _figure(ax, size=(6, 4))
+    for scheme, table in tables.items():
+        sweep_curves(table, knob, y, ax=ax, label=scheme)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    ax.set_title(f"{y} against {knob}, one curve per scheme")
+    ax.legend(fontsize=8)
     return fig
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import distributed, schemes
+from . import perturbations as knobs
 from .builder import DEVICES, BuildInfo, MonitorRequest, RuntimeProgram, build
 from .errors import AccuracyWarning, CalibrationError, DataNotFoundError, InvalidValueError, ShapeError
 from .folding import fold_affine_layers, fold_input_shift, input_shift_for, pool_branches_before_concatenation
@@ -26,7 +27,8 @@ __all__ = ["convert", "load_network", "SpikingNetwork", "SimulationResult"]
 logger = logging.getLogger(__name__)
 
 
-def convert(model, method="ttfs", calibration=None, input_shape=None, input_range=None, **options):
+def convert(model, method="ttfs", calibration=None, input_shape=None, input_range=None, perturbations=None,
+            **options):
     """Convert a trained torch model into a spiking network.
 
     Parameters
@@ -49,6 +51,10 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
         (:mod:`brianconv.folding`); without ``input_range`` ``low`` is the calibration data's
         minimum per channel, or 0 when it is non-negative (then nothing changes). Given, it applies
         to every scheme.
+    perturbations : sequence of str or "all", optional
+        Biophysical knobs to compile in (``tau_m``, ``t_ref``, ``sigma_v``, ``sigma_th``, ``p_fail``,
+        ``sigma_w``, ``weight_bits``, ``seed``; :mod:`brianconv.perturbations`); they become run-time
+        parameters of ``simulate`` and ``sweep``. None (default): the unperturbed network.
     **options
         Options of the scheme (see its class docstring), e.g. ``t_max=64`` for ``"ttfs"``.
 
@@ -57,6 +63,7 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
     SpikingNetwork
     """
     scheme = schemes.get(method)(**options)
+    compiled_knobs = knobs.requested_knobs(scheme, perturbations)
     if calibration is None:
         raise CalibrationError(f"Method {method!r} needs calibration data: pass calibration=<a few hundred "
                                "training samples, shape (N, *input_shape)>.")
@@ -75,7 +82,7 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
     described = fold_input_shift(graph, shift.low) if shift is not None else graph
     scheme.check_input(x)
     calibrated = scheme.calibrate(described, x)
-    description = scheme.describe(described, calibrated)
+    description = knobs.compile_knobs(scheme.describe(described, calibrated), compiled_knobs)
     return SpikingNetwork(graph, scheme, calibrated, description, input_shift=shift, described_graph=described)
 
 
@@ -370,7 +377,8 @@ class SpikingNetwork:
             ``pip install brianconv[dask]``; ``n_workers`` is then unused): see :mod:`brianconv.distributed`.
         **parameters
             Run-time parameters of the scheme (e.g. ``t_max=``, ``scales=`` for ttfs; all of them:
-            ``snn.scheme.run_parameters()``).
+            ``snn.scheme.run_parameters()``) and the perturbation knobs compiled by ``convert``
+            (``snn.description.perturbations``).
 
         Raises
         ------
@@ -395,7 +403,7 @@ class SpikingNetwork:
         device, n_workers = _check_device(device), _check_n_workers(n_workers)
         client = distributed.check_executor(executor)
         batch_size = _check_batch_size(batch_size, n)
-        setup = self.scheme.setup(self.description, **self.scheme.check_run_parameters(parameters))
+        setup = knobs.setup_run(self.scheme, self.description, parameters)
         monitors = _monitor_request(self.description, spikes, states)
         program, build_info = self._program(device, batch_size, monitors, build_root)
         flat = x_network.reshape(n, -1)

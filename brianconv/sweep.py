@@ -5,9 +5,12 @@
 
 Every point re-runs the same C++ standalone program with new ``run_args`` (no recompilation):
 the parameters are the run-time parameters of the scheme (``t_max``, ``threshold_scale`` and
-``scales`` for ``ttfs``). Each row holds the parameters, accuracy (with labels), agreement with
-the ANN, spikes per neuron, synaptic operations per image and the RMSE of the decoded outputs
-against the ANN's.
+``scales`` for ``ttfs``) and the perturbation knobs compiled by ``convert(...,
+perturbations=...)`` (:mod:`brianconv.perturbations`). Make ``seed`` a grid axis to repeat every
+point with independent draws; :meth:`SweepTable.summary` gives the mean and spread over seeds.
+
+Each row holds the parameters, accuracy (with labels), agreement with the ANN, spikes per neuron,
+synaptic operations per image and the RMSE of the decoded outputs against the ANN's.
 """
 
 import csv
@@ -18,6 +21,7 @@ import numpy as np
 
 from . import distributed
 from .errors import InvalidValueError
+from .perturbations import check_run_parameters
 
 __all__ = ["sweep", "SweepTable"]
 
@@ -42,6 +46,38 @@ class SweepTable:
         """The values of one column as a numpy array."""
         return np.array([row[name] for row in self.rows])
 
+    def summary(self, over="seed"):
+        """Mean and spread over the values of ``over`` (e.g. repeated seeds), one row per other grid point.
+
+        Every numeric result column ``c`` becomes ``c`` (the mean), ``c_std`` (standard deviation,
+        ``ddof=1``; 0 for a single value), ``c_min`` and ``c_max``; ``n_<over>`` counts the repeats.
+        The grid columns are those before ``accuracy``/``agreement`` in each row.
+
+        Returns
+        -------
+        SweepTable
+        """
+        if over not in self.columns:
+            raise InvalidValueError(f"The table has no column {over!r} to summarise over; columns: {self.columns}.")
+        grid = [c for c in self.columns[:self.columns.index(_first_result(self.columns))] if c != over]
+        results = [c for c in self.columns[self.columns.index(_first_result(self.columns)):]
+                   if isinstance(self.rows[0][c], (float, int, np.floating, np.integer))
+                   and not isinstance(self.rows[0][c], (bool, np.bool_))]
+        groups = {}
+        for row in self.rows:
+            groups.setdefault(tuple(repr(row[c]) for c in grid), []).append(row)
+        summary = []
+        for rows in groups.values():
+            entry = {c: rows[0][c] for c in grid}
+            entry[f"n_{over}"] = len(rows)
+            for c in results:
+                values = np.array([row[c] for row in rows], dtype=float)
+                entry[c] = float(values.mean())
+                entry[f"{c}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                entry[f"{c}_min"], entry[f"{c}_max"] = float(values.min()), float(values.max())
+            summary.append(entry)
+        return SweepTable(summary)
+
     def to_csv(self, path):
         """Write the table as CSV."""
         with open(path, "w", newline="") as handle:
@@ -55,6 +91,11 @@ class SweepTable:
         for row in self.rows:
             lines.append("  ".join(f"{_fmt(row[c]):>{widths[c]}}" for c in self.columns))
         return "\n".join(lines)
+
+
+def _first_result(columns):
+    """The first result column of a sweep row (the grid columns come before it)."""
+    return next(c for c in columns if c in ("accuracy", "agreement"))
 
 
 def _fmt(value):
@@ -90,7 +131,7 @@ def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, exe
     """
     if not grid:
         raise InvalidValueError("The grid is empty: pass {parameter: [values, ...]}.")
-    snn.scheme.check_run_parameters(grid)
+    check_run_parameters(snn.scheme, snn.description, grid)
     names = list(grid)
     points = list(itertools.product(*(list(grid[name]) for name in names)))
     client = distributed.check_executor(executor)

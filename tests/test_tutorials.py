@@ -18,7 +18,8 @@ def _load(name):
 def test_tutorials_are_numbered_scripts_with_a_title():
     scripts = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.py"))
     assert scripts == ["01_one_neuron_one_spike.py", "02_convert_mnist_cnn.py", "03_schemes_compared.py",
-                       "04_parameter_study.py", "05_amos_units.py", "07_nir_bridge.py"]
+                       "04_parameter_study.py", "05_amos_units.py", "06_noise_leak_refractoriness.py",
+                       "07_nir_bridge.py"]
     for name in scripts:
         assert _load(name).__doc__.startswith(f"Tutorial {int(name[:2])} ")
 
@@ -72,6 +73,16 @@ def test_tutorial_5_amos_units(tmp_path):
     assert errors["sigmoid"]["K"] == 8 and errors["silu"]["K"] == 12
     assert errors["sigmoid"]["max_error"] < 0.1 and errors["silu"]["max_error"] < 0.2
     assert (tmp_path / "05_amos_units.png").stat().st_size > 10_000
+
+
+def test_tutorial_6_noise_leak_refractoriness(tmp_path):
+    summary = _load("06_noise_leak_refractoriness.py").main(out=tmp_path, images=8, model="mlp", device="numpy",
+                                                            fast=True)
+    rows = {row["sigma_v"]: row for row in summary}
+    assert set(rows) == {0.0, 0.05, 0.2} and all(row["n_seed"] == 2 for row in rows.values())
+    assert rows[0.0]["accuracy_std"] == 0.0          # no noise: every seed gives the same run
+    for figure in ("06_one_neuron.png", "06_raster_noise.png", "06_accuracy_vs_noise.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
 
 
 def test_tutorial_7_nir_bridge(tmp_path):

@@ -93,9 +93,12 @@ def create_objects(description, batch_size, monitors=None):
             namespace["stimulus"] = stimulus
         group = NeuronGroup(p.size, p.full_equations, threshold=p.threshold, reset=p.reset,
                             events={name: event[0] for name, event in p.events.items()} or None,
-                            method=p.method, namespace=namespace, name=p.name, clock=clock)
+                            method=p.method, namespace=namespace, name=p.name, clock=clock,
+                            refractory=p.refractory or False)
         for event, (_, code, *slot) in p.events.items():
             group.run_on_event(event, code, when=slot[0] if slot else "before_synapses")
+        for name, (code, slot) in getattr(p, "regular", {}).items():  # networks saved earlier have none
+            group.run_regularly(code, when=slot, name=f"{p.name}_{name}")
         group.window_start = p.window_start
         group.period_steps = d.period_steps
         for variable, value in p.values.items():
@@ -105,7 +108,8 @@ def create_objects(description, batch_size, monitors=None):
     for q in d.projections:
         homogeneous = np.isscalar(q.delay_steps)
         syn = Synapses(groups[q.source], groups[q.target], model=q.model, on_pre=q.on_pre, name=q.name,
-                       clock=clock, delay=q.delay_steps * d.dt if homogeneous and q.delay_steps else None)
+                       clock=clock, delay=q.delay_steps * d.dt if homogeneous and q.delay_steps else None,
+                       namespace=dict(getattr(q, "namespace", {})) or None)
         order = _source_major(q.connections)
         syn.connect(i=q.connections.pre[order], j=q.connections.post[order])
         if not homogeneous:

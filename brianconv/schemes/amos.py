@@ -160,7 +160,7 @@ import numpy as np
 from brian2 import ms, mV
 
 from ..connectivity import make_connections, one_to_one
-from ..description import NetworkDescription, Population, Projection
+from ..description import Membrane, NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import (
     RunSetup,
@@ -612,6 +612,11 @@ class AMOS(Scheme):
         starts = {p.name: p.window_start for p in description.populations}
         return RunSetup({}, starts, readout_step=0, parameters={})
 
+    def unsupported_perturbations(self):
+        """AMOS neurons are memoryless gates: their potential is cleared every step."""
+        return {"tau_m": "AMOS neurons are memoryless threshold gates whose potential is cleared every step "
+                         "(the CLEAR event); a leak has nothing to act on."}
+
     def evaluation_lags(self, description, population):
         """Neuron ``k`` of a unit answers ``k`` steps after its image's window starts."""
         p = description.population(population)
@@ -798,7 +803,8 @@ class _Wiring:
             name, unit.K * n, NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset="", events={"clear": CLEAR},
             values=dict(v_rest=np.outer(np.reshape(unit.c, (unit.K, -1))[:, 0], bias).ravel() * self.v_unit,
                         theta=np.repeat(unit.T, n) * self.v_unit, lag=np.repeat(lags, n)),
-            layer=layer, shape=(unit.K,) + tuple(shape), role=role), start=start)
+            layer=layer, shape=(unit.K,) + tuple(shape), role=role,
+            membrane=Membrane("v", "theta", integrates=False)), start=start)
 
     def unit_layer(self, inputs, name, layer, unit, bias, ports=False):
         """A layer of AMOS units (Eqs. 2-6): neuron ``k`` answers ``k`` steps into the window.

@@ -266,6 +266,11 @@ class Scheme(abc.ABC):
         """
         return calibrate_scales(graph, x, self.options.get("percentile", 100.0))
 
+    def unsupported_perturbations(self):
+        """``knob -> reason`` for the perturbation knobs (:mod:`brianconv.perturbations`) this scheme's code
+        cannot take; ``convert(..., perturbations=...)`` rejects them with the reason. Default: none."""
+        return {}
+
     @classmethod
     def run_parameters(cls):
         """Names of the run-time parameters (the keyword arguments of :meth:`setup`), sorted.

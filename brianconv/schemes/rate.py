@@ -125,7 +125,7 @@ from brian2 import (
 )
 
 from ..calibration import calibrate, normalised_parameters
-from ..description import NetworkDescription, Population, Projection
+from ..description import Membrane, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from ..graph import LayerGraph
 from .base import (
@@ -476,7 +476,7 @@ class Rate(Scheme):
                 populations.append(Population(
                     name, layer.size, equations, threshold=NEURON_THRESHOLD, reset="",
                     events={"update": (condition, code)}, values=values, layer=layer.name,
-                    shape=layer.out_shape, namespace={"v_unit": v_unit}))
+                    shape=layer.out_shape, namespace={"v_unit": v_unit}, membrane=Membrane("v", "v_th")))
             for source, connections in incoming:
                 on_pre = ANALOG_ON_PRE if analog and source == populations[0].name else ON_PRE
                 connections = _normalised_for_source(connections, layer, layer_of[source], calibration.scales)

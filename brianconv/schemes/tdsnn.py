@@ -113,7 +113,7 @@ import torch
 from brian2 import ms, mV
 
 from ..calibration import Calibration, activation_scale
-from ..description import NetworkDescription, Population, Projection
+from ..description import Membrane, NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
 from .base import (
     RunSetup,
@@ -315,7 +315,7 @@ class TDSNN(Scheme):
                 readout = net.integrating_layer(name, layer, incoming, output=True)
             else:
                 t_out = int(spike_step(calibration.scales[layer.name], L))
-                net.integrating_layer(name, layer, incoming, t_out=t_out)
+                net.integrating_layer(name, layer, incoming, t_out=t_out, scale=calibration.scales[layer.name])
         populations = net.populations
         if o["pipeline"]:
             period = max(net.span.values())
@@ -334,6 +334,13 @@ class TDSNN(Scheme):
         """No run-time parameters: the windows are those of the description."""
         starts = {p.name: p.window_start for p in description.populations}
         return RunSetup({}, starts, readout_step=description.readout_step, parameters={})
+
+    def unsupported_perturbations(self):
+        """The leak is the code (``tau = L dt``) and the threshold is 0 V."""
+        return {"tau_m": "the membrane leak tau = L * dt is the code itself (Eq. 2, 10); convert with another L to "
+                         "change it.",
+                "sigma_th": "the neurons fire at v >= 0 V (Eq. 7), a threshold without a scale to mismatch; "
+                            "perturb the membrane with sigma_v instead."}
 
     def population_values(self, description, result, population):
         """Values (ANN units) carried by the single spikes of ``population``, shape ``(N, size)``.
@@ -440,7 +447,7 @@ class _Network:
         for source, connections, delay in sources:
             self.project(source, name, connections, delay=delay)
 
-    def integrating_layer(self, name, layer, incoming, t_out=None, output=False):
+    def integrating_layer(self, name, layer, incoming, t_out=None, output=False, scale=None):
         """A leaky layer (Eq. 2) with its bias neuron, and for hidden layers the ticking neuron (Eq. 9).
 
         A residual ``add`` is such a layer with identity weights from both terms; its neurons break
@@ -462,9 +469,11 @@ class _Network:
             if layer.op == "add":
                 equations, threshold = SUM_EQUATIONS, SUM_THRESHOLD
                 values["tie_margin"] = TIE * np.exp(-(t_il + t_out) / L) * self.v_unit
+            reference = scale * np.exp(-t_il / L) * self.v_unit  # the potential of lambda ANN units at release
             self.add(Population(name, layer.size, equations, threshold=threshold, reset=NEURON_RESET,
                                 events={"window_start": (WINDOW_START, _RESET)}, values=values, window_start=start,
-                                layer=layer.name, shape=layer.out_shape, method="exact"),
+                                layer=layer.name, shape=layer.out_shape, method="exact",
+                                membrane=Membrane("v", None, reference=reference)),
                      span=t_il + t_out + 2, code=_Code(t_out, start + t_il + 1))
             tick = f"tick_{name}"
             self.add(Population(tick, 1, TICK_EQUATIONS, threshold=TICK_THRESHOLD, reset="",

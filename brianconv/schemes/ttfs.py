@@ -73,7 +73,7 @@ import numpy as np
 from brian2 import ms, mV
 
 from ..calibration import activation_scale, calibrate
-from ..description import NetworkDescription, Population, Projection
+from ..description import Membrane, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from .base import (
     FOLDED_OPS,
@@ -364,6 +364,15 @@ class TTFS(Scheme):
             return [(T, "readout")]
         return []
 
+    def unsupported_perturbations(self):
+        """With ``integration="event"`` no membrane is integrated step by step: the neuron knobs have nothing
+        to act on."""
+        if self.options["integration"] != "event":
+            return {}
+        reason = ("integration='event' computes each spike time in closed form, with no membrane integrated "
+                  "step by step; convert with integration='clock' to perturb the neurons.")
+        return {knob: reason for knob in ("tau_m", "t_ref", "sigma_v", "sigma_th")}
+
     def quantisation_step(self, description):
         """Resolution of the code: the value of one step, as a fraction of each layer's scale."""
         return 1.0 / description.options["t_max"]
@@ -402,7 +411,8 @@ def _layer_population(integration, kind, name, layer, v_th, T, v_unit):
         name, layer.size, model["equations"], threshold=model["threshold"], reset=model["reset"],
         events={"window_start": (WINDOW_START, model["window_start"]), **model.get("events", {})},
         values=values, layer=layer.name, shape=layer.out_shape, role="output" if kind == "output" else "hidden",
-        namespace={} if kind == "maxpool" else {"v_unit": v_unit})
+        namespace={} if kind == "maxpool" else {"v_unit": v_unit},
+        membrane=Membrane("v", "v_th") if (integration, kind) == ("clock", "neuron") else None)
     return population, model["on_pre"]
 
 
