@@ -13,7 +13,9 @@ snntoolbox's examples) the same MNIST test images go through
   calibration images), analog input ``x / lambda_0`` at every step, ``--steps`` steps, the
   summed output of the last layer as the decision (torch on the CPU, ``--cores`` threads);
 * ``rate``: brianconv ``rate`` with ``duration=--steps``, C++ standalone, ``--cores``
-  processes running one compiled program;
+  processes running one compiled program; on a model with average pooling twice, with the pools
+  folded into their readers (``avgpool="fold"``) and as IF populations (``rate-pooled``,
+  ``avgpool="population"``);
 * ``ttfs-event``: brianconv ``ttfs`` with ``integration="event"`` (``t_max=32``), likewise.
 
 Printed per row: images per second (wall clock), accuracy, agreement with the ANN's
@@ -40,8 +42,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 #: brianconv configurations measured: the issue's rate at 100 steps and ttfs with event integration.
+#: On a model with average pooling rate runs twice: pools folded into their readers and pools as
+#: IF populations (``avgpool=``); on a model without, both give the same network and run once.
 BRIANCONV_ROWS = {
-    "rate": lambda steps: ("rate", dict(duration=steps)),
+    "rate": lambda steps: ("rate", dict(duration=steps, avgpool="fold")),
+    "rate-pooled": lambda steps: ("rate", dict(duration=steps, avgpool="population")),
     "ttfs-event": lambda steps: ("ttfs", dict(t_max=32, integration="event")),
 }
 
@@ -154,13 +159,20 @@ def measure_model(name, x, labels, calibration, args, lines):
     rows = {"torch": ann_row(model, x, labels, args.torch_batch)}
     say(_row_line(rows["torch"], len(x), rows["torch"]["predictions"]))
     ann = rows["torch"]["predictions"]
+    has_avgpool = any(isinstance(module, torch.nn.AvgPool2d) for module in model.modules())
     for label in BRIANCONV_ROWS:
+        if label == "rate-pooled" and not has_avgpool:
+            continue
         rows[label] = brianconv_row(label, model, calibration, x, labels, args.steps, args)
         say(_row_line(rows[label], len(x), ann))
         if label == "rate":
             rows["sinabs"] = sinabs_row(rows["rate"]["snn"], model, x, labels, args.steps, args.sinabs_batch)
             say(_row_line(rows["sinabs"], len(x), ann))
     speed = {key: len(x) / row["seconds"] for key, row in rows.items()}
+    if "rate-pooled" in speed:
+        say(f"  ratios: rate-pooled / sinabs = {speed['rate-pooled'] / speed['sinabs']:.2f}; "
+            f"rate-pooled / rate = {speed['rate-pooled'] / speed['rate']:.2f}; synaptic events per image "
+            f"rate-pooled / rate = {rows['rate-pooled']['events'] / rows['rate']['events']:.2f}")
     say(f"  ratios: rate / sinabs = {speed['rate'] / speed['sinabs']:.2f} (target >= 1.0); "
         f"ttfs-event / torch ANN = {speed['ttfs-event'] / speed['torch']:.4f} (target >= 1/16 = 0.0625); "
         f"ttfs-event {speed['ttfs-event']:.0f} images/s (target >= 1,000 on lopez_randulfe_cnn)")
@@ -190,7 +202,9 @@ def main():
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=100, help="steps of rate and sinabs (100)")
     parser.add_argument("--cores", type=int, default=2, help="torch threads and brianconv processes (2)")
-    parser.add_argument("--batch", type=int, default=500, help="images per brianconv standalone run (500)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="images per brianconv standalone run (default: images / cores, one run per process, "
+                             "so that each process loads the network once)")
     parser.add_argument("--torch-batch", type=int, default=256)
     parser.add_argument("--sinabs-batch", type=int, default=32,
                         help="images per sinabs forward pass (32: 3,200 frames of 100 steps)")
@@ -198,9 +212,11 @@ def main():
     parser.add_argument("--out", default=str(HERE / "results" / "peers.txt"), help="results file ('-': none)")
     args = parser.parse_args()
     args.build_dir = args.build_dir or tempfile.mkdtemp(prefix="brianconv-peers-")
+    args.batch = args.batch or -(-args.images // args.cores)
+
+    from speed import _images
 
     from brianconv import datasets
-    from speed import _images
 
     x, labels = _images(args.images)
     calibration, _ = datasets.load_sample("train")
