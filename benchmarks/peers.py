@@ -187,7 +187,9 @@ def _header(args, n):
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    command = "python benchmarks/peers.py " + shlex.join(sys.argv[1:])
+    arguments = [("DIR" if previous in ("--build-dir", "--out") else argument)  # no paths of this machine
+                 for previous, argument in zip([None] + sys.argv[1:], sys.argv[1:])]
+    command = "python benchmarks/peers.py " + shlex.join(arguments)
     return [f"command: {command.strip()}",
             f"data: the first {n:,} images of the MNIST test set; calibration: brianconv's bundled sample "
             "(the last 500 images of the MNIST training set)",
@@ -224,8 +226,8 @@ def main():
     print("\n".join(lines), flush=True)
     for name in args.models:
         measure_model(name, x, labels, calibration, args, lines)
-    if args.out != "-":
-        Path(args.out).write_text("\n".join(lines) + "\n")
+        if args.out != "-":  # after every model, so that a long run leaves what it measured
+            Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
