@@ -29,6 +29,7 @@ Nothing here is a test: speed is measured, never asserted. sinabs is a benchmark
 
 import argparse
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -51,17 +52,25 @@ BRIANCONV_ROWS = {
 }
 
 
+def _cpu_seconds():
+    """User + system CPU time of this process and its finished children (s): unlike wall time it
+    does not grow when other jobs share the cores (the simulation processes are children)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def ann_row(model, x, labels, batch):
     """The torch forward pass: images/s and predictions (eval mode, no gradients)."""
     import torch
 
     with torch.no_grad():
         model(torch.as_tensor(x[:batch]))  # warm-up
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         logits = [model(torch.as_tensor(x[i:i + batch])) for i in range(0, len(x), batch)]
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     predictions = torch.cat(logits).argmax(1).numpy()
-    return dict(name="torch ANN", seconds=seconds, predictions=predictions, accuracy=np.mean(predictions == labels))
+    return dict(name="torch ANN", seconds=seconds, cpu=cpu, predictions=predictions,
+                accuracy=np.mean(predictions == labels))
 
 
 def normalised_copy(snn, model):
@@ -103,7 +112,7 @@ def sinabs_row(snn, model, x, labels, steps, batch):
                                 spike_fn=SingleSpike, reset_fn=MembraneSubtract(), min_v_mem=None,
                                 num_timesteps=steps).spiking_model.eval()
     predictions = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     with torch.no_grad():
         for i in range(0, len(x), batch):
             images = torch.as_tensor(x[i:i + batch]) / input_scale
@@ -112,9 +121,9 @@ def sinabs_row(snn, model, x, labels, steps, batch):
             inputs = images.unsqueeze(1).expand(-1, steps, *images.shape[1:]).reshape(-1, *images.shape[1:])
             output = network(inputs).reshape(len(images), steps, -1).sum(1)
             predictions.append(output.argmax(1).numpy())
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     predictions = np.concatenate(predictions)
-    return dict(name=f"sinabs {sinabs.__version__}", seconds=seconds, predictions=predictions,
+    return dict(name=f"sinabs {sinabs.__version__}", seconds=seconds, cpu=cpu, predictions=predictions,
                 accuracy=np.mean(predictions == labels))
 
 
@@ -127,9 +136,11 @@ def brianconv_row(label, model, calibration, x, labels, steps, args):
     start = time.perf_counter()
     snn.program("cpp_standalone", args.batch, build_root=args.build_dir)  # compile, or find the cached build
     build = time.perf_counter() - start
+    cpu = _cpu_seconds()
     result = snn.simulate(x, labels=labels, device="cpp_standalone", n_workers=args.cores, batch_size=args.batch,
                           build_root=args.build_dir)
-    return dict(name=f"brianconv {label}", seconds=result.timing["simulate"], predictions=result.predictions,
+    cpu = _cpu_seconds() - cpu
+    return dict(name=f"brianconv {label}", seconds=result.timing["simulate"], cpu=cpu, predictions=result.predictions,
                 accuracy=result.accuracy, build=build, events=float(np.mean(result.synaptic_ops)),
                 options=f"{method} {options}", snn=snn)
 
@@ -139,7 +150,8 @@ def _row_line(row, n, ann_predictions):
     extra = ""
     if "events" in row:
         extra = f"  {row['events'] / 1e6:8.2f} M events/image, build {row['build']:6.1f} s  ({row['options']})"
-    return (f"  {row['name']:<22} {n / row['seconds']:10.1f} {100 * row['accuracy']:9.2f} {agreement:10.2f}" + extra)
+    return (f"  {row['name']:<22} {n / row['seconds']:10.1f} {n / row['cpu']:10.1f} {100 * row['accuracy']:9.2f} "
+            f"{agreement:10.2f}" + extra)
 
 
 def measure_model(name, x, labels, calibration, args, lines):
@@ -155,7 +167,8 @@ def measure_model(name, x, labels, calibration, args, lines):
     torch.set_num_threads(args.cores)
     model = models.load(name)
     say(f"\n{name}: {len(x)} images, {args.steps} steps for rate and sinabs, {args.cores} cores")
-    say(f"  {'what ran':<22} {'images/s':>10} {'accuracy':>9} {'agreement':>10}  (% ; agreement with the ANN)")
+    say(f"  {'what ran':<22} {'images/s':>10} {'per CPU-s':>10} {'accuracy':>9} {'agreement':>10}  "
+        "(images/s wall clock; images per CPU-second; %; agreement with the ANN)")
     rows = {"torch": ann_row(model, x, labels, args.torch_batch)}
     say(_row_line(rows["torch"], len(x), rows["torch"]["predictions"]))
     ann = rows["torch"]["predictions"]
@@ -169,6 +182,11 @@ def measure_model(name, x, labels, calibration, args, lines):
             rows["sinabs"] = sinabs_row(rows["rate"]["snn"], model, x, labels, args.steps, args.sinabs_batch)
             say(_row_line(rows["sinabs"], len(x), ann))
     speed = {key: len(x) / row["seconds"] for key, row in rows.items()}
+    per_cpu = {key: len(x) / row["cpu"] for key, row in rows.items()}
+    say(f"  per CPU-second (independent of other load): rate / sinabs = {per_cpu['rate'] / per_cpu['sinabs']:.2f}; "
+        f"ttfs-event / torch ANN = {per_cpu['ttfs-event'] / per_cpu['torch']:.4f}"
+        + (f"; rate-pooled / sinabs = {per_cpu['rate-pooled'] / per_cpu['sinabs']:.2f}" if "rate-pooled" in per_cpu
+           else ""))
     if "rate-pooled" in speed:
         say(f"  ratios: rate-pooled / sinabs = {speed['rate-pooled'] / speed['sinabs']:.2f}; "
             f"rate-pooled / rate = {speed['rate-pooled'] / speed['rate']:.2f}; synaptic events per image "
