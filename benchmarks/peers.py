@@ -29,7 +29,6 @@ Nothing here is a test: speed is measured, never asserted. sinabs is a benchmark
 
 import argparse
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from speed import _cpu_seconds, _images  # noqa: E402  (CPU time of this process and its simulation processes)
 
 #: brianconv configurations measured: the issue's rate at 100 steps and ttfs with event integration.
 #: On a model with average pooling rate runs twice: pools folded into their readers and pools as
@@ -50,13 +50,6 @@ BRIANCONV_ROWS = {
     "rate-pooled": lambda steps: ("rate", dict(duration=steps, avgpool="population")),
     "ttfs-event": lambda steps: ("ttfs", dict(t_max=32, integration="event")),
 }
-
-
-def _cpu_seconds():
-    """User + system CPU time of this process and its finished children (s): unlike wall time it
-    does not grow when other jobs share the cores (the simulation processes are children)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def ann_row(model, x, labels, batch):
@@ -233,8 +226,6 @@ def main():
     args = parser.parse_args()
     args.build_dir = args.build_dir or tempfile.mkdtemp(prefix="brianconv-peers-")
     args.batch = args.batch or -(-args.images // args.cores)
-
-    from speed import _images
 
     from brianconv import datasets
 
