@@ -157,8 +157,8 @@ ramp_steps = ceil(T_steps * (1 - v / v_th) - 0.5) : 1   # charging steps from v 
 STAGE_END = "started == 1 and local_step == T_steps - 1"
 SCHEDULE_SPIKE = "fire_step = int(ramp_steps < T_steps) * (T_steps + int(clip(ramp_steps, 0, T_steps)) + 1) - 1"
 #: ``integration="event"``: hidden and max-pool neurons fire at their scheduled step. The shared
-#: test of the stage comes first: Brian2 evaluates it once per step, so in the other half of the
-#: window the compiled threshold loop tests no neuron (same spikes, half the threshold work).
+#: test of the stage comes first: Brian2 hoists it out of the neuron loop, so in the other half of
+#: the window no neuron's scheduled step is compared (same spikes, less threshold work).
 #: A hidden neuron's step lies in its spiking stage (``T <= fire_step < 2 T``, or -1: none), a
 #: max-pool's in its first ``T + 1`` steps (one step after an input spike of the source's
 #: spiking stage; ``period_steps``: none).
