@@ -6,8 +6,8 @@ measured). An installed brianconv carries a copy of that folder as ``brianconv/_
 
 >>> from brianconv import models
 >>> models.available()  # doctest: +NORMALIZE_WHITESPACE
-['functional_net', 'inception_cat', 'lopez_randulfe_cnn', 'mlp', 'mobilenet_relu6', 'resnet_bn',
- 'small_cnn', 'small_cnn_se', 'small_cnn_silu']
+['avgpool_cnn', 'functional_net', 'inception_cat', 'lopez_randulfe_cnn', 'mlp', 'mobilenet_relu6',
+ 'resnet_bn', 'small_cnn', 'small_cnn_se', 'small_cnn_silu']
 """
 
 import hashlib

@@ -97,6 +97,14 @@ The gallery: models written the way people write them
         conv2 = Conv2d(8, 16, 3) -> F.relu      # 16x24x24
         F.max_pool2d(2) -> F.dropout -> torch.flatten      # 2304
         fc1 = Linear(2304, 64) -> F.relu -> F.dropout -> fc2 = Linear(64, 10) -> F.log_softmax
+
+``avgpool_cnn``
+    The kind of CNN snntoolbox's examples convert (issue 18's comparison with sinabs): 3x3
+    convolutions without padding, each followed by average pooling, and one dense layer::
+
+        Conv2d(1, 16, 3) -> ReLU -> AvgPool2d(2)      # 16x26x26 -> 16x13x13
+        Conv2d(16, 32, 3) -> ReLU -> AvgPool2d(2)     # 32x11x11 -> 32x5x5
+        Flatten -> Linear(800, 10)
 """
 
 import torch
@@ -104,7 +112,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["lopez_randulfe_cnn", "small_cnn", "small_cnn_silu", "small_cnn_se", "SqueezeExcitation", "mlp",
-           "resnet_bn", "inception_cat", "mobilenet_relu6", "functional_net", "ARCHITECTURES", "INPUT_NORMALISATION"]
+           "resnet_bn", "inception_cat", "mobilenet_relu6", "functional_net", "avgpool_cnn", "ARCHITECTURES",
+           "INPUT_NORMALISATION"]
 
 
 def lopez_randulfe_cnn():
@@ -300,6 +309,20 @@ def functional_net():
     return _FunctionalNet()
 
 
+def avgpool_cnn():
+    """The average-pooling CNN of snntoolbox's examples: two 3x3 convolutions, each followed by AvgPool2d(2)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, kernel_size=3),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 5 * 5, 10),
+    )
+
+
 #: Name -> constructor returning a fresh, untrained model.
 ARCHITECTURES = {
     "lopez_randulfe_cnn": lopez_randulfe_cnn,
@@ -311,6 +334,7 @@ ARCHITECTURES = {
     "inception_cat": inception_cat,
     "mobilenet_relu6": mobilenet_relu6,
     "functional_net": functional_net,
+    "avgpool_cnn": avgpool_cnn,
 }
 
 #: Name -> ``(mean, std)`` of the input normalisation a model was trained with: it expects

@@ -42,6 +42,7 @@ RECIPES = {
     "inception_cat": dict(epochs=8, batch_size=128, max_lr=1e-2, augment=False),
     "mobilenet_relu6": dict(epochs=8, batch_size=128, max_lr=1e-2, augment=False),
     "functional_net": dict(epochs=6, batch_size=128, max_lr=3e-3, augment=False),
+    "avgpool_cnn": dict(epochs=1, batch_size=128, max_lr=1e-2, augment=False),
 }
 #: Augmentation ranges: rotation in degrees, scale factor, shift in pixels.
 ROTATION, SCALE, SHIFT = 10.0, (0.9, 1.1), 2.0

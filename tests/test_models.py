@@ -14,8 +14,8 @@ from brianconv.datasets import load_sample
 from brianconv.errors import InvalidValueError, UnknownMethodError
 from brianconv.graph import trace
 
-NAMES = ["functional_net", "inception_cat", "lopez_randulfe_cnn", "mlp", "mobilenet_relu6", "resnet_bn", "small_cnn",
-         "small_cnn_se", "small_cnn_silu"]
+NAMES = ["avgpool_cnn", "functional_net", "inception_cat", "lopez_randulfe_cnn", "mlp", "mobilenet_relu6", "resnet_bn",
+         "small_cnn", "small_cnn_se", "small_cnn_silu"]
 #: The recorded accuracy is on all 10,000 test images; on the 1,000-image sample the binomial
 #: standard error is sqrt(p (1 - p) / 1000) < 0.45 points for p >= 98 %, so 2 points is > 4 of them.
 ACCURACY_SLACK = 2.0

@@ -419,7 +419,7 @@ def _folding_methods():
     return [name for name in available() if _REGISTRY[name].folds_linear_layers]
 
 
-def incoming_projections(graph, names):
+def incoming_projections(graph, names, populated=frozenset()):
     """Every layer that gets a population, with all the projections it receives.
 
     Unlike :func:`projected_layers` this follows every input of a layer (both terms of a
@@ -430,6 +430,9 @@ def incoming_projections(graph, names):
     Linear layers that :func:`folds_into_reader` folds get no neurons either: the sum that reads
     one receives its input projections composed with its weights, and its bias ``b`` through the
     sum's connections ``C`` (``C(W s + b) = (C W) s + C b``) as a constant.
+
+    ``populated`` names layers of :data:`FOLDED_OPS` that get a population all the same (rate's
+    ``avgpool="population"``): they are yielded like any other layer.
 
     Yields
     ------
@@ -450,7 +453,7 @@ def incoming_projections(graph, names):
                 carried_bias = _add_bias(carried_bias, piece.bias_through(connections))
         incoming = [(source, connections) for source, connections in incoming if len(connections)]
         weighted_fold = folds_into_reader(graph, layer)
-        if layer.op in FOLDED_OPS or weighted_fold:
+        if (layer.op in FOLDED_OPS and layer.name not in populated) or weighted_fold:
             # No neurons: each incoming projection maps a population to (part of) this layer's values.
             # Its activation, if any, is not applied here: schemes accept it only where it is the
             # identity on what the layer carries (ReLU of non-negative values), see Scheme.check.

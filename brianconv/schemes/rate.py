@@ -58,8 +58,17 @@ input ``j`` (fires once, one step later) only if ``r_j`` is the highest estimate
 at that step. With ``maxpool_limit=True`` (default) it also drops spikes that would push its own
 estimate (same rule) above the leader's; without it, inputs whose estimates alternate in the
 lead both pass and the pool fires faster than any input (for ``d = 1`` the limited gate fires
-exactly ``max_j n_j`` times: the max of the input spike counts). Average pooling is linear and is
-folded into the next projection (:func:`brianconv.connectivity.compose`).
+exactly ``max_j n_j`` times: the max of the input spike counts).
+
+Average pooling
+---------------
+``avgpool="population"``: a pool that reads a spiking layer is a population of IF neurons
+receiving its window with weight ``1 / A`` (``A`` the pool area) and its source's threshold; it
+passes on ``lambda floor(sum_j n_j / A) / T``, the average of its inputs' values less an error in
+``[0, lambda / T)`` (one more ``1 / T`` quantisation per pool; :mod:`.rate_pooling`), and the
+reader's input events fall by about ``A``. ``avgpool="fold"``: the pool is linear and is composed
+into the next projection (:func:`brianconv.connectivity.compose`), exact but ``A`` times the
+events.
 
 Residual sums and concatenation
 -------------------------------
@@ -139,6 +148,7 @@ from .base import (
     population_names,
     register,
 )
+from .rate_pooling import AVGPOOL_EQUATIONS, spiking_avgpools
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -354,6 +364,9 @@ class Rate(Scheme):
         The gate never lets the pool outpace its leading input's estimate (True).
     seed : int
         Seed of the Poisson input (0); a run-time parameter too.
+    avgpool : {"population", "fold"}
+        Average pooling after a spiking layer as its own IF population (about ``1 / A`` of the
+        reader's input events, one more ``1 / T`` quantisation) or folded into the next projection.
 
     Run-time parameters (``simulate(..., v_th=, threshold_scale=, steps=, reset=, scales=, seed=)``),
     applied to the compiled network without rebuilding: see :meth:`setup`.
@@ -363,7 +376,7 @@ class Rate(Scheme):
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
     defaults = dict(duration=200, dt=1 * ms, reset="subtract", input="analog", percentile=99.9, v_unit=1 * mV,
-                    maxpool_tau=20 * ms, maxpool_limit=True, seed=0)
+                    maxpool_tau=20 * ms, maxpool_limit=True, seed=0, avgpool="fold")
 
     def validate_options(self):
         super().validate_options()   # percentile, dt, v_unit
@@ -375,6 +388,8 @@ class Rate(Scheme):
             raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {o['reset']!r}.")
         if o["input"] not in ("analog", "poisson"):
             raise InvalidValueError(f"input must be 'analog' or 'poisson', got {o['input']!r}.")
+        if o["avgpool"] not in ("population", "fold"):
+            raise InvalidValueError(f"avgpool must be 'population' or 'fold', got {o['avgpool']!r}.")
         if o["maxpool_tau"] is not None:
             check_positive("maxpool_tau", o["maxpool_tau"], second, "time (or None)")
         _check_seed(o["seed"])
@@ -422,6 +437,7 @@ class Rate(Scheme):
                                  if layer.name in params else layer for layer in graph])
         names = population_names(graph)
         feeds_maxpool = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
+        pooled = spiking_avgpools(graph) if o["avgpool"] == "population" else frozenset()
         analog = o["input"] == "analog"
         populations, projections, depth = [], [], {}
 
@@ -441,8 +457,8 @@ class Rate(Scheme):
                 namespace={"uniform_hash": uniform_hash}))
         depth[name] = 0
         layer_of = {population: layer for layer, population in names.items()}
-        # average pooling and concatenation are folded into the projections of the layers that read them
-        for layer, incoming in incoming_projections(normalised, names):
+        # concatenation and average pooling not in ``pooled`` are folded into their readers' projections
+        for layer, incoming in incoming_projections(normalised, names, populated=pooled):
             name = names[layer.name]
             incoming = merged_by_source(incoming)
             depth[name] = max(depth[source] for source, _ in incoming) + 1
@@ -459,7 +475,13 @@ class Rate(Scheme):
             output = layer.name == graph.output.name
             bias = layer.neuron_bias()
             from_input = any(source == populations[0].name for source, _ in incoming)
-            if output:
+            if layer.op == "avgpool":
+                populations.append(Population(
+                    name, layer.size, AVGPOOL_EQUATIONS, threshold=NEURON_THRESHOLD, reset="",
+                    events={"update": (UPDATE_CONDITION, RESET_CODE)},
+                    values=dict(v_th=v_unit, zero_reset=int(o["reset"] == "zero")), layer=layer.name,
+                    shape=layer.out_shape))
+            elif output:
                 code = OUTPUT_UPDATE
                 populations.append(Population(
                     name, layer.size, OUTPUT_EQUATIONS, events={"update": ("True", code)},
@@ -490,7 +512,8 @@ class Rate(Scheme):
             output_population=populations[-1].name, output_variable="y", output_unit=1.0,
             readout_step=int(o["duration"]) - 1,
             options=dict(self.options, scales=dict(calibration.scales), decay=decay,
-                         pool_sources={layer.name: layer.inputs[0] for layer in graph if layer.op == "maxpool"}))
+                         pool_sources={layer.name: layer.inputs[0] for layer in graph
+                                       if layer.op == "maxpool" or layer.name in pooled}))
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description, v_th=None, steps=None, seed=None, reset=None, scales=None, threshold_scale=1.0):

@@ -156,8 +156,14 @@ ramp_steps = ceil(T_steps * (1 - v / v_th) - 0.5) : 1   # charging steps from v 
 #: charging ramp reaches the threshold within the spiking stage (``ramp_steps < T``).
 STAGE_END = "started == 1 and local_step == T_steps - 1"
 SCHEDULE_SPIKE = "fire_step = int(ramp_steps < T_steps) * (T_steps + int(clip(ramp_steps, 0, T_steps)) + 1) - 1"
-#: ``integration="event"``: hidden and max-pool neurons fire at their scheduled step.
-FIRE_AT_SCHEDULED_STEP = "started == 1 and local_step == fire_step"
+#: ``integration="event"``: hidden and max-pool neurons fire at their scheduled step. The shared
+#: test of the stage comes first: Brian2 hoists it out of the neuron loop, so in the other half of
+#: the window no neuron's scheduled step is compared (same spikes, less threshold work).
+#: A hidden neuron's step lies in its spiking stage (``T <= fire_step < 2 T``, or -1: none), a
+#: max-pool's in its first ``T + 1`` steps (one step after an input spike of the source's
+#: spiking stage; ``period_steps``: none).
+FIRE_IN_SPIKING_STAGE = "started == 1 and local_step >= T_steps and local_step == fire_step"
+FIRE_IN_POOL_WINDOW = "started == 1 and local_step <= T_steps and local_step == fire_step"
 
 #: ``integration="event"``: output neuron, read at the end of its silent stage.
 OUTPUT_EVENT_EQUATIONS = _COMMON + """
@@ -389,10 +395,10 @@ _MODELS = {
                               window_start=_CLEAR_CURRENT + "\nfired = 0", on_pre=ON_PRE),
     ("clock", "output"): dict(equations=OUTPUT_EQUATIONS, threshold=None, reset=None, window_start=_CLEAR_CURRENT,
                               on_pre=ON_PRE),
-    ("event", "maxpool"): dict(equations=MAXPOOL_EVENT_EQUATIONS, threshold=FIRE_AT_SCHEDULED_STEP, reset="",
+    ("event", "maxpool"): dict(equations=MAXPOOL_EVENT_EQUATIONS, threshold=FIRE_IN_POOL_WINDOW, reset="",
                                window_start="fire_step = period_steps", initial=dict(fire_step=-1),
                                on_pre=MAXPOOL_EVENT_ON_PRE),
-    ("event", "neuron"): dict(equations=NEURON_EVENT_EQUATIONS, threshold=FIRE_AT_SCHEDULED_STEP, reset="",
+    ("event", "neuron"): dict(equations=NEURON_EVENT_EQUATIONS, threshold=FIRE_IN_SPIKING_STAGE, reset="",
                               window_start="v = b * v_unit\nfire_step = -1", initial=dict(fire_step=-1),
                               events={"stage_end": (STAGE_END, SCHEDULE_SPIKE, "after_synapses")},
                               on_pre=ON_PRE_EVENT),
