@@ -82,7 +82,7 @@ def outside_domain(snn, values):
     for layer in snn.graph.layers[1:]:
         if layer.activation in (None, "relu") or layer is snn.graph.output:
             continue
-        with np.load(Path(snn.scheme.options["unit_dir"] or UNIT_DIR) / f"amos_{layer.activation}.npz") as data:
+        with np.load(Path(snn.scheme.options.unit_dir or UNIT_DIR) / f"amos_{layer.activation}.npz") as data:
             low, high = data["domain"]
         with torch.no_grad():
             z = layer.pre_activation(*(torch.as_tensor(values[name]) for name in layer.inputs)).numpy()
@@ -204,7 +204,7 @@ def main():
     for gate, paper in (("silu", "Swish (K=12)"), ("sigmoid", "sigmoid (K=8)"), ("product", "Mult (K=40)")):
         trained_product = gate == "product" and args.product == "trained"
         if any(layer.activation == gate or (trained_product and layer.op == "mul") for layer in snn.graph):
-            unit = load_unit(gate, snn.scheme.options["unit_dir"])
+            unit = load_unit(gate, snn.scheme.options.unit_dir)
             print(f"  {gate} (K={unit.K}, trained, shared by all layers): {unit.n_parameters} "
                   f"(paper, {paper}: {PAPER_TABLE3[paper]})")
     for layer in snn.graph:

@@ -8,7 +8,7 @@ times, decoded as ``n theta lambda / T``. The analog input sets the first layer'
 image; the output only integrates (time-averaged potential = logit). MLPs only; not registered on import.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from brian2 import ms, mV
@@ -17,6 +17,7 @@ from brianconv.description import NetworkDescription, Population, Projection
 from brianconv.errors import InvalidValueError
 from brianconv.schemes import RunSetup, Scheme
 from brianconv.schemes.base import population_names, projected_layers
+from brianconv.schemes.options import Options, dt_option, option, percentile_option
 
 STEPS = """
 first = int(local_step == 0) : integer (shared)
@@ -46,15 +47,26 @@ RESET = ("started == 1 and (v >= v_th or last == 1)", "v = 0 * volt\nq = q * (1 
 READOUT = ("True", "y = v * scale / (v_unit * (local_step + 1))\nv = v * (1 - last)\nq = q * (1 - last)")
 
 
+@dataclass(frozen=True)
+class ExampleOptions(Options):
+    """``convert(model, "example_if", duration=..., ...)``: each field's default and the values it accepts."""
+
+    scheme = "example_if"
+    duration: int = option(256, integer=True, minimum=1)   # steps per image
+    threshold: float = option(16.0, greater_than=0)       # theta, in normalised units
+    percentile: float = percentile_option(100.0)
+    dt: object = dt_option(1 * ms)
+
+
 class ExampleIF(Scheme):
-    """Options: ``duration`` (steps per image), ``threshold`` (theta), ``percentile``. Run time: ``threshold_scale``."""
+    """A non-leaky IF scheme; options :class:`ExampleOptions`, run-time parameter ``threshold_scale``."""
 
     name = "example_if"
     ops = frozenset({"input", "linear"})
-    defaults = dict(duration=256, threshold=16.0, percentile=100.0, dt=1 * ms)
+    Options = ExampleOptions
 
     def describe(self, graph, calibration):   # calibrate(): the default, the percentile of each layer
-        T, scales, names, inp = int(self.options["duration"]), calibration.scales, population_names(graph), graph.input
+        T, scales, names, inp = int(self.options.duration), calibration.scales, population_names(graph), graph.input
         ns = {"v_unit": mV}   # volts per normalised unit
         populations = [Population(names[inp.name], inp.size, INPUT, layer=inp.name, role="input", namespace=ns,
                                   threshold="started == 1 and first == 1 and x_now != 0",
@@ -65,7 +77,7 @@ class ExampleIF(Scheme):
             ratio = scales[layer.inputs[0]] / scales[layer.name]  # W~ = W lambda_(l-1) / lambda_l, b~ = b / lambda_l
             out = layer is graph.output
             values = dict(b=layer.bias / scales[layer.name], **(dict(scale=scales[layer.name]) if out else
-                                                                  dict(v_th=self.options["threshold"] * mV)))
+                                                                  dict(v_th=self.options.threshold * mV)))
             populations.append(Population(names[layer.name], layer.size, OUTPUT if out else NEURON, layer=layer.name,
                                           threshold=None if out else "started == 1 and v >= v_th", values=values,
                                           events={"update": READOUT if out else RESET}, window_start=depth,
@@ -73,9 +85,9 @@ class ExampleIF(Scheme):
             projections.append(Projection(f"{source}_to_{names[layer.name]}", source, names[layer.name],
                                           replace(connections, weight=connections.weight * ratio),
                                           on_pre="q_post += w * x_pre" if depth == 1 else "v_post += w * v_th_pre"))
-        return NetworkDescription(self.name, populations, projections, self.options["dt"], T,
+        return NetworkDescription(self.name, populations, projections, self.options.dt, T,
                                   populations[0].name, populations[-1].name, output_variable="y",
-                                  readout_step=T - 1, options=dict(self.options, scales=dict(scales)))
+                                  readout_step=T - 1, options=dict(self.options.as_dict(), scales=dict(scales)))
 
     def setup(self, description, threshold_scale=1.0):
         """Run-time parameter: ``threshold_scale`` multiplies every hidden threshold (and what a spike carries)."""

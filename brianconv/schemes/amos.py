@@ -157,7 +157,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from brian2 import ms, mV
+from brian2 import ms
 
 from ..connectivity import make_connections, one_to_one
 from ..description import NetworkDescription, Population, Projection
@@ -172,6 +172,7 @@ from .base import (
     population_names,
     register,
 )
+from .options import Options, dt_option, option, percentile_option, v_unit_option
 
 __all__ = ["AMOS", "Unit", "relu_unit", "resolve_wiring", "product_unit", "load_unit", "sent_values", "synapse_count",
            "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS",
@@ -400,6 +401,21 @@ def _unit(gate, K, scale, unit_dir):
     return load_unit(gate, unit_dir)
 
 
+@dataclass(frozen=True)
+class AMOSOptions(Options):
+    """Options of :class:`AMOS` (see its docstring)."""
+
+    scheme = "amos"
+    K: int = option(10, integer=True, minimum=1, maximum=52)  # 52: the float64 resolution of the ReLU unit
+    percentile: float = percentile_option(100.0)
+    pipeline: bool = option(True, choices=(True, False))
+    dt: object = dt_option(0.1 * ms)
+    v_unit: object = v_unit_option()
+    unit_dir: str = None
+    wiring: str = option("auto", choices=WIRINGS)
+    product: str = option("trained", choices=PRODUCTS)
+
+
 @register
 class AMOS(Scheme):
     """AMOS conversion: each gate becomes K McCulloch-Pitts neurons with at most one spike each.
@@ -434,20 +450,8 @@ class AMOS(Scheme):
     needs_nonnegative_input = True
     activations = frozenset({"relu", "clipped_relu", "sigmoid", "silu"})
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "mul", "add", "cat"})
-    defaults = dict(K=10, percentile=100.0, pipeline=True, dt=0.1 * ms, v_unit=1 * mV, unit_dir=None,
-                    wiring="auto", product="trained")
+    Options = AMOSOptions
     folds_linear_layers = True
-
-    def validate_options(self):
-        super().validate_options()
-        o = self.options
-        if int(o["K"]) != o["K"] or not 1 <= o["K"] <= 52:
-            raise InvalidValueError(f"K is a number of neurons per unit and must be an integer in [1, 52] "
-                                    f"(float64 resolution), got {o['K']!r}.")
-        if o["wiring"] not in WIRINGS:
-            raise InvalidValueError(f"wiring must be one of {WIRINGS}, got {o['wiring']!r}.")
-        if o["product"] not in PRODUCTS:
-            raise InvalidValueError(f"product must be one of {PRODUCTS}, got {o['product']!r}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
@@ -469,7 +473,7 @@ class AMOS(Scheme):
 
     def _check_max_pool(self, graph, layer):
         pooled = graph[layer.inputs[0]]
-        if resolve_wiring(self.options["wiring"], graph) != "dendrite":
+        if resolve_wiring(self.options.wiring, graph) != "dendrite":
             raise ConversionError(f"amos: max-pooling ({layer.name!r}) needs wiring='dendrite' or 'auto' (the pool's "
                                   "candidate neurons read their unit's dendrite).")
         if not (pooled.is_weighted or pooled.op == "add") or _gate(pooled) != "relu" or pooled is graph.output:
@@ -514,19 +518,19 @@ class AMOS(Scheme):
         """
         if layer.op == "mul":
             factors = [self.unit_for(_units_layer(graph, name), calibration) for name in layer.inputs]
-            if self.options["product"] == "code":
+            if self.options.product == "code":
                 return code_product(*factors)
-            return _unit("product", None, [_largest_sent(unit) for unit in factors], self.options["unit_dir"])
+            return _unit("product", None, [_largest_sent(unit) for unit in factors], self.options.unit_dir)
         gate, scale = _gate(layer), calibration.scales[layer.name]
         if clip_of(layer) is not None:  # the ReLU unit on (-inf, alpha] sends alpha (1 - 2^-K) above alpha
             scale = min(scale, clip_of(layer))
-        return _unit(gate, int(self.options["K"]), scale, self.options["unit_dir"])
+        return _unit(gate, int(self.options.K), scale, self.options.unit_dir)
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        wiring = resolve_wiring(o["wiring"], graph)
-        v_unit, dendrites = o["v_unit"], wiring == "dendrite"
+        wiring = resolve_wiring(o.wiring, graph)
+        v_unit, dendrites = o.v_unit, wiring == "dendrite"
         names = population_names(graph)
         net = _Wiring(v_unit)
         inp = graph.input
@@ -550,7 +554,7 @@ class AMOS(Scheme):
                 continue
             if layer.op == "mul":  # both factors' neurons, at aligned delays
                 unit = self.unit_for(layer, calibration, graph)
-                senders[name] = (net.coincidences(inputs, name, layer, unit) if o["product"] == "code"
+                senders[name] = (net.coincidences(inputs, name, layer, unit) if o.product == "code"
                                  else net.unit_layer(inputs, name, layer, unit, bias, ports=True))
                 continue
             if layer.op == "maxpool":
@@ -567,12 +571,12 @@ class AMOS(Scheme):
                     continue
                 inputs, bias = [(sender, one_to_one(layer.size))], np.zeros(layer.size)
             senders[name] = net.unit_layer(inputs, name, layer, unit, bias)
-        period = 1 if o["pipeline"] else max(net.starts.values()) + 1
+        period = 1 if o.pipeline else max(net.starts.values()) + 1
         return NetworkDescription(
-            scheme=self.name, populations=net.finished_populations(), projections=net.projections, dt=o["dt"],
+            scheme=self.name, populations=net.finished_populations(), projections=net.projections, dt=o.dt,
             period_steps=period, input_population=input_population.name, output_population=names[graph.output.name],
             output_variable="v", output_unit=v_unit, readout_step=0,
-            options=dict(self.options, wiring=wiring, scales=dict(calibration.scales),
+            options=dict(self.options.as_dict(), wiring=wiring, scales=dict(calibration.scales),
                          units={name: (s.unit.gate, s.unit.K, s.unit.scale) for name, s in senders.items()
                                 if s.unit is not None}))
 

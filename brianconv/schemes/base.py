@@ -11,14 +11,14 @@ import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
-from brian2 import second, volt
 
 from ..calibration import calibrate as calibrate_scales
 from ..connectivity import compose, connections_for, make_connections
 from ..errors import ConversionError, InvalidValueError, UnknownMethodError
+from .options import Options
 
 __all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available", "population_names", "projected_layers",
-           "incoming_projections", "FOLDED_OPS", "folds_into_reader", "check_percentile", "check_positive",
+           "incoming_projections", "FOLDED_OPS", "folds_into_reader",
            "merged_by_source", "clip_of", "carries_non_negative", "check_branch_activations", "limit_scales_to_clips"]
 
 _REGISTRY = {}
@@ -102,8 +102,8 @@ class Scheme(abc.ABC):
     :meth:`describe`; :meth:`~brianconv.SpikingNetwork.simulate` calls :meth:`check_input`,
     :meth:`setup` (the run-time parameters of one run) and, per batch, :meth:`decode`.
 
-    A subclass sets ``name`` (its registry name, see :func:`register`), ``defaults`` (its
-    options and their default values), ``activations`` and ``ops`` (what it represents), and
+    A subclass sets ``name`` (its registry name, see :func:`register`), ``Options`` (a frozen
+    dataclass of its options, their defaults and rules: :mod:`brianconv.schemes.options`), ``activations`` and ``ops`` (what it represents), and
     implements the two abstract methods :meth:`describe` and :meth:`setup`; instantiating a
     subclass that misses one raises ``TypeError``. Every other method has a default that a
     scheme overrides where its code needs it. ``tests/example_scheme.py`` is a complete scheme
@@ -112,7 +112,8 @@ class Scheme(abc.ABC):
     Parameters
     ----------
     **options
-        Scheme options; unknown names raise :class:`~brianconv.errors.InvalidValueError`.
+        Scheme options (the fields of :attr:`Options`); unknown names and invalid values raise
+        :class:`~brianconv.errors.InvalidValueError` naming the option and what it accepts.
     """
 
     #: The name the scheme is registered under (``convert(model, method=name)``).
@@ -121,34 +122,16 @@ class Scheme(abc.ABC):
     activations = frozenset({"relu"})
     #: Layer types (:attr:`brianconv.graph.Layer.op`) the scheme represents.
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool"})
-    #: ``option -> default value``: the options ``convert(..., **options)`` accepts.
-    defaults = {}
+    #: The scheme's options (a frozen :class:`~brianconv.schemes.options.Options` dataclass): the
+    #: keyword arguments ``convert(..., **options)`` accepts, their defaults and rules.
+    Options = Options
     #: True when :meth:`describe` handles hidden Linear/Conv2d layers without activation that only
     #: residual ``add`` layers read (:func:`folds_into_reader`): they get no neurons and
     #: :func:`incoming_projections` composes them into the sum's projections and bias.
     folds_linear_layers = False
 
     def __init__(self, **options):
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise InvalidValueError(f"Unknown option(s) {sorted(unknown)} for method {self.name!r}; its options are "
-                                    f"{sorted(self.defaults)}.")
-        self.options = {**self.defaults, **options}
-        self.validate_options()
-
-    def validate_options(self):
-        """Raise :class:`~brianconv.errors.InvalidValueError` for out-of-range options.
-
-        The base class checks the options most schemes share (``percentile``, ``dt``, ``v_unit``);
-        subclasses extend it.
-        """
-        o = self.options
-        if "percentile" in o:
-            check_percentile(o["percentile"])
-        if "dt" in o:
-            check_positive("dt", o["dt"], second, "time")
-        if "v_unit" in o:
-            check_positive("v_unit", o["v_unit"], volt, "voltage")
+        self.options = self.Options.create(**options)
 
     # -- what every scheme implements ------------------------------------------------------
     @abc.abstractmethod
@@ -264,7 +247,7 @@ class Scheme(abc.ABC):
         -------
         brianconv.calibration.Calibration
         """
-        return calibrate_scales(graph, x, self.options.get("percentile", 100.0))
+        return calibrate_scales(graph, x, getattr(self.options, "percentile", 100.0))
 
     @classmethod
     def run_parameters(cls):
@@ -326,24 +309,6 @@ class Scheme(abc.ABC):
         start = setup.window_starts[description.output_population]
         steps = start + np.arange(n_images) * description.period_steps + setup.readout_step
         return records.output[steps] / float(description.output_unit)
-
-
-def check_percentile(value):
-    """Raise unless ``value`` is in (0, 100]."""
-    if not 0 < value <= 100:
-        raise InvalidValueError(f"percentile must be in (0, 100], got {value}.")
-
-
-def check_positive(name, value, unit, kind):
-    """Raise unless ``value`` is a positive Brian2 quantity with the dimensions of ``unit``."""
-    from brian2 import get_dimensions
-
-    try:
-        positive = get_dimensions(value) == get_dimensions(unit) and float(value / unit) > 0
-    except Exception:  # not a number
-        positive = False
-    if not positive:
-        raise InvalidValueError(f"{name} must be a positive {kind} (e.g. in {unit}), got {value!r}.")
 
 
 def population_names(graph):

@@ -110,7 +110,7 @@ input that arrived in the same step).
 
 import logging
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from brian2 import (
@@ -119,8 +119,6 @@ from brian2 import (
     have_same_dimensions,
     implementation,
     ms,
-    mV,
-    second,
     volt,
 )
 
@@ -132,13 +130,13 @@ from .base import (
     RunSetup,
     Scheme,
     check_branch_activations,
-    check_positive,
     incoming_projections,
     limit_scales_to_clips,
     merged_by_source,
     population_names,
     register,
 )
+from .options import Options, dt_option, option, percentile_option, v_unit_option
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -328,6 +326,22 @@ def uniform_hash(seed, image, neuron, step):
 # the scheme
 # ---------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class RateOptions(Options):
+    """Options of :class:`Rate` (see its docstring)."""
+
+    scheme = "rate"
+    duration: int = option(200, integer=True, minimum=1)
+    dt: object = dt_option(1 * ms)
+    reset: str = option("subtract", choices=("subtract", "zero"))
+    input: str = option("analog", choices=("analog", "poisson"))
+    percentile: float = percentile_option(99.9)
+    v_unit: object = v_unit_option()
+    maxpool_tau: object = option(20 * ms, unit=ms, optional=True)
+    maxpool_limit: bool = option(True, choices=(True, False))
+    seed: int = option(0, integer=True, minimum=0, maximum=2 ** 31 - 1)
+
+
 @register
 class Rate(Scheme):
     """Rate-coded IF conversion (Rueckauer et al.): reset by subtraction, analog input, p-norm.
@@ -362,28 +376,13 @@ class Rate(Scheme):
     name = "rate"
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
-    defaults = dict(duration=200, dt=1 * ms, reset="subtract", input="analog", percentile=99.9, v_unit=1 * mV,
-                    maxpool_tau=20 * ms, maxpool_limit=True, seed=0)
-
-    def validate_options(self):
-        super().validate_options()   # percentile, dt, v_unit
-        o = self.options
-        duration = o["duration"]
-        if not isinstance(duration, (int, np.integer)) or isinstance(duration, bool) or duration < 1:
-            raise InvalidValueError(f"duration is a number of steps and must be an integer >= 1, got {duration!r}.")
-        if o["reset"] not in ("subtract", "zero"):
-            raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {o['reset']!r}.")
-        if o["input"] not in ("analog", "poisson"):
-            raise InvalidValueError(f"input must be 'analog' or 'poisson', got {o['input']!r}.")
-        if o["maxpool_tau"] is not None:
-            check_positive("maxpool_tau", o["maxpool_tau"], second, "time (or None)")
-        _check_seed(o["seed"])
+    Options = RateOptions
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
         super().check(graph)
         self.check_pooling_and_output(graph)
-        check_branch_activations(graph, self.name, input_non_negative=self.options["input"] == "poisson")
+        check_branch_activations(graph, self.name, input_non_negative=self.options.input == "poisson")
         for layer in graph:
             if layer.op == "maxpool":
                 source = graph[layer.inputs[0]]
@@ -397,13 +396,13 @@ class Rate(Scheme):
     @property
     def needs_nonnegative_input(self):
         """Poisson inputs code values as spike rates (>= 0); analog inputs carry any value."""
-        return self.options["input"] == "poisson"
+        return self.options.input == "poisson"
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
         """Activation scales: the ``percentile`` of every layer's positive activations (Eq. 9), at most
         the clip of a clipped ReLU."""
-        calibration = calibrate(graph, x, self.options["percentile"])
+        calibration = calibrate(graph, x, self.options.percentile)
         limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
             if fraction > 0.01 and graph[name] is not graph.output and graph[name].op != "input":
@@ -414,15 +413,15 @@ class Rate(Scheme):
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        v_unit = o["v_unit"]
-        decay = 1.0 if o["maxpool_tau"] is None else float(np.exp(-float(o["dt"] / o["maxpool_tau"])))
+        v_unit = o.v_unit
+        decay = 1.0 if o.maxpool_tau is None else float(np.exp(-float(o.dt / o.maxpool_tau)))
         params = normalised_parameters(graph, calibration)
         # the same graph with normalised weights and biases, W~ = W lambda_(l-1) / lambda_l (Eq. 9)
         normalised = LayerGraph([replace(layer, weight=params[layer.name][0], bias=params[layer.name][1])
                                  if layer.name in params else layer for layer in graph])
         names = population_names(graph)
         feeds_maxpool = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
-        analog = o["input"] == "analog"
+        analog = o.input == "analog"
         populations, projections, depth = [], [], {}
 
         inp = graph.input
@@ -434,7 +433,7 @@ class Rate(Scheme):
                 events={"update": ("first == 1", "x = x_now")}, values=values, layer=inp.name,
                 shape=inp.out_shape, role="input"))
         else:
-            values.update(seed=int(o["seed"]), first_image=0)
+            values.update(seed=int(o.seed), first_image=0)
             populations.append(Population(
                 name, inp.size, INPUT_POISSON_EQUATIONS, threshold=INPUT_POISSON_THRESHOLD, reset="",
                 values=values, layer=inp.name, shape=inp.out_shape, role="input",
@@ -451,7 +450,7 @@ class Rate(Scheme):
                 populations.append(Population(
                     name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="",
                     events={"update": ("True", MAXPOOL_UPDATE)},
-                    values=dict(v_th=v_unit, decay=decay, limit=int(bool(o["maxpool_limit"]))),
+                    values=dict(v_th=v_unit, decay=decay, limit=int(bool(o.maxpool_limit))),
                     layer=layer.name, shape=layer.out_shape))
                 projections.append(Projection(f"{source}_to_{name}", source, name, connections,
                                               model="", on_pre=MAXPOOL_ON_PRE))
@@ -468,7 +467,7 @@ class Rate(Scheme):
             else:
                 equations, condition = NEURON_EQUATIONS, UPDATE_CONDITION
                 code = ("q_in = q_in * (1 - last)\n" if analog and from_input else "") + RESET_CODE
-                values = dict(v_th=v_unit, b=bias, zero_reset=int(o["reset"] == "zero"))
+                values = dict(v_th=v_unit, b=bias, zero_reset=int(o.reset == "zero"))
                 if layer.name in feeds_maxpool:
                     equations += RATE_ESTIMATE_EQUATIONS
                     condition, code = "True", RATE_ESTIMATE_CODE + "\n" + code
@@ -485,11 +484,11 @@ class Rate(Scheme):
         for population in populations:
             population.window_start = depth[population.name]
         return NetworkDescription(
-            scheme=self.name, populations=populations, projections=projections, dt=o["dt"],
-            period_steps=int(o["duration"]), input_population=populations[0].name,
+            scheme=self.name, populations=populations, projections=projections, dt=o.dt,
+            period_steps=int(o.duration), input_population=populations[0].name,
             output_population=populations[-1].name, output_variable="y", output_unit=1.0,
-            readout_step=int(o["duration"]) - 1,
-            options=dict(self.options, scales=dict(calibration.scales), decay=decay,
+            readout_step=int(o.duration) - 1,
+            options=dict(self.options.as_dict(), scales=dict(calibration.scales), decay=decay,
                          pool_sources={layer.name: layer.inputs[0] for layer in graph if layer.op == "maxpool"}))
 
     # -- runs --------------------------------------------------------------------------------

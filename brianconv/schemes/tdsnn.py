@@ -110,7 +110,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from brian2 import ms, mV
+from brian2 import ms
 
 from ..calibration import Calibration, activation_scale
 from ..description import NetworkDescription, Population, Projection
@@ -125,6 +125,7 @@ from .base import (
     population_names,
     register,
 )
+from .options import Options, dt_option, option, percentile_option, v_unit_option
 
 __all__ = ["TDSNN", "spike_step", "code_value", "emulate", "INPUT_EQUATIONS", "NEURON_EQUATIONS",
            "OUTPUT_EQUATIONS", "TICK_EQUATIONS", "BIAS_EQUATIONS", "MAXPOOL_EQUATIONS"]
@@ -229,6 +230,19 @@ def code_value(steps, L, offset="fold"):
     return g - 1 if offset == "fold" else g
 
 
+@dataclass(frozen=True)
+class TDSNNOptions(Options):
+    """Options of :class:`TDSNN` (see its docstring)."""
+
+    scheme = "tdsnn"
+    L: float = option(8.0, greater_than=0)
+    dt: object = dt_option(0.1 * ms)
+    percentile: float = percentile_option(100.0)
+    offset: str = option("fold", choices=("fold", "keep"))
+    v_unit: object = v_unit_option()
+    pipeline: bool = option(True, choices=(True, False))
+
+
 @register
 class TDSNN(Scheme):
     """TDSNN conversion: leaky IF neurons, reverse coding, ticking and bias neurons (one spike per neuron).
@@ -256,16 +270,8 @@ class TDSNN(Scheme):
     needs_nonnegative_input = True
     activations = frozenset({"relu", "clipped_relu"})
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "add", "cat"})
-    defaults = dict(L=8.0, dt=0.1 * ms, percentile=100.0, offset="fold", v_unit=1 * mV, pipeline=True)
+    Options = TDSNNOptions
     folds_linear_layers = True
-
-    def validate_options(self):
-        super().validate_options()
-        o = self.options
-        if not (np.isfinite(o["L"]) and o["L"] > 0):
-            raise InvalidValueError(f"L is the leak constant in steps and must be > 0, got {o['L']!r}.")
-        if o["offset"] not in ("fold", "keep"):
-            raise InvalidValueError(f"offset must be 'fold' or 'keep', got {o['offset']!r}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
@@ -291,15 +297,15 @@ class TDSNN(Scheme):
         """Each layer's ``lambda``: the percentile of its values in the coded network (:func:`emulate`)."""
         o = self.options
         scales = {}
-        emulate(graph, x, o["L"], o["offset"], scales=scales, percentile=o["percentile"])
-        return Calibration(scales, float(o["percentile"]), len(x), {})
+        emulate(graph, x, o.L, o.offset, scales=scales, percentile=o.percentile)
+        return Calibration(scales, float(o.percentile), len(x), {})
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        L = float(o["L"])
+        L = float(o.L)
         names = population_names(graph)
-        net = _Network(L, o["v_unit"], o["offset"])
+        net = _Network(L, o.v_unit, o.offset)
         t_input = int(spike_step(calibration.scales[graph.input.name], L))
         inp = names[graph.input.name]
         net.add(Population(inp, graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
@@ -317,15 +323,15 @@ class TDSNN(Scheme):
                 t_out = int(spike_step(calibration.scales[layer.name], L))
                 net.integrating_layer(name, layer, incoming, t_out=t_out)
         populations = net.populations
-        if o["pipeline"]:
+        if o.pipeline:
             period = max(net.span.values())
         else:
             period = max(p.window_start + net.span[p.name] for p in populations)
         return NetworkDescription(
-            scheme=self.name, populations=populations, projections=net.projections, dt=o["dt"], period_steps=period,
+            scheme=self.name, populations=populations, projections=net.projections, dt=o.dt, period_steps=period,
             input_population=inp, output_population=names[graph.output.name], output_variable="v",
-            output_unit=o["v_unit"], readout_step=readout,
-            options=dict(self.options, scales=dict(calibration.scales), t_bias=net.t_bias,
+            output_unit=o.v_unit, readout_step=readout,
+            options=dict(self.options.as_dict(), scales=dict(calibration.scales), t_bias=net.t_bias,
                          t_out={p.layer: int(p.values["T_out"]) for p in populations
                                 if p.role in ("input", "hidden") and "T_out" in p.values}))
 

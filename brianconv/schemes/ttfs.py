@@ -68,9 +68,10 @@ with one image's silent and spiking stage while the others work on earlier/later
 """
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from brian2 import ms, mV
+from brian2 import ms
 
 from ..calibration import activation_scale, calibrate
 from ..description import NetworkDescription, Population, Projection
@@ -86,6 +87,7 @@ from .base import (
     population_names,
     register,
 )
+from .options import Options, dt_option, option, percentile_option, v_unit_option
 
 __all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS",
            "NEURON_EVENT_EQUATIONS", "OUTPUT_EVENT_EQUATIONS", "MAXPOOL_EVENT_EQUATIONS"]
@@ -177,6 +179,25 @@ MAXPOOL_EVENT_ON_PRE = "fire_step_post = clip(fire_step_post, 0, local_step_post
 ON_PRE_EVENT = "v_post += w * v_th_pre * clip(T_steps_post - local_step_post, 0, T_steps_post) / T_steps_post"
 
 
+@dataclass(frozen=True)
+class TTFSOptions(Options):
+    """Options of :class:`TTFS` (see its docstring)."""
+
+    scheme = "ttfs"
+    t_max: int = option(32, integer=True, minimum=1)
+    dt: object = dt_option(0.1 * ms)
+    percentile: float = percentile_option(99.9)
+    threshold: str = option("percentile", choices=("percentile", "max", "search"))
+    v_unit: object = v_unit_option()
+    pipeline: bool = option(True, choices=(True, False))
+    search_percentiles: tuple = (99.0, 99.5, 99.9, 99.99, 100.0)
+    integration: str = option("clock", choices=("clock", "event"))
+
+    def validate(self):
+        for p in self.search_percentiles:
+            percentile_option(p).metadata["rule"].checked(self.scheme, "search_percentiles", p)
+
+
 @register
 class TTFS(Scheme):
     """Time-to-first-spike conversion with the two-stage neuron (at most one spike per neuron).
@@ -207,18 +228,7 @@ class TTFS(Scheme):
     needs_nonnegative_input = True
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
-    defaults = dict(t_max=32, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
-                    pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0), integration="clock")
-
-    def validate_options(self):
-        super().validate_options()
-        o = self.options
-        if int(o["t_max"]) != o["t_max"] or o["t_max"] < 1:
-            raise InvalidValueError(f"t_max is a number of steps and must be an integer >= 1, got {o['t_max']!r}.")
-        if o["threshold"] not in ("percentile", "max", "search"):
-            raise InvalidValueError(f"threshold must be 'percentile', 'max' or 'search', got {o['threshold']!r}.")
-        if o["integration"] not in ("clock", "event"):
-            raise InvalidValueError(f"integration must be 'clock' or 'event', got {o['integration']!r}.")
+    Options = TTFSOptions
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
@@ -236,23 +246,23 @@ class TTFS(Scheme):
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
         """Activation scales: percentile, maximum or error-minimising search (see the options)."""
-        percentile = 100.0 if self.options["threshold"] == "max" else self.options["percentile"]
+        percentile = 100.0 if self.options.threshold == "max" else self.options.percentile
         calibration = calibrate(graph, x, percentile)
-        if self.options["threshold"] == "search":
-            _search_scales(graph, x, calibration, int(self.options["t_max"]), self.options["search_percentiles"])
+        if self.options.threshold == "search":
+            _search_scales(graph, x, calibration, int(self.options.t_max), self.options.search_percentiles)
         limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
             if fraction > 0.01 and graph[name] is not graph.output:
                 warnings.warn(f"ttfs: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
                               "threshold and will be clipped.", AccuracyWarning, stacklevel=3)
-        _warn_coarse_code(graph, x, calibration, int(self.options["t_max"]))
+        _warn_coarse_code(graph, x, calibration, int(self.options.t_max))
         return calibration
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        T = int(o["t_max"])
-        v_unit = o["v_unit"]
+        T = int(o.t_max)
+        v_unit = o.v_unit
         names = population_names(graph)
         populations, projections, layout = [], [], []
         x_max = calibration.scales[graph.input.name]
@@ -266,7 +276,7 @@ class TTFS(Scheme):
             name = names[layer.name]
             kind = "maxpool" if layer.op == "maxpool" else "output" if layer is graph.output else "neuron"
             scale = calibration.scales[layer.name] * v_unit
-            population, on_pre = _layer_population(o["integration"], kind, name, layer, scale, T, v_unit)
+            population, on_pre = _layer_population(o.integration, kind, name, layer, scale, T, v_unit)
             populations.append(population)
             incoming = merged_by_source(incoming)
             readers.append((name, kind, incoming, on_pre))
@@ -280,12 +290,12 @@ class TTFS(Scheme):
                                               delay_steps=delays[source, name]))
         for population in populations:
             population.window_start = starts[population.name]
-        period = 2 * T if o["pipeline"] else max(starts.values()) + 2 * T
+        period = 2 * T if o.pipeline else max(starts.values()) + 2 * T
         return NetworkDescription(
-            scheme=self.name, populations=populations, projections=projections, dt=o["dt"], period_steps=period,
+            scheme=self.name, populations=populations, projections=projections, dt=o.dt, period_steps=period,
             input_population=populations[0].name, output_population=populations[-1].name, output_variable="v",
             output_unit=v_unit, readout_step=T,
-            options=dict(self.options, layout=layout, scales=dict(calibration.scales), input_layer=graph.input.name,
+            options=dict(self.options.as_dict(), layout=layout, scales=dict(calibration.scales), input_layer=graph.input.name,
                          delayed=any(delays.values())))
 
     # -- runs --------------------------------------------------------------------------------
