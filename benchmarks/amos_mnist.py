@@ -108,7 +108,7 @@ def spike_statistics(snn, x, args):
     _, values = snn.scheme.reference(snn.graph, snn.calibration, x)
     decoded = {name: np.max(np.abs(snn.values(result, name)
                                    - values[d.population(name).layer].reshape(len(x), -1)))
-               for name in d.options["units"]}
+               for name in d.state.units}
     return spikes, ops, decoded, result
 
 

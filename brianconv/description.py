@@ -20,11 +20,12 @@ first window has begun); see :data:`TIME_AXIS_EQUATIONS`.
 import hashlib
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 from brian2 import Quantity, second
 
-__all__ = ["Population", "Projection", "NetworkDescription", "TIME_AXIS_EQUATIONS"]
+__all__ = ["Population", "Projection", "NetworkDescription", "Kind", "TIME_AXIS_EQUATIONS"]
 
 #: Shared time-axis variables added to every population's equations (integers, no units):
 #: ``window_start`` (step where this population's window for image 0 begins),
@@ -36,6 +37,27 @@ period_steps : integer (constant, shared)
 local_step = (t_in_timesteps - window_start) % period_steps : integer (shared)
 started = int(t_in_timesteps >= window_start) : integer (shared)
 """
+
+
+class Kind(str, Enum):
+    """What a population computes, so that schemes and tools need not read its equations or values.
+
+    ``INPUT``: the stimulus; ``NEURON``: the neurons of a hidden layer (one or more per ANN unit);
+    ``SUM``: those of a residual sum where a scheme treats them apart; ``MAXPOOL``: a spiking
+    max-pool; ``OUTPUT``: the output layer; ``TICK`` and ``BIAS``: tdsnn's ticking and bias
+    neurons; ``DENDRITE``: an amos dendrite (relays a unit's summed input); ``UNITS``: the
+    McCulloch-Pitts neurons of amos units (each evaluates at its own ``lag``).
+    """
+
+    INPUT = "input"
+    NEURON = "neuron"
+    SUM = "sum"
+    MAXPOOL = "maxpool"
+    OUTPUT = "output"
+    TICK = "tick"
+    BIAS = "bias"
+    DENDRITE = "dendrite"
+    UNITS = "units"
 
 
 @dataclass
@@ -70,6 +92,8 @@ class Population:
         Brian2 integration method.
     namespace : dict
         External constants and functions used in the equations.
+    kind : Kind or None
+        What the population computes (:class:`Kind`; None where a scheme does not say).
     """
 
     name: str
@@ -85,6 +109,7 @@ class Population:
     role: str = "hidden"
     method: str = "euler"
     namespace: dict = field(default_factory=dict)
+    kind: Kind = None
 
     @property
     def full_equations(self):
@@ -149,10 +174,11 @@ class NetworkDescription:
         Dividing the recorded variable by this gives values in ANN units.
     readout_step : int or None
         Step inside the output window at which the decoded output is final (None: every step).
-    options : dict
-        The scheme options used, plus what the scheme needs after :meth:`~brianconv.schemes.Scheme.describe`
-        (e.g. the calibrated ``scales``) to set up runs and decode spikes. Not part of
-        :meth:`fingerprint` (populations and projections hold everything that is compiled).
+    state : brianconv.schemes.options.SchemeState or None
+        What the scheme needs after :meth:`~brianconv.schemes.Scheme.describe` to set up runs and
+        decode spikes: a frozen dataclass of the scheme's (e.g. ``TTFSState``) holding the options
+        used, the calibrated ``scales`` and the scheme's own fields. Not part of :meth:`fingerprint`
+        (populations and projections hold everything that is compiled).
 
     Run-time parameters are not stored here: the scheme's
     :meth:`~brianconv.schemes.Scheme.setup` turns them into the values of one run
@@ -169,7 +195,7 @@ class NetworkDescription:
     output_variable: str = "v"
     output_unit: object = 1.0
     readout_step: int = None
-    options: dict = field(default_factory=dict)
+    state: object = None
 
     def population(self, name):
         for population in self.populations:

@@ -155,7 +155,7 @@ def test_tdsnn_equals_its_emulation_of_the_shifted_graph(padded_cnn):
     snn = brianconv.convert(model, "tdsnn", calibration=calibration, L=L)
     result = snn.simulate(x, device="numpy")
     shifted = snn.input_shift.apply(snn.graph.check_input(x))
-    values, _ = emulate(snn.described_graph, shifted, L, t_out=snn.description.options["t_out"])
+    values, _ = emulate(snn.described_graph, shifted, L, t_out=snn.description.state.t_out)
     np.testing.assert_allclose(result.outputs, values[snn.graph.output.name], rtol=0, atol=FLOAT_SLACK)
     assert _agreement(result) >= 0.9
 

@@ -30,6 +30,7 @@ from brian2 import second, volt
 from ..connectivity import compose, conv2d, linear, make_connections, one_to_one, pool2d
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
+from ..schemes.options import SchemeState
 from . import equations as eq
 
 __all__ = ["SUPPORTED", "NODE_HANDLERS", "describe_graph", "brian_name"]
@@ -141,13 +142,20 @@ SUPPORTED = ("Input", "Output", *NODE_HANDLERS, *eq.MODELS)
 # the description
 # ---------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class NIRState(SchemeState):
+    """An imported graph's options (``scales`` is empty) and ``node_names``: NIR node -> population name."""
+
+    node_names: dict
+
+
 def describe_graph(graph, options):
     """The :class:`NetworkDescription` of a NIR graph.
 
     Parameters
     ----------
     graph : nir.NIRGraph
-    options : dict
+    options : brianconv.nir.network.NIROptions
         ``dt``, ``steps`` (image period), ``frames`` (1 or ``steps``), ``v_unit``, ``method``,
         ``reset`` and ``input_shape`` (see :func:`brianconv.nir.from_nir`).
     """
@@ -187,7 +195,7 @@ def describe_graph(graph, options):
         period_steps=int(options.steps), input_population=populations[0].name,
         output_population=output_population, output_variable=output_variable,
         output_unit=options.v_unit if output_variable == "v" else 1.0, readout_step=int(options.steps) - 1,
-        options=dict(options.as_dict(), node_names=names))
+        state=NIRState(options, {}, names))
 
 
 class _Signals:

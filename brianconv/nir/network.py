@@ -25,7 +25,6 @@ __all__ = ["NIRScheme", "NIRNetwork"]
 class NIROptions(Options):
     """Options of an imported NIR graph (see :func:`brianconv.nir.from_nir`)."""
 
-    scheme = "nir"
     dt: object = None
     steps: int = 1
     frames: int = 1

@@ -160,7 +160,7 @@ import numpy as np
 from brian2 import ms
 
 from ..connectivity import make_connections, one_to_one
-from ..description import NetworkDescription, Population, Projection
+from ..description import Kind, NetworkDescription, Population, Projection
 from ..errors import ConversionError, DataNotFoundError, InvalidValueError
 from .base import (
     RunSetup,
@@ -172,7 +172,7 @@ from .base import (
     population_names,
     register,
 )
-from .options import Options, dt_option, option, percentile_option, v_unit_option
+from .options import Options, SchemeState, dt_option, option, percentile_option, v_unit_option
 
 __all__ = ["AMOS", "Unit", "relu_unit", "resolve_wiring", "product_unit", "load_unit", "sent_values", "synapse_count",
            "NEURON_EQUATIONS", "INPUT_EQUATIONS", "DENDRITE_EQUATIONS", "OUTPUT_EQUATIONS", "UNIT_DIR", "WIRINGS",
@@ -405,7 +405,6 @@ def _unit(gate, K, scale, unit_dir):
 class AMOSOptions(Options):
     """Options of :class:`AMOS` (see its docstring)."""
 
-    scheme = "amos"
     K: int = option(10, integer=True, minimum=1, maximum=52)  # 52: the float64 resolution of the ReLU unit
     percentile: float = percentile_option(100.0)
     pipeline: bool = option(True, choices=(True, False))
@@ -414,6 +413,16 @@ class AMOSOptions(Options):
     unit_dir: str = None
     wiring: str = option("auto", choices=WIRINGS)
     product: str = option("trained", choices=PRODUCTS)
+
+
+@dataclass(frozen=True)
+class AMOSState(SchemeState):
+    """What :class:`AMOS` needs after ``describe``: the options and scales, the ``wiring`` used and ``units``
+    (``population -> (gate, K, scale)`` of every population of units that a layer reads, to rebuild its
+    :class:`Unit`)."""
+
+    wiring: str
+    units: dict
 
 
 @register
@@ -536,7 +545,7 @@ class AMOS(Scheme):
         inp = graph.input
         input_population = net.add_relay(Population(
             names[inp.name], inp.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
-            layer=inp.name, shape=tuple(inp.out_shape), role="input"), start=0)
+            layer=inp.name, shape=tuple(inp.out_shape), role="input", kind=Kind.INPUT), start=0)
         senders = {input_population.name: input_population}
         pooled = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
         for layer, incoming in incoming_projections(graph, names):
@@ -548,7 +557,8 @@ class AMOS(Scheme):
             if layer is graph.output:  # every input at its own delay, aligned to the last one
                 net.add(Population(name, layer.size, OUTPUT_EQUATIONS, events={"clear": CLEAR},
                                    values=dict(v_rest=bias * v_unit), layer=layer.name, shape=layer.out_shape,
-                                   role="output"), start=max(sender.last_step for sender, _ in inputs))
+                                   role="output", kind=Kind.OUTPUT),
+                        start=max(sender.last_step for sender, _ in inputs))
                 for sender, connections in inputs:
                     net.feedforward(sender, name, connections, lags=np.ones(1, dtype=int), gains=np.ones(1))
                 continue
@@ -576,9 +586,9 @@ class AMOS(Scheme):
             scheme=self.name, populations=net.finished_populations(), projections=net.projections, dt=o.dt,
             period_steps=period, input_population=input_population.name, output_population=names[graph.output.name],
             output_variable="v", output_unit=v_unit, readout_step=0,
-            options=dict(self.options.as_dict(), wiring=wiring, scales=dict(calibration.scales),
-                         units={name: (s.unit.gate, s.unit.K, s.unit.scale) for name, s in senders.items()
-                                if s.unit is not None}))
+            state=AMOSState(self.options, dict(calibration.scales), wiring,
+                            {name: (s.unit.gate, s.unit.K, s.unit.scale) for name, s in senders.items()
+                             if s.unit is not None}))
 
     def reference(self, graph, calibration, x, keep=None, chunk=256):
         """The function the AMOS network computes, in numpy float64 (no Brian2).
@@ -619,17 +629,17 @@ class AMOS(Scheme):
     def evaluation_lags(self, description, population):
         """Neuron ``k`` of a unit answers ``k`` steps after its image's window starts."""
         p = description.population(population)
-        return np.asarray(p.values["lag"]) if "lag" in p.values else None
+        return np.asarray(p.values["lag"]) if p.kind is Kind.UNITS else None
 
     def population_unit(self, description, population):
         """The :class:`Unit` of a hidden population (rebuilt from the description)."""
         p = description.population(population)
-        if population not in description.options["units"]:
+        if population not in description.state.units:
             raise InvalidValueError(f"{population!r} ({p.role}) is not a layer of AMOS units that the next layer "
                                     "reads; "
-                                    f"those are {sorted(description.options['units'])}.")
-        gate, K, alpha = description.options["units"][population]
-        return _unit(gate, K, alpha, description.options["unit_dir"])
+                                    f"those are {sorted(description.state.units)}.")
+        gate, K, alpha = description.state.units[population]
+        return _unit(gate, K, alpha, description.state.options.unit_dir)
 
     def population_values(self, description, result, population):
         """What a hidden population sends, ``y = sum_k d_k z_k`` per unit, shape ``(N, n_units)``.
@@ -791,6 +801,7 @@ class _Wiring:
             f"{name}_dendrite", layer.size, DENDRITE_EQUATIONS,
             threshold=DENDRITE_THRESHOLD.format(compare=">" if relu else "!="), reset="",
             values=dict(v_rest=bias * self.v_unit), layer=layer.name, shape=tuple(layer.out_shape), role="helper",
+            kind=Kind.DENDRITE,
             namespace={"v_unit": self.v_unit}), start=max(sender.last_step for sender, _ in inputs) + 1)
         for sender, connections in inputs:
             self.feedforward(sender, relay.name, connections, lags=np.zeros(1, dtype=int), gains=np.ones(1))
@@ -802,7 +813,7 @@ class _Wiring:
             name, unit.K * n, NEURON_EQUATIONS, threshold=NEURON_THRESHOLD, reset="", events={"clear": CLEAR},
             values=dict(v_rest=np.outer(np.reshape(unit.c, (unit.K, -1))[:, 0], bias).ravel() * self.v_unit,
                         theta=np.repeat(unit.T, n) * self.v_unit, lag=np.repeat(lags, n)),
-            layer=layer, shape=(unit.K,) + tuple(shape), role=role), start=start)
+            layer=layer, shape=(unit.K,) + tuple(shape), role=role, kind=Kind.UNITS), start=start)
 
     def unit_layer(self, inputs, name, layer, unit, bias, ports=False):
         """A layer of AMOS units (Eqs. 2-6): neuron ``k`` answers ``k`` steps into the window.

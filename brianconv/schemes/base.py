@@ -103,7 +103,8 @@ class Scheme(abc.ABC):
     :meth:`setup` (the run-time parameters of one run) and, per batch, :meth:`decode`.
 
     A subclass sets ``name`` (its registry name, see :func:`register`), ``Options`` (a frozen
-    dataclass of its options, their defaults and rules: :mod:`brianconv.schemes.options`), ``activations`` and ``ops`` (what it represents), and
+    dataclass of its options, their defaults and rules: :mod:`brianconv.schemes.options`),
+    ``activations`` and ``ops`` (what it represents), and
     implements the two abstract methods :meth:`describe` and :meth:`setup`; instantiating a
     subclass that misses one raises ``TypeError``. Every other method has a default that a
     scheme overrides where its code needs it. ``tests/example_scheme.py`` is a complete scheme
@@ -129,6 +130,11 @@ class Scheme(abc.ABC):
     #: residual ``add`` layers read (:func:`folds_into_reader`): they get no neurons and
     #: :func:`incoming_projections` composes them into the sum's projections and bias.
     folds_linear_layers = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "Options" in cls.__dict__ and cls.name:  # the options' messages name the scheme that declares them
+            cls.Options.scheme = cls.name
 
     def __init__(self, **options):
         self.options = self.Options.create(**options)

@@ -25,7 +25,7 @@ from brian2 import get_dimensions, ms, mV, second, volt
 
 from ..errors import InvalidValueError
 
-__all__ = ["Options", "option", "percentile_option", "dt_option", "v_unit_option"]
+__all__ = ["Options", "SchemeState", "option", "positive_number", "percentile_option", "dt_option", "v_unit_option"]
 
 #: Words for the dimensions of :func:`option` units, used in messages.
 _QUANTITY_NAMES = {get_dimensions(second): "time", get_dimensions(volt): "voltage"}
@@ -111,6 +111,14 @@ def option(default, *, choices=None, integer=False, minimum=None, maximum=None, 
     return field(default=default, metadata=metadata)
 
 
+def positive_number(name, value):
+    """``float(value)`` for a real number > 0 (a run-time parameter such as ``threshold_scale``), else an
+    :class:`~brianconv.errors.InvalidValueError` naming ``name``."""
+    if not _Rule(greater_than=0).accepts(value):
+        raise InvalidValueError(f"{name} must be a number > 0, got {value!r}.")
+    return float(value)
+
+
 def percentile_option(default):
     """The percentile (in (0, 100]) of a layer's calibration activations used as its scale."""
     return option(default, greater_than=0, maximum=100)
@@ -165,3 +173,22 @@ class Options:
     def as_dict(self):
         """``name -> value`` of every option (shallow)."""
         return {name: getattr(self, name) for name in self.names()}
+
+
+@dataclass(frozen=True)
+class SchemeState:
+    """What a scheme needs after ``describe`` (attached to the description as ``description.state``).
+
+    Each scheme subclasses it with its own fields (e.g. ``TTFSState.layout``); ``setup``,
+    ``population_values`` and ``decode`` read them as attributes.
+
+    Attributes
+    ----------
+    options : Options
+        The options the network was described with.
+    scales : dict
+        ``layer name -> activation scale`` (ANN units) from calibration.
+    """
+
+    options: Options
+    scales: dict

@@ -123,7 +123,7 @@ from brian2 import (
 )
 
 from ..calibration import calibrate, normalised_parameters
-from ..description import NetworkDescription, Population, Projection
+from ..description import Kind, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from ..graph import LayerGraph
 from .base import (
@@ -136,7 +136,7 @@ from .base import (
     population_names,
     register,
 )
-from .options import Options, dt_option, option, percentile_option, v_unit_option
+from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -330,7 +330,6 @@ def uniform_hash(seed, image, neuron, step):
 class RateOptions(Options):
     """Options of :class:`Rate` (see its docstring)."""
 
-    scheme = "rate"
     duration: int = option(200, integer=True, minimum=1)
     dt: object = dt_option(1 * ms)
     reset: str = option("subtract", choices=("subtract", "zero"))
@@ -340,6 +339,15 @@ class RateOptions(Options):
     maxpool_tau: object = option(20 * ms, unit=ms, optional=True)
     maxpool_limit: bool = option(True, choices=(True, False))
     seed: int = option(0, integer=True, minimum=0, maximum=2 ** 31 - 1)
+
+
+@dataclass(frozen=True)
+class RateState(SchemeState):
+    """What :class:`Rate` needs after ``describe``: the options and scales, the max-pool gates' decay ``d``
+    and ``pool_sources`` (``max-pool layer -> the layer it pools``, whose scale it carries)."""
+
+    decay: float
+    pool_sources: dict
 
 
 @register
@@ -431,12 +439,12 @@ class Rate(Scheme):
             populations.append(Population(
                 name, inp.size, INPUT_ANALOG_EQUATIONS, threshold=INPUT_ANALOG_THRESHOLD, reset="",
                 events={"update": ("first == 1", "x = x_now")}, values=values, layer=inp.name,
-                shape=inp.out_shape, role="input"))
+                shape=inp.out_shape, role="input", kind=Kind.INPUT))
         else:
             values.update(seed=int(o.seed), first_image=0)
             populations.append(Population(
                 name, inp.size, INPUT_POISSON_EQUATIONS, threshold=INPUT_POISSON_THRESHOLD, reset="",
-                values=values, layer=inp.name, shape=inp.out_shape, role="input",
+                values=values, layer=inp.name, shape=inp.out_shape, role="input", kind=Kind.INPUT,
                 namespace={"uniform_hash": uniform_hash}))
         depth[name] = 0
         layer_of = {population: layer for layer, population in names.items()}
@@ -451,7 +459,7 @@ class Rate(Scheme):
                     name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="",
                     events={"update": ("True", MAXPOOL_UPDATE)},
                     values=dict(v_th=v_unit, decay=decay, limit=int(bool(o.maxpool_limit))),
-                    layer=layer.name, shape=layer.out_shape))
+                    layer=layer.name, shape=layer.out_shape, kind=Kind.MAXPOOL))
                 projections.append(Projection(f"{source}_to_{name}", source, name, connections,
                                               model="", on_pre=MAXPOOL_ON_PRE))
                 continue
@@ -463,7 +471,8 @@ class Rate(Scheme):
                 populations.append(Population(
                     name, layer.size, OUTPUT_EQUATIONS, events={"update": ("True", code)},
                     values=dict(b=bias, scale=calibration.scales[layer.name]), layer=layer.name,
-                    shape=layer.out_shape, role="output", namespace={"v_unit": v_unit}))
+                    shape=layer.out_shape, role="output", kind=Kind.OUTPUT,
+                    namespace={"v_unit": v_unit}))
             else:
                 equations, condition = NEURON_EQUATIONS, UPDATE_CONDITION
                 code = ("q_in = q_in * (1 - last)\n" if analog and from_input else "") + RESET_CODE
@@ -475,7 +484,7 @@ class Rate(Scheme):
                 populations.append(Population(
                     name, layer.size, equations, threshold=NEURON_THRESHOLD, reset="",
                     events={"update": (condition, code)}, values=values, layer=layer.name,
-                    shape=layer.out_shape, namespace={"v_unit": v_unit}))
+                    shape=layer.out_shape, kind=Kind.NEURON, namespace={"v_unit": v_unit}))
             for source, connections in incoming:
                 on_pre = ANALOG_ON_PRE if analog and source == populations[0].name else ON_PRE
                 connections = _normalised_for_source(connections, layer, layer_of[source], calibration.scales)
@@ -488,8 +497,8 @@ class Rate(Scheme):
             period_steps=int(o.duration), input_population=populations[0].name,
             output_population=populations[-1].name, output_variable="y", output_unit=1.0,
             readout_step=int(o.duration) - 1,
-            options=dict(self.options.as_dict(), scales=dict(calibration.scales), decay=decay,
-                         pool_sources={layer.name: layer.inputs[0] for layer in graph if layer.op == "maxpool"}))
+            state=RateState(self.options, dict(calibration.scales), decay,
+                            {layer.name: layer.inputs[0] for layer in graph if layer.op == "maxpool"}))
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description, v_th=None, steps=None, seed=None, reset=None, scales=None, threshold_scale=1.0):
@@ -518,24 +527,23 @@ class Rate(Scheme):
             Multiplies every hidden layer's threshold (1: ``v_th``); the name the sweeps and the
             CLI use for all schemes.
         """
-        options = description.options
+        state = description.state
         period = description.period_steps
         steps = period if steps is None else steps
         if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= period:
             raise InvalidValueError(f"steps={steps!r} must be an integer in [1, {period}] (the built duration); "
                                     "convert again with a larger duration to read out later.")
-        threshold = options["v_unit"] if v_th is None else v_th
+        threshold = state.options.v_unit if v_th is None else v_th
         if not _positive(threshold, volt):
             raise InvalidValueError(f"v_th must be a positive voltage (e.g. 1 * mV), got {v_th!r}.")
-        if isinstance(threshold_scale, bool) or not float(threshold_scale) > 0:
-            raise InvalidValueError(f"threshold_scale must be > 0, got {threshold_scale!r}.")
-        threshold = threshold * float(threshold_scale)
-        reset = options["reset"] if reset is None else reset
+        threshold_scale = positive_number("threshold_scale", threshold_scale)
+        threshold = threshold * threshold_scale
+        reset = state.options.reset if reset is None else reset
         if reset not in ("subtract", "zero"):
             raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {reset!r}.")
-        calibrated = options["scales"]
+        calibrated = state.scales
         hidden_layers = {p.layer for p in description.populations if p.role == "hidden"}
-        weighted = hidden_layers - set(options["pool_sources"])
+        weighted = hidden_layers - set(state.pool_sources)
         unknown = set(scales or {}) - weighted
         if unknown:
             raise InvalidValueError(f"scales can be set for the hidden Linear/Conv/sum layers {sorted(weighted)}; "
@@ -548,14 +556,14 @@ class Rate(Scheme):
         for population in description.populations:
             if population.role != "hidden":
                 continue
-            source = options["pool_sources"].get(population.layer, population.layer)
+            source = state.pool_sources.get(population.layer, population.layer)
             values[(population.name, "v_th")] = threshold * ratio[source]
-            if "zero_reset" in population.equations:
+            if population.kind is Kind.NEURON:
                 values[(population.name, "zero_reset")] = int(reset == "zero")
         parameters = dict(v_th=threshold, steps=int(steps), reset=reset, scales=dict(scales or {}),
                           threshold_scale=float(threshold_scale))
-        if options["input"] == "poisson":
-            seed = options["seed"] if seed is None else seed
+        if state.options.input == "poisson":
+            seed = state.options.seed if seed is None else seed
             _check_seed(seed)
             values[(description.input_population, "seed")] = int(seed)
             parameters["seed"] = int(seed)
@@ -577,19 +585,19 @@ class Rate(Scheme):
         """
         if population not in result.spikes:
             raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
-        options = description.options
+        state = description.state
         p = description.population(population)
         if p.role == "output":
             raise InvalidValueError(f"{population!r} is the output accumulator; its values are result.outputs.")
         if p.role == "input":
-            if options["input"] == "analog":
+            if state.options.input == "analog":
                 raise InvalidValueError("With input='analog' the input population sends one event per non-zero "
                                         "pixel, not a rate; its values are the input itself.")
-            scale = options["scales"][p.layer]
+            scale = state.scales[p.layer]
         else:
-            layer = options["pool_sources"].get(p.layer, p.layer)
-            scale = (result.parameters.get("scales") or {}).get(layer, options["scales"][layer])
-            scale *= float(result.parameters["v_th"] / options["v_unit"])
+            layer = state.pool_sources.get(p.layer, p.layer)
+            scale = (result.parameters.get("scales") or {}).get(layer, state.scales[layer])
+            scale *= float(result.parameters["v_th"] / state.options.v_unit)
         image, neuron, _ = result.spikes[population]
         counts = np.zeros((result.n_images, p.size))
         np.add.at(counts, (image, neuron), 1)

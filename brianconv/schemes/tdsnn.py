@@ -113,7 +113,7 @@ import torch
 from brian2 import ms
 
 from ..calibration import Calibration, activation_scale
-from ..description import NetworkDescription, Population, Projection
+from ..description import Kind, NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
 from .base import (
     RunSetup,
@@ -125,7 +125,7 @@ from .base import (
     population_names,
     register,
 )
-from .options import Options, dt_option, option, percentile_option, v_unit_option
+from .options import Options, SchemeState, dt_option, option, percentile_option, v_unit_option
 
 __all__ = ["TDSNN", "spike_step", "code_value", "emulate", "INPUT_EQUATIONS", "NEURON_EQUATIONS",
            "OUTPUT_EQUATIONS", "TICK_EQUATIONS", "BIAS_EQUATIONS", "MAXPOOL_EQUATIONS"]
@@ -234,13 +234,25 @@ def code_value(steps, L, offset="fold"):
 class TDSNNOptions(Options):
     """Options of :class:`TDSNN` (see its docstring)."""
 
-    scheme = "tdsnn"
     L: float = option(8.0, greater_than=0)
     dt: object = dt_option(0.1 * ms)
     percentile: float = percentile_option(100.0)
     offset: str = option("fold", choices=("fold", "keep"))
     v_unit: object = v_unit_option()
     pipeline: bool = option(True, choices=(True, False))
+
+
+#: Kinds of populations that send a code (and have a ``T_out``).
+_CODED = (Kind.INPUT, Kind.NEURON, Kind.SUM)
+
+
+@dataclass(frozen=True)
+class TDSNNState(SchemeState):
+    """What :class:`TDSNN` needs after ``describe``: the options and scales, the bias neurons' spike step
+    ``t_bias = T(1)`` and ``t_out`` (``layer -> T_out``, the end of each coded layer's code)."""
+
+    t_bias: int
+    t_out: dict
 
 
 @register
@@ -310,7 +322,8 @@ class TDSNN(Scheme):
         inp = names[graph.input.name]
         net.add(Population(inp, graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
                            values=dict(L_steps=L, T_out=t_input), window_start=0, layer=graph.input.name,
-                           shape=graph.input.out_shape, role="input"), span=t_input + 1, code=_Code(t_input, 0))
+                           shape=graph.input.out_shape, role="input", kind=Kind.INPUT),
+                span=t_input + 1, code=_Code(t_input, 0))
         readout = None
         for layer, incoming in incoming_projections(graph, names):
             incoming = merged_by_source(incoming)
@@ -331,9 +344,8 @@ class TDSNN(Scheme):
             scheme=self.name, populations=populations, projections=net.projections, dt=o.dt, period_steps=period,
             input_population=inp, output_population=names[graph.output.name], output_variable="v",
             output_unit=o.v_unit, readout_step=readout,
-            options=dict(self.options.as_dict(), scales=dict(calibration.scales), t_bias=net.t_bias,
-                         t_out={p.layer: int(p.values["T_out"]) for p in populations
-                                if p.role in ("input", "hidden") and "T_out" in p.values}))
+            state=TDSNNState(self.options, dict(calibration.scales), net.t_bias,
+                             {p.layer: int(p.values["T_out"]) for p in populations if p.kind in _CODED}))
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description):
@@ -355,16 +367,16 @@ class TDSNN(Scheme):
                                     "population: it carries no coded value (the outputs are result.outputs).")
         if population not in result.spikes:
             raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
-        if p.role == "input":
+        if p.kind is Kind.INPUT:
             delay = 0
-        elif "T_il" in p.values:
-            delay = int(p.values["T_il"]) + 1
-        else:  # max-pool: fires one step after its latest input
+        elif p.kind is Kind.MAXPOOL:  # fires one step after its latest input
             delay = 1
-        options = description.options
+        else:  # a hidden LIF layer or sum: its output window starts after the inhibition
+            delay = int(p.values["T_il"]) + 1
+        state = description.state
         image, neuron, local = result.spikes[population]
         values = np.zeros((result.n_images, p.size))
-        values[image, neuron] = code_value(np.asarray(local) - delay, float(options["L"]), options["offset"])
+        values[image, neuron] = code_value(np.asarray(local) - delay, float(state.options.L), state.options.offset)
         return values
 
     def stage_marks(self, description, setup, population):
@@ -372,7 +384,7 @@ class TDSNN(Scheme):
         p = description.population(population)
         if p.role == "output":
             return [(int(p.values["T_il"]), "readout")]
-        if p.role == "hidden" and "T_il" in p.values:
+        if p.kind in (Kind.NEURON, Kind.SUM):
             t_il, t_out = int(p.values["T_il"]), int(p.values["T_out"])
             return [(t_il + 1, "inhibition ends: ticking"), (t_il + 1 + t_out, "end of code")]
         return []
@@ -381,7 +393,7 @@ class TDSNN(Scheme):
         """Logits ``A = -v(T_il) * exp(T_il / L) / v_unit`` of the output layer (Eq. 8)."""
         start = setup.window_starts[description.output_population]
         steps = start + np.arange(n_images) * description.period_steps + setup.readout_step
-        gain = np.exp(setup.readout_step / float(description.options["L"]))
+        gain = np.exp(setup.readout_step / float(description.state.options.L))
         return -records.output[steps] * gain / float(description.output_unit)
 
 
@@ -441,7 +453,7 @@ class _Network:
         n_inputs = sum(np.bincount(c.post, minlength=layer.size) for _, c, _ in sources)
         self.add(Population(name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
                             events={"window_start": (WINDOW_START, _RESET)}, values=dict(n_inputs=n_inputs),
-                            window_start=start, layer=layer.name, shape=layer.out_shape,
+                            window_start=start, layer=layer.name, shape=layer.out_shape, kind=Kind.MAXPOOL,
                             namespace={"v_unit": self.v_unit}), span=t_src + 2, code=_Code(t_src, start + 1))
         for source, connections, delay in sources:
             self.project(source, name, connections, delay=delay)
@@ -462,26 +474,28 @@ class _Network:
             self.add(Population(name, layer.size, OUTPUT_EQUATIONS,
                                 events={"window_start": (WINDOW_START, "v = 0 * volt")},
                                 values=dict(L_steps=L, T_il=t_il), window_start=start, layer=layer.name,
-                                shape=layer.out_shape, role="output", method="exact"), span=t_il + 1)
+                                shape=layer.out_shape, role="output", kind=Kind.OUTPUT, method="exact"),
+                     span=t_il + 1)
         else:
             equations, threshold, values = NEURON_EQUATIONS, NEURON_THRESHOLD, dict(L_steps=L, T_il=t_il, T_out=t_out)
+            kind = Kind.NEURON
             if layer.op == "add":
-                equations, threshold = SUM_EQUATIONS, SUM_THRESHOLD
+                equations, threshold, kind = SUM_EQUATIONS, SUM_THRESHOLD, Kind.SUM
                 values["tie_margin"] = TIE * np.exp(-(t_il + t_out) / L) * self.v_unit
             self.add(Population(name, layer.size, equations, threshold=threshold, reset=NEURON_RESET,
                                 events={"window_start": (WINDOW_START, _RESET)}, values=values, window_start=start,
-                                layer=layer.name, shape=layer.out_shape, method="exact"),
+                                layer=layer.name, shape=layer.out_shape, kind=kind, method="exact"),
                      span=t_il + t_out + 2, code=_Code(t_out, start + t_il + 1))
             tick = f"tick_{name}"
             self.add(Population(tick, 1, TICK_EQUATIONS, threshold=TICK_THRESHOLD, reset="",
                                 values=dict(T_il=t_il, T_out=t_out), window_start=start, layer=layer.name, shape=(1,),
-                                role="helper"), span=t_il + t_out + 1)
+                                role="helper", kind=Kind.TICK), span=t_il + t_out + 1)
             w_tick = (1 - np.exp(-1 / L)) * np.exp(-t_il / L)  # Eq. 9
             self.project(tick, name, _all_to_all(1, layer.size, w_tick), on_pre=TICK_ON_PRE)
         bias_name = f"bias_{name}"
         self.add(Population(bias_name, 1, BIAS_EQUATIONS, threshold=BIAS_THRESHOLD, reset="",
                             values=dict(T_bias=self.t_bias), window_start=start, layer=layer.name, shape=(1,),
-                            role="helper"), span=self.t_bias + 1)
+                            role="helper", kind=Kind.BIAS), span=self.t_bias + 1)
         self.project(bias_name, name, _all_to_all(1, layer.size, -bias / np.exp(self.t_bias / L)))
         for source, connections, delay in sources:
             negated = type(connections)(connections.pre, connections.post, -connections.weight, connections.n_pre,

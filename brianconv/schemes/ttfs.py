@@ -74,7 +74,7 @@ import numpy as np
 from brian2 import ms
 
 from ..calibration import activation_scale, calibrate
-from ..description import NetworkDescription, Population, Projection
+from ..description import Kind, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from .base import (
     FOLDED_OPS,
@@ -87,7 +87,7 @@ from .base import (
     population_names,
     register,
 )
-from .options import Options, dt_option, option, percentile_option, v_unit_option
+from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
 
 __all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS",
            "NEURON_EVENT_EQUATIONS", "OUTPUT_EVENT_EQUATIONS", "MAXPOOL_EVENT_EQUATIONS"]
@@ -183,7 +183,6 @@ ON_PRE_EVENT = "v_post += w * v_th_pre * clip(T_steps_post - local_step_post, 0,
 class TTFSOptions(Options):
     """Options of :class:`TTFS` (see its docstring)."""
 
-    scheme = "ttfs"
     t_max: int = option(32, integer=True, minimum=1)
     dt: object = dt_option(0.1 * ms)
     percentile: float = percentile_option(99.9)
@@ -196,6 +195,17 @@ class TTFSOptions(Options):
     def validate(self):
         for p in self.search_percentiles:
             percentile_option(p).metadata["rule"].checked(self.scheme, "search_percentiles", p)
+
+
+@dataclass(frozen=True)
+class TTFSState(SchemeState):
+    """What :class:`TTFS` needs after ``describe``: the options and scales, the ``layout`` (``[(population,
+    sources, kind)]`` in graph order, to place windows for another ``t_max``), the input layer's name and
+    whether skip connections are ``delayed`` (then only the built ``t_max`` runs)."""
+
+    layout: list
+    input_layer: str
+    delayed: bool
 
 
 @register
@@ -269,7 +279,7 @@ class TTFS(Scheme):
         populations.append(Population(
             names[graph.input.name], graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
             values=dict(T_steps=T, x_max=x_max, v_th=x_max * v_unit), layer=graph.input.name,
-            shape=graph.input.out_shape, role="input"))
+            shape=graph.input.out_shape, role="input", kind=Kind.INPUT))
         layout.append((names[graph.input.name], (), "input"))
         readers = []
         for layer, incoming in incoming_projections(graph, names):
@@ -295,8 +305,7 @@ class TTFS(Scheme):
             scheme=self.name, populations=populations, projections=projections, dt=o.dt, period_steps=period,
             input_population=populations[0].name, output_population=populations[-1].name, output_variable="v",
             output_unit=v_unit, readout_step=T,
-            options=dict(self.options.as_dict(), layout=layout, scales=dict(calibration.scales), input_layer=graph.input.name,
-                         delayed=any(delays.values())))
+            state=TTFSState(self.options, dict(calibration.scales), layout, graph.input.name, any(delays.values())))
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description, t_max=None, scales=None, threshold_scale=1.0):
@@ -312,25 +321,24 @@ class TTFS(Scheme):
         threshold_scale : float
             Multiplies every hidden layer's threshold (1: the calibrated thresholds).
         """
-        if not threshold_scale > 0:
-            raise InvalidValueError(f"threshold_scale must be > 0, got {threshold_scale}.")
-        options = description.options
-        T = int(options["t_max"] if t_max is None else t_max)
-        layout = options["layout"]
+        threshold_scale = positive_number("threshold_scale", threshold_scale)
+        state = description.state
+        T = int(state.options.t_max if t_max is None else t_max)
+        layout = state.layout
         starts = _window_starts(layout, T)
         period = description.period_steps
-        needed = 2 * T if options["pipeline"] else max(starts.values()) + 2 * T
+        needed = 2 * T if state.options.pipeline else max(starts.values()) + 2 * T
         if T < 1 or needed > period:
-            raise InvalidValueError(f"t_max={t_max} does not fit the built network (t_max <= {options['t_max']}); "
+            raise InvalidValueError(f"t_max={t_max} does not fit the built network (t_max <= {state.options.t_max}); "
                                     "convert again with a larger t_max to sweep higher values.")
-        if options.get("delayed") and T != options["t_max"]:
+        if state.delayed and T != state.options.t_max:
             raise InvalidValueError(f"t_max={t_max}: this network's skip connections are delayed by multiples of the "
-                                    f"built t_max={options['t_max']}, so it runs only at that t_max; convert again "
+                                    f"built t_max={state.options.t_max}, so it runs only at that t_max; convert again "
                                     "with the t_max to simulate.")
-        unknown = set(scales or {}) - set(options["scales"])
+        unknown = set(scales or {}) - set(state.scales)
         if unknown:
             raise InvalidValueError(f"Unknown layer(s) {sorted(unknown)} in scales; "
-                                    f"layers: {sorted(options['scales'])}.")
+                                    f"layers: {sorted(state.scales)}.")
         all_scales = _run_scales(description, scales, threshold_scale)
         if any(not s > 0 for s in all_scales.values()):
             raise InvalidValueError("Every activation scale (threshold) must be > 0.")
@@ -339,7 +347,7 @@ class TTFS(Scheme):
         for population in description.populations:
             values[(population.name, "T_steps")] = T
             values[(population.name, "window_start")] = starts[population.name]
-            values[(population.name, "v_th")] = by_population[population.name] * options["v_unit"]
+            values[(population.name, "v_th")] = by_population[population.name] * state.options.v_unit
         return RunSetup(values, starts, readout_step=T,
                         parameters=dict(t_max=T, scales=scales or {}, threshold_scale=threshold_scale))
 
@@ -353,9 +361,8 @@ class TTFS(Scheme):
         if population not in result.spikes:
             raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
         T = result.parameters["t_max"]
-        kinds = {name: kind for name, _, kind in description.options["layout"]}
-        offset = {"input": 0, "maxpool": 1, "neuron": T, "output": T}[kinds[population]]
         p = description.population(population)
+        offset = _emit_offset(p.kind.value, T)
         scales = _run_scales(description, result.parameters.get("scales"),
                              result.parameters.get("threshold_scale", 1.0))
         scale = _scale_per_population(description, scales)[population]
@@ -366,17 +373,13 @@ class TTFS(Scheme):
 
     def stage_marks(self, description, setup, population):
         """The silent | spiking boundary (``T``) and the end of the spiking stage (``2 T``) of a neuron."""
-        kind = {name: kind for name, _, kind in description.options["layout"]}[population]
+        kind = description.population(population).kind.value
         T = setup.parameters["t_max"]
         if kind == "neuron":
             return [(T, "silent | spiking"), (2 * T, "end of spiking stage")]
         if kind == "output":
             return [(T, "readout")]
         return []
-
-    def quantisation_step(self, description):
-        """Resolution of the code: the value of one step, as a fraction of each layer's scale."""
-        return 1.0 / description.options["t_max"]
 
 
 #: Each layer's neuron model, by integration and kind of layer: equations, threshold, reset, the
@@ -412,6 +415,7 @@ def _layer_population(integration, kind, name, layer, v_th, T, v_unit):
         name, layer.size, model["equations"], threshold=model["threshold"], reset=model["reset"],
         events={"window_start": (WINDOW_START, model["window_start"]), **model.get("events", {})},
         values=values, layer=layer.name, shape=layer.out_shape, role="output" if kind == "output" else "hidden",
+        kind=Kind(kind),
         namespace={} if kind == "maxpool" else {"v_unit": v_unit})
     return population, model["on_pre"]
 
@@ -463,7 +467,7 @@ def _scale_per_population(description, scales):
     """Each population's scale: that of its layer, and a max-pool carries its source's (unchanged values)."""
     layers = {p.name: p.layer for p in description.populations}
     per_population = {}
-    for entry in description.options["layout"]:
+    for entry in description.state.layout:
         name, kind = entry[0], entry[2]
         per_population[name] = per_population[_sources(entry)[0]] if kind == "maxpool" else scales[layers[name]]
     return per_population
@@ -471,8 +475,8 @@ def _scale_per_population(description, scales):
 
 def _run_scales(description, scales=None, threshold_scale=1.0):
     """Layer scales of one run: calibrated, overridden by ``scales``, hidden ones times ``threshold_scale``."""
-    merged = dict(description.options["scales"], **(scales or {}))
-    return {name: value * (1.0 if name == description.options["input_layer"] else threshold_scale)
+    merged = dict(description.state.scales, **(scales or {}))
+    return {name: value * (1.0 if name == description.state.input_layer else threshold_scale)
             for name, value in merged.items()}
 
 
