@@ -654,20 +654,14 @@ class AMOS(Scheme):
 
 def _reference_values(graph, units, x):
     """What every layer sends for the images ``x``: torch float64 for the linear parts, the units for the gates."""
-    import torch
-
-    values = {graph.input.name: x}
-    for layer in graph.layers[1:]:
-        inputs = [torch.as_tensor(values[name]) for name in layer.inputs]
+    def sent(layer, pre, inputs):
         if layer.op == "mul":  # the product unit of the two inputs (Eq. 7)
-            pair = np.stack([inputs[0].reshape((-1,) + tuple(layer.out_shape)).numpy(),
-                             layer.broadcast(inputs[1]).numpy()], axis=-1)
-            values[layer.name] = units[layer.name](pair)
-            continue
-        with torch.no_grad():
-            z = layer.pre_activation(*inputs).numpy()
-        values[layer.name] = units[layer.name](z) if layer.name in units else z
-    return values
+            return units[layer.name](np.stack([inputs[0].reshape((-1,) + tuple(layer.out_shape)).numpy(),
+                                               layer.broadcast(inputs[1]).numpy()], axis=-1))
+        z = pre.numpy()
+        return units[layer.name](z) if layer.name in units else z
+
+    return graph.forward(x, record=True, activation=sent)[1]
 
 
 def _has_units(layer):

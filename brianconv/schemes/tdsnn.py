@@ -109,7 +109,6 @@ before the next enters. Every population resets at the start of its window (even
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from brian2 import ms
 
 from ..calibration import Calibration, activation_scale
@@ -505,7 +504,7 @@ class _Network:
 
 
 def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.0):
-    """The coded network in float64 torch: what the SNN computes, layer by layer.
+    """The coded network in float64 torch: what the SNN computes, layer by layer (:meth:`LayerGraph.forward`).
 
     Parameters
     ----------
@@ -527,8 +526,7 @@ def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.
         ``layer -> spike steps`` (int array) for the input and every hidden layer.
     """
     scales = {} if scales is None else scales
-    x = graph.check_input(x)
-    values, steps = {}, {}
+    steps = {}
 
     def code(layer, raw):
         name, clip = layer.name, clip_of(layer)
@@ -540,19 +538,19 @@ def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.
         steps[name] = spike_step(raw - TIE if layer.op == "add" else raw, L, limit)  # ties down (SUM_THRESHOLD)
         return code_value(steps[name], L, offset)
 
-    values[graph.input.name] = code(graph.input, x)
-    for layer in graph.layers[1:]:
-        inputs = [torch.as_tensor(values[name]) for name in layer.inputs]
-        with torch.no_grad():
-            raw = layer.pre_activation(*inputs).numpy()
+    def carried(layer, pre, inputs):
+        raw = pre.numpy()
+        if layer.op == "input":
+            return code(layer, raw)
         if folds_into_reader(graph, layer):  # no neurons: the sum reading it gets the exact linear value
-            values[layer.name] = raw
-        elif layer.op in ("maxpool", "avgpool", "cat"):  # act on the codes; G is monotonic, so max commutes
-            values[layer.name] = raw
+            return raw
+        if layer.op in ("maxpool", "avgpool", "cat"):  # act on the codes; G is monotonic, so max commutes
             if layer.op == "maxpool":
                 steps[layer.name] = np.rint(L * np.log(raw + (1.0 if offset == "fold" else 0.0))).astype(np.int64)
-        else:
-            values[layer.name] = raw if layer is graph.output else code(layer, raw)
+            return raw
+        return raw if layer is graph.output else code(layer, raw)
+
+    _, values = graph.forward(x, record=True, activation=carried)
     return values, steps
 
 

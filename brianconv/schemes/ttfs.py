@@ -507,13 +507,9 @@ def _search_scales(graph, x, calibration, T, candidates):
     as their readers' synapses do.
     """
     _, exact = graph.forward(x, record=True)
-    quantised = {graph.input.name: _quantise(exact[graph.input.name], calibration.scales[graph.input.name], T)}
-    import torch
 
-    for layer in graph.layers[1:]:
-        inputs = [torch.as_tensor(quantised[name]) for name in layer.inputs]
-        with torch.no_grad():
-            value = layer.forward(*inputs).numpy()
+    def quantised(layer, pre, inputs):
+        value = layer.activate(pre).numpy()
         if (layer.is_weighted or layer.op == "add") and layer is not graph.output:
             errors = {}
             for p in candidates:
@@ -524,7 +520,9 @@ def _search_scales(graph, x, calibration, T, candidates):
         elif layer.op in ("maxpool", "avgpool"):
             calibration.scales[layer.name] = calibration.scales[layer.inputs[0]]
         carried = layer is graph.output or layer.op in FOLDED_OPS
-        quantised[layer.name] = value if carried else _quantise(value, calibration.scales[layer.name], T)
+        return value if carried else _quantise(value, calibration.scales[layer.name], T)
+
+    graph.forward(x, record=True, activation=quantised)
 
 
 def _quantise(values, scale, T):
