@@ -1,7 +1,7 @@
 """Scheme ``"amos"``: at most one spike per neuron, every ANN gate replaced by K threshold neurons.
 
-After Stöckl and Maass, *Recognizing images with at most one spike per neuron* (2020;
-``../shared/papers/stoeckl-maass-amos.txt``). Equation numbers below are the paper's.
+After Stöckl and Maass, *Recognizing images with at most one spike per neuron* (2020). Equation
+numbers below are the paper's.
 
 The AMOS unit (Eqs. 2-6)
 ------------------------

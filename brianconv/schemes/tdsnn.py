@@ -1,7 +1,7 @@
 """Scheme ``"tdsnn"``: leaky integrate-and-fire neurons, reverse coding and ticking neurons.
 
 After Zhang, Zhou, Zhi, Du and Chen, *TDSNN: From deep neural networks to deep spike neural
-networks with temporal-coding* (AAAI-19; ``../shared/papers/zhang-tdsnn-ticking-neurons.txt``).
+networks with temporal-coding* (AAAI 2019).
 Equation numbers below are the paper's.
 
 Code (reverse coding, Eq. 10)

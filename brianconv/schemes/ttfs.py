@@ -1,7 +1,7 @@
 """Scheme ``"ttfs"``: the two-stage time-to-first-spike neuron with a charging current.
 
 After López-Randulfe, Reeb and Knoll, *Conversion of ConvNets to spiking neural networks with
-less than one spike per neuron* (``../shared/papers/lopez-randulfe-ttfs-two-stage-neuron.txt``).
+less than one spike per neuron* (2022).
 
 Code
 ----
