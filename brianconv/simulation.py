@@ -382,6 +382,7 @@ class SpikingNetwork:
         x = self.graph.check_input(x)
         x_network = self.input_shift.apply(x) if self.input_shift is not None else x  # clipped at low, warns
         self.scheme.check_input(x_network)
+        self.scheme.check_run_input(self.description, x_network)
         n = len(x)
         if labels is not None:
             labels = np.asarray(labels)

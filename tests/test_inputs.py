@@ -212,6 +212,21 @@ def test_simulate_clips_inputs_below_the_calibrated_bound(padded_cnn):
     np.testing.assert_allclose(result.ann_outputs, snn.graph.forward(x), rtol=0, atol=0)  # the ANN: unclipped
 
 
+def test_rate_analog_inputs_far_above_the_calibrated_scale_warn_with_the_fraction():
+    """Images in 0..255 simulated after calibrating on 0..1: every non-zero pixel exceeds the input scale."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    calibration = torch.rand(16, 4)
+    snn = brianconv.convert(model, "rate", calibration=calibration, duration=4, percentile=100.0)
+    x = calibration[:2].clone()
+    x[0, 0] = 0.0   # 7 of 8 values exceed the scale (the maximum) once multiplied by 255
+    with pytest.warns(AccuracyWarning, match=r"more than 2 times the calibrated input scale .* 87\.5 % of the input"):
+        snn.simulate(255 * x, device="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyWarning)
+        snn.scheme.check_run_input(snn.description, 1.9 * x.numpy())  # within the stated factor: silent
+
+
 @pytest.mark.parametrize("bad, match", [
     (1.0, "pair"), ((0.0, 1.0, 2.0), "pair"), ("ab", "pair"),
     ((0.0, [1.0, 2.0, 3.0]), r"high has shape \(3,\); give a scalar or one value per input channel \(2,\)"),

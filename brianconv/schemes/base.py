@@ -241,6 +241,14 @@ class Scheme(abc.ABC):
                 "calibration data (or input_range=(low, high)) to convert() and simulate the network it returns "
                 "on inputs normalised the same way.")
 
+    def check_run_input(self, description, x):
+        """Check (or warn about) the inputs ``x`` that ``simulate`` passes to the network, shape ``(N, *input_shape)``.
+
+        Called after :meth:`check_input` with the network's inputs (shifted where the network reads
+        ``x - low``). Default: nothing; inputs of a shifted network are checked against the
+        calibrated range by :meth:`brianconv.folding.InputShift.apply`.
+        """
+
     def calibrate(self, graph, x):
         """Each layer's activation scale from the calibration data ``x``, shape ``(N, *input_shape)``.
 

@@ -235,6 +235,11 @@ v = v * (1 - last)
 q_in = q_in * (1 - last)
 """
 
+#: Analog inputs above this factor times the calibrated input scale ``lambda_0`` raise an AccuracyWarning: a value
+#: ``x`` drives the first layer like ``x / lambda_0`` calibrated inputs, so at twice the calibrated range the first
+#: layer's rates saturate where the calibration data reached its scale (images in 0..255 after 0..1: 255 times).
+INPUT_RANGE_FACTOR = 2.0
+
 ON_PRE = "v_post += w * v_th_pre"
 ANALOG_ON_PRE = "q_in_post += w * x_pre * v_th_pre"
 
@@ -404,6 +409,22 @@ class Rate(Scheme):
     def needs_nonnegative_input(self):
         """Poisson inputs code values as spike rates (>= 0); analog inputs carry any value."""
         return self.options.input == "poisson"
+
+    def check_run_input(self, description, x):
+        """Warn (:class:`~brianconv.errors.AccuracyWarning`) when analog inputs exceed the calibrated input
+        scale ``lambda_0`` by more than the factor :data:`INPUT_RANGE_FACTOR`, giving the
+        fraction of values above ``lambda_0``: the first layer's rates saturate (clip) there, e.g. for images
+        in 0..255 after calibrating on 0..1. Poisson inputs are shifted and checked by the input shift."""
+        if self.options.input != "analog":
+            return
+        scale = description.state.scales[description.population(description.input_population).layer]
+        if np.max(x) > INPUT_RANGE_FACTOR * scale:
+            clipped = float(np.mean(x > scale))
+            warnings.warn(f"rate: the inputs reach {np.max(x):.4g}, more than {INPUT_RANGE_FACTOR:g} times the "
+                          f"calibrated input scale {scale:.4g}; {100 * clipped:.3g} % of the input values exceed it and "
+                          "the first layer's rates saturate (clip) there. Scale the inputs as the calibration data "
+                          "(e.g. both in 0..1), or convert with calibration data of the same range.",
+                          AccuracyWarning, stacklevel=3)
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
