@@ -421,8 +421,8 @@ class Rate(Scheme):
         if np.max(x) > INPUT_RANGE_FACTOR * scale:
             clipped = float(np.mean(x > scale))
             warnings.warn(f"rate: the inputs reach {np.max(x):.4g}, more than {INPUT_RANGE_FACTOR:g} times the "
-                          f"calibrated input scale {scale:.4g}; {100 * clipped:.3g} % of the input values exceed it and "
-                          "the first layer's rates saturate (clip) there. Scale the inputs as the calibration data "
+                          f"calibrated input scale {scale:.4g}; {100 * clipped:.3g} % of the input values exceed it "
+                          "and the first layer's rates saturate (clip) there. Scale the inputs as the calibration data "
                           "(e.g. both in 0..1), or convert with calibration data of the same range.",
                           AccuracyWarning, stacklevel=3)
 
