@@ -113,10 +113,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from brian2 import (
-    check_units,
-    declare_types,
     have_same_dimensions,
-    implementation,
     ms,
     volt,
 )
@@ -136,6 +133,7 @@ from .base import (
     register,
 )
 from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
+from .poisson import uniform_hash
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -258,72 +256,6 @@ class _GateOrderFilter(logging.Filter):
 _brian2_codegen_logger = logging.getLogger("brian2.codegen.generators.base")
 if not any(isinstance(f, _GateOrderFilter) for f in _brian2_codegen_logger.filters):
     _brian2_codegen_logger.addFilter(_GateOrderFilter())
-
-
-# ---------------------------------------------------------------------------------------------
-# counter-based random numbers for Poisson input
-# ---------------------------------------------------------------------------------------------
-
-_GOLDEN = 0x9E3779B97F4A7C15
-_CPP_HASH = """
-static inline uint64_t _brianconv_mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static inline double uniform_hash(int32_t seed, int32_t image, int32_t neuron, int32_t step) {
-    const uint64_t g = 0x9E3779B97F4A7C15ULL;
-    uint64_t z = _brianconv_mix((uint64_t)(uint32_t)seed + g);
-    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)image + g));
-    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)neuron + g));
-    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)step + g));
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-"""
-_CYTHON_HASH = """
-from libc.stdint cimport uint64_t, uint32_t
-cdef inline uint64_t _brianconv_mix(uint64_t z):
-    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
-    return z ^ (z >> 31)
-
-cdef inline double uniform_hash(int seed, int image, int neuron, int step):
-    cdef uint64_t g = <uint64_t>0x9E3779B97F4A7C15ULL
-    cdef uint64_t z = _brianconv_mix(<uint64_t><uint32_t>seed + g)
-    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>image + g))
-    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>neuron + g))
-    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>step + g))
-    return <double>(z >> 11) * (1.0 / 9007199254740992.0)
-"""
-
-
-def _np_mix(z):
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@implementation("cpp", _CPP_HASH)
-@implementation("cython", _CYTHON_HASH)
-@declare_types(seed="integer", image="integer", neuron="integer", step="integer", result="float")
-@check_units(seed=1, image=1, neuron=1, step=1, result=1)
-def uniform_hash(seed, image, neuron, step):
-    """A uniform number in [0, 1) that depends only on its four integer arguments.
-
-    SplitMix64's finaliser chained over ``(seed, image, neuron, step)``; the C++, Cython and
-    numpy implementations give bit-identical results (53-bit resolution).
-
-    >>> float(uniform_hash(0, 0, 0, 0)) == float(uniform_hash(0, 0, 0, 0))
-    True
-    """
-    def word(value):
-        return np.asarray(value, dtype=np.int64).astype(np.uint32).astype(np.uint64) + np.uint64(_GOLDEN)
-
-    with np.errstate(over="ignore"):
-        z = _np_mix(word(seed))
-        for value in (image, neuron, step):
-            z = _np_mix(z ^ word(value))
-    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 # ---------------------------------------------------------------------------------------------
