@@ -217,11 +217,15 @@ class Scheme(abc.ABC):
     output_ops = frozenset({"linear", "conv"})
 
     def check_pooling_and_output(self, graph):
-        """Pooling followed only by :attr:`pool_activations`; the output one of :attr:`output_ops`."""
+        """Pooling followed only by :attr:`pool_activations` and no max-pool right after an average pool;
+        the output one of :attr:`output_ops`."""
         for layer in graph:
             if layer.op in ("maxpool", "avgpool") and layer.activation not in self.pool_activations:
                 raise ConversionError(f"{self.name}: layer {layer.name!r} applies {layer.activation!r} after pooling; "
                                       "only ReLU can be represented.")
+            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
+                raise ConversionError(f"{self.name}: max-pooling {layer.name!r} directly after average pooling is not "
+                                      "supported; average-pool after the max-pool instead.")
         if graph.output.op not in self.output_ops:
             raise ConversionError(f"{self.name}: the output layer {graph.output.name!r} must be "
                                   f"{' or '.join(sorted(self.output_ops))}, not {graph.output.op}.")

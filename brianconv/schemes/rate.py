@@ -122,18 +122,10 @@ from ..calibration import calibrate, normalised_parameters
 from ..description import Kind, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from ..graph import LayerGraph
-from .base import (
-    RunSetup,
-    Scheme,
-    check_branch_activations,
-    incoming_projections,
-    limit_scales_to_clips,
-    merged_by_source,
-    population_names,
-    register,
-)
+from .base import RunSetup, Scheme, check_branch_activations, limit_scales_to_clips, register
 from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
 from .poisson import uniform_hash
+from .projections import incoming_projections, merged_by_source, population_names
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -318,21 +310,18 @@ class Rate(Scheme):
     """
 
     name = "rate"
+    Options = RateOptions
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
-    Options = RateOptions
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
         super().check(graph)
         self.check_pooling_and_output(graph)
-        check_branch_activations(graph, self.name, input_non_negative=self.options.input == "poisson")
+        check_branch_activations(graph, self.name, input_non_negative=self.needs_nonnegative_input)
         for layer in graph:
             if layer.op == "maxpool":
                 source = graph[layer.inputs[0]]
-                if source.op == "avgpool":
-                    raise ConversionError(f"rate: max-pooling {layer.name!r} directly after average pooling is not "
-                                          "supported; average-pool after the max-pool instead.")
                 if not (source.is_weighted or source.op == "add"):
                     raise ConversionError(f"rate: max-pooling {layer.name!r} must follow a Linear, Conv2d or sum "
                                           f"layer (its gate reads the spike rates of IF neurons), not {source.op!r}.")

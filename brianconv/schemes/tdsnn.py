@@ -114,17 +114,9 @@ from brian2 import ms
 from ..calibration import Calibration, activation_scale
 from ..description import Kind, NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
-from .base import (
-    RunSetup,
-    Scheme,
-    clip_of,
-    folds_into_reader,
-    incoming_projections,
-    merged_by_source,
-    population_names,
-    register,
-)
+from .base import RunSetup, Scheme, clip_of, register
 from .options import Options, SchemeState, dt_option, option, percentile_option, v_unit_option
+from .projections import folds_into_reader, incoming_projections, merged_by_source, population_names
 
 __all__ = ["TDSNN", "spike_step", "code_value", "emulate", "INPUT_EQUATIONS", "NEURON_EQUATIONS",
            "OUTPUT_EQUATIONS", "TICK_EQUATIONS", "BIAS_EQUATIONS", "MAXPOOL_EQUATIONS"]
@@ -289,9 +281,6 @@ class TDSNN(Scheme):
         super().check(graph)
         self.check_pooling_and_output(graph)
         for layer in graph:
-            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
-                raise ConversionError(f"tdsnn: max-pooling {layer.name!r} directly after average pooling is not "
-                                      "supported; average-pool after the max-pool instead.")
             clip_of(layer)  # a clipped ReLU must name its upper end
             folded = [name for name in layer.inputs if folds_into_reader(graph, graph[name])]
             if layer.op == "add" and layer.activation is None and folded:

@@ -76,18 +76,9 @@ from brian2 import ms
 from ..calibration import activation_scale, calibrate
 from ..description import Kind, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
-from .base import (
-    FOLDED_OPS,
-    RunSetup,
-    Scheme,
-    check_branch_activations,
-    incoming_projections,
-    limit_scales_to_clips,
-    merged_by_source,
-    population_names,
-    register,
-)
+from .base import RunSetup, Scheme, check_branch_activations, limit_scales_to_clips, register
 from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
+from .projections import FOLDED_OPS, incoming_projections, merged_by_source, population_names
 
 __all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS",
            "NEURON_EVENT_EQUATIONS", "OUTPUT_EVENT_EQUATIONS", "MAXPOOL_EVENT_EQUATIONS"]
@@ -244,14 +235,11 @@ class TTFS(Scheme):
     def check(self, graph):
         super().check(graph)
         self.check_pooling_and_output(graph)
-        check_branch_activations(graph, self.name, input_non_negative=True)
+        check_branch_activations(graph, self.name, input_non_negative=self.needs_nonnegative_input)
         for layer in graph:
             if layer.op == "maxpool" and graph[layer.inputs[0]].op == "cat":
                 raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after a concatenation is not "
                                       "supported; max-pool each branch before concatenating.")
-            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
-                raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after average pooling is not "
-                                      "supported; average-pool after the max-pool instead.")
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):

@@ -8,17 +8,9 @@ from brian2 import ms
 from ...connectivity import one_to_one
 from ...description import Kind, NetworkDescription, Population
 from ...errors import ConversionError, InvalidValueError
-from ..base import (
-    RunSetup,
-    Scheme,
-    carries_non_negative,
-    clip_of,
-    incoming_projections,
-    merged_by_source,
-    population_names,
-    register,
-)
+from ..base import RunSetup, Scheme, carries_non_negative, clip_of, register
 from ..options import Options, SchemeState, dt_option, option, percentile_option, v_unit_option
+from ..projections import incoming_projections, merged_by_source, population_names
 from .reference import _has_units, _reference_values, sent_values
 from .units import _largest_sent, _unit, code_product
 from .wiring import CLEAR, INPUT_EQUATIONS, INPUT_THRESHOLD, OUTPUT_EQUATIONS, WIRINGS, _Wiring, resolve_wiring
