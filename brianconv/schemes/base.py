@@ -139,8 +139,8 @@ class Scheme(abc.ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "Options" in cls.__dict__ and cls.name:  # the options' messages name the scheme that declares them
-            cls.Options.scheme = cls.name
+        if "Options" in cls.__dict__ and cls.name and cls.Options.scheme == Options.scheme:
+            cls.Options.scheme = cls.name  # the options' messages name the first scheme that declares them
 
     def __init__(self, **options):
         self.options = self.Options.create(**options)
