@@ -304,10 +304,10 @@ def test_affine_layers_fold_exactly_into_padded_convs_and_linear_layers(conv2):
 
 
 def test_convert_folds_affine_layers_right_after_tracing(monkeypatch):
-    import brianconv.simulation
+    import brianconv.conversion
 
     graph = _affine_cnn()
-    monkeypatch.setattr(brianconv.simulation, "trace", lambda model, shape: graph)
+    monkeypatch.setattr(brianconv.conversion, "trace", lambda model, shape: graph)
     x = np.random.default_rng(8).random((20, 2, 6, 6))
     snn = brianconv.convert(nn.Identity(), "ttfs", calibration=x, t_max=8)
     assert "affine" not in [layer.op for layer in snn.graph]
