@@ -83,7 +83,7 @@ def outside_domain(snn, values):
     for layer in snn.graph.layers[1:]:
         if layer.activation in (None, "relu") or layer is snn.graph.output:
             continue
-        with np.load(Path(snn.scheme.options["unit_dir"] or UNIT_DIR) / f"amos_{layer.activation}.npz") as data:
+        with np.load(Path(snn.scheme.options.unit_dir or UNIT_DIR) / f"amos_{layer.activation}.npz") as data:
             low, high = data["domain"]
         with torch.no_grad():
             z = layer.pre_activation(*(torch.as_tensor(values[name]) for name in layer.inputs)).numpy()
@@ -109,7 +109,7 @@ def spike_statistics(snn, x, args):
     _, values = snn.scheme.reference(snn.graph, snn.calibration, x)
     decoded = {name: np.max(np.abs(snn.values(result, name)
                                    - values[d.population(name).layer].reshape(len(x), -1)))
-               for name in d.options["units"]}
+               for name in d.state.units}
     return spikes, ops, decoded, result
 
 
@@ -206,7 +206,7 @@ def main():
     for gate, paper in (("silu", "Swish (K=12)"), ("sigmoid", "sigmoid (K=8)"), ("product", "Mult (K=40)")):
         trained_product = gate == "product" and args.product == "trained"
         if any(layer.activation == gate or (trained_product and layer.op == "mul") for layer in snn.graph):
-            unit = load_unit(gate, snn.scheme.options["unit_dir"])
+            unit = load_unit(gate, snn.scheme.options.unit_dir)
             print(f"  {gate} (K={unit.K}, trained, shared by all layers): {unit.n_parameters} "
                   f"(paper, {paper}: {PAPER_TABLE3[paper]})")
     for layer in snn.graph:

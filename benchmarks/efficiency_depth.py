@@ -1,7 +1,7 @@
 """Efficiency factor (ANN cost / SNN synaptic-operation cost) against network depth on MNIST.
 
-Tests, on our own nets, the observation of Niederlechner's report
-(``../shared/papers/niederlechner-snn-efficiency.txt``, Sec. 2.2, 3.2, 3.3 and Tables 1-2): the
+Tests, on our own nets, the observation of Niederlechner's report *Efficiency of spiking neural
+networks* (TU Vienna, 2019; Sec. 2.2, 3.2, 3.3 and Tables 1-2): the
 factor of a rate-converted SNN falls quickly as convolution and dense layers are added
 (their MNIST factors: SmallCNN1 46.4, MediumCNN1 3.05, LargeCNN1 0.42, DeepCNN1 0.22).
 

@@ -112,7 +112,7 @@ def ablation(model, snn, x, y, xc, args, main_result):
     """
     n = min(args.ablation_images, len(x))
     max_scales = {name: scale for name, scale in calibrate(snn.graph, xc, 100).scales.items()
-                  if name in snn.description.options["scales"] and snn.graph[name].is_weighted
+                  if name in snn.description.state.scales and snn.graph[name].is_weighted
                   and snn.graph[name] is not snn.graph.output}
     networks = {"analog": snn}
     curves = []

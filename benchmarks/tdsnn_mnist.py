@@ -40,7 +40,7 @@ def run(model, x, y, xc, args, label, states=None, spikes=()):
     snn = brianconv.convert(model, "tdsnn", calibration=xc, L=args.L)
     result = snn.simulate(x, labels=y, n_workers=args.workers, build_root=args.build_dir, batch_size=args.batch,
                           states=states(snn) if states else None, spikes=spikes(snn) if spikes else ())
-    coded, _ = emulate(snn.graph, x, args.L, t_out=snn.description.options["t_out"])
+    coded, _ = emulate(snn.graph, x, args.L, t_out=snn.description.state.t_out)
     coded = coded[snn.graph.output.name]
     print(f"\n[{label}] build {result.timing['build']:.1f} s (compiled: {result.timing['compiled']}), simulation "
           f"{result.timing['simulate']:.1f} s ({len(x) / result.timing['simulate']:.1f} images/s, {args.workers} workers)")
@@ -111,7 +111,7 @@ def plot_traces(snn, result, neurons, out):
     top.set_yticks([])
     top.set_ylabel("ticking\nneuron")
     top.set_title(f"TDSNN, layer {population.layer} ({population.name}), image 0: L = "
-                  f"{snn.description.options['L']:g}, T_il = {t_il}, T_out = {t_out}")
+                  f"{snn.description.state.options.L:g}, T_il = {t_il}, T_out = {t_out}")
     for column, index in enumerate(neurons):
         spike = np.flatnonzero(fired[:, column] > 0)
         for axis in (ax, zoom):
@@ -143,7 +143,7 @@ def plot_traces(snn, result, neurons, out):
 def pick_neurons(snn, x0, L, count):
     """Neurons of the first hidden layer whose codes for image 0 spread over the window."""
     population = snn.description.populations[1]
-    _, steps = emulate(snn.graph, x0[None], L, t_out=snn.description.options["t_out"])
+    _, steps = emulate(snn.graph, x0[None], L, t_out=snn.description.state.t_out)
     codes = steps[population.layer].reshape(-1)
     chosen = []
     for target in np.linspace(0, codes.max(), count).round():
@@ -191,8 +191,8 @@ def main():
 
     snn, base = run(model, x, y, xc, args, "ReLU model, no retraining", states, spikes)
     print(snn.description.summary())
-    print("codes: " + ", ".join(f"{layer} T_out = {t}" for layer, t in snn.description.options["t_out"].items())
-          + f", bias T(1) = {snn.description.options['t_bias']}; image period {snn.description.period_steps} steps")
+    print("codes: " + ", ".join(f"{layer} T_out = {t}" for layer, t in snn.description.state.t_out.items())
+          + f", bias T(1) = {snn.description.state.t_bias}; image period {snn.description.period_steps} steps")
     cost = ann_cost(snn.graph, x=x[:200])
     rows = operations(snn, base, cost)
     print_operations(rows, len(x))

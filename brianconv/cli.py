@@ -36,28 +36,32 @@ def _parser():
     convert.add_argument("--output", "-o", required=True, help="file to write (a pickle; load with brianconv.load_network)")
     convert.set_defaults(func=convert_command)
 
-    simulate = sub.add_parser("simulate", help="simulate a converted network on MNIST, write a JSON report and plots",
-                              description="Simulate a network saved by 'brianconv convert' (or convert a model on the fly) "
-                                          "on MNIST test images; write a JSON report and plots.")
-    _model_arguments(simulate)
-    simulate.add_argument("--network", help="a file written by 'brianconv convert' (instead of --model)")
+    simulate = _network_command(sub, "simulate", "simulate a converted network on MNIST, write a JSON report and "
+                                "plots", "Simulate a network saved by 'brianconv convert' (or convert a model on the fly) "
+                                "on MNIST test images; write a JSON report and plots.")
     _data_arguments(simulate)
     _device_arguments(simulate)
     simulate.add_argument("--report", default="brianconv-report.json", help="JSON report (default: %(default)s)")
     simulate.add_argument("--plots", default=None, help="folder for a raster plot of the first image")
     simulate.set_defaults(func=simulate_command)
 
-    sweep = sub.add_parser("sweep", help="run one compiled network over a grid of run-time parameters",
-                           description="Sweep run-time parameters of a converted network (no recompilation per point), "
-                                       "e.g. --param t_max=8,16,32 --param threshold_scale=0.5,1,2.")
-    _model_arguments(sweep)
-    sweep.add_argument("--network", help="a file written by 'brianconv convert' (instead of --model)")
+    sweep = _network_command(sub, "sweep", "run one compiled network over a grid of run-time parameters",
+                             "Sweep run-time parameters of a converted network (no recompilation per point), "
+                             "e.g. --param t_max=8,16,32 --param threshold_scale=0.5,1,2.")
     sweep.add_argument("--param", action="append", required=True, metavar="NAME=V1,V2,...",
                        help="a run-time parameter and its values (repeat for a grid)")
     _data_arguments(sweep, default_images=200)
     _device_arguments(sweep)
     sweep.add_argument("--output", "-o", default="brianconv-sweep.csv", help="CSV table (default: %(default)s)")
     sweep.set_defaults(func=sweep_command)
+    return parser
+
+
+def _network_command(sub, name, help, description):
+    """A subcommand that reads a network saved by 'brianconv convert' (--network) or converts a model (--model)."""
+    parser = sub.add_parser(name, help=help, description=description)
+    _model_arguments(parser)
+    parser.add_argument("--network", help="a file written by 'brianconv convert' (instead of --model)")
     return parser
 
 

@@ -20,11 +20,12 @@ first window has begun); see :data:`TIME_AXIS_EQUATIONS`.
 import hashlib
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 from brian2 import Quantity, second
 
-__all__ = ["Population", "Projection", "NetworkDescription", "Membrane", "TIME_AXIS_EQUATIONS"]
+__all__ = ["Population", "Projection", "NetworkDescription", "Kind", "Membrane", "TIME_AXIS_EQUATIONS"]
 
 #: Shared time-axis variables added to every population's equations (integers, no units):
 #: ``window_start`` (step where this population's window for image 0 begins),
@@ -65,6 +66,26 @@ class Membrane:
     reference: object = None
     integrates: bool = True
 
+class Kind(str, Enum):
+    """What a population computes, so that schemes and tools need not read its equations or values.
+
+    ``INPUT``: the stimulus; ``NEURON``: the neurons of a hidden layer (one or more per ANN unit);
+    ``SUM``: those of a residual sum where a scheme treats them apart; ``MAXPOOL``: a spiking
+    max-pool; ``OUTPUT``: the output layer; ``TICK`` and ``BIAS``: tdsnn's ticking and bias
+    neurons; ``DENDRITE``: an amos dendrite (relays a unit's summed input); ``UNITS``: the
+    McCulloch-Pitts neurons of amos units (each evaluates at its own ``lag``).
+    """
+
+    INPUT = "input"
+    NEURON = "neuron"
+    SUM = "sum"
+    MAXPOOL = "maxpool"
+    OUTPUT = "output"
+    TICK = "tick"
+    BIAS = "bias"
+    DENDRITE = "dendrite"
+    UNITS = "units"
+
 
 @dataclass
 class Population:
@@ -104,6 +125,8 @@ class Population:
         Code run every step, ``name -> (code, slot)`` (Brian2 ``run_regularly``).
     refractory : str or None
         Brian2 refractoriness (an expression giving the refractory period).
+    kind : Kind or None
+        What the population computes (:class:`Kind`; None where a scheme does not say).
     """
 
     name: str
@@ -122,6 +145,7 @@ class Population:
     membrane: Membrane = None
     regular: dict = field(default_factory=dict)
     refractory: str = None
+    kind: Kind = None
 
     @property
     def full_equations(self):
@@ -189,12 +213,13 @@ class NetworkDescription:
         Dividing the recorded variable by this gives values in ANN units.
     readout_step : int or None
         Step inside the output window at which the decoded output is final (None: every step).
+    state : brianconv.schemes.options.SchemeState or None
+        What the scheme needs after :meth:`~brianconv.schemes.Scheme.describe` to set up runs and
+        decode spikes: a frozen dataclass of the scheme's (e.g. ``TTFSState``) holding the options
+        used, the calibrated ``scales`` and the scheme's own fields. Not part of :meth:`fingerprint`
+        (populations and projections hold everything that is compiled).
     perturbations : tuple
         The perturbation knobs compiled into the equations (:mod:`brianconv.perturbations`).
-    options : dict
-        The scheme options used, plus what the scheme needs after :meth:`~brianconv.schemes.Scheme.describe`
-        (e.g. the calibrated ``scales``) to set up runs and decode spikes. Not part of
-        :meth:`fingerprint` (populations and projections hold everything that is compiled).
 
     Run-time parameters are not stored here: the scheme's
     :meth:`~brianconv.schemes.Scheme.setup` turns them into the values of one run
@@ -211,7 +236,7 @@ class NetworkDescription:
     output_variable: str = "v"
     output_unit: object = 1.0
     readout_step: int = None
-    options: dict = field(default_factory=dict)
+    state: object = None
     perturbations: tuple = ()
 
     def population(self, name):

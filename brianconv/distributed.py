@@ -362,7 +362,7 @@ def sweep_points(client, snn, x, points, row, labels=None, device="cpp_standalon
     progress : callable, optional
         Called with 1 as each point finishes.
     """
-    from .simulation import _check_batch_size, _monitor_request
+    from .batches import _check_batch_size, _monitor_request
 
     batch_size = _check_batch_size(options.pop("batch_size", None), len(x))
     monitors = _monitor_request(snn.description, options.get("spikes"), options.get("states"))

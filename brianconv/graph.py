@@ -156,7 +156,11 @@ class Layer:
 
     def forward(self, *inputs):
         """This layer's output (activation applied) for torch tensors ``(N, *in_shape)``."""
-        return _apply_activation(self.activation, self.pre_activation(*inputs), self.params)
+        return self.activate(self.pre_activation(*inputs))
+
+    def activate(self, pre):
+        """This layer's activation applied to its pre-activation ``pre`` (torch tensor ``(N, *out_shape)``)."""
+        return _apply_activation(self.activation, pre, self.params)
 
 
 def _tensor(array):
@@ -174,6 +178,11 @@ def _apply_activation(name, x, params):
     if name == "clipped_relu":
         return torch.clamp(x, 0.0, params["clip"])
     return _ACTIVATION_FUNCTIONS[name](x)
+
+
+def _ann_activation(layer, pre, inputs):
+    """The ANN: each layer's own activation (:meth:`Layer.activate`)."""
+    return layer.activate(pre)
 
 
 class LayerGraph:
@@ -233,8 +242,8 @@ class LayerGraph:
                                     "clean the data before converting or simulating.")
         return x
 
-    def forward(self, x, record=False, chunk=256):
-        """Run the graph in float64 torch.
+    def forward(self, x, record=False, chunk=256, activation=None):
+        """Run the graph in float64 torch, layer by layer: the ANN, or a scheme's emulation of its network.
 
         Parameters
         ----------
@@ -243,6 +252,14 @@ class LayerGraph:
             Also return every layer's output (all N samples at once: mind the memory).
         chunk : int
             Without ``record``, samples are processed ``chunk`` at a time, so memory stays bounded.
+        activation : callable, optional
+            ``activation(layer, pre, inputs) -> values``: what ``layer`` passes on, an array or tensor
+            of shape ``(N, *out_shape)``, given its pre-activation ``pre`` (float64 torch tensor; the
+            input layer's is ``x``) and the values its inputs passed on (``inputs``, tensors in the
+            order of ``layer.inputs``; empty for the input layer). Default: the layer's own activation
+            (the ANN). The schemes pass their codes here (quantised values, spike codes, AMOS units)
+            to compute what their spiking network computes; the function is called in graph order,
+            with all samples at once when ``record`` is set.
 
         Returns
         -------
@@ -251,11 +268,15 @@ class LayerGraph:
         """
         x = self.check_input(x)
         if not record and len(x) > chunk:
-            return np.concatenate([self.forward(x[start:start + chunk]) for start in range(0, len(x), chunk)])
-        values = {self.input.name: torch.as_tensor(x)}
+            return np.concatenate([self.forward(x[start:start + chunk], activation=activation)
+                                   for start in range(0, len(x), chunk)])
+        carry = activation or _ann_activation
+        values = {}
         with torch.no_grad():
-            for layer in self.layers[1:]:
-                values[layer.name] = layer.forward(*(values[name] for name in layer.inputs))
+            for layer in self.layers:
+                inputs = tuple(values[name] for name in layer.inputs)
+                pre = torch.as_tensor(x) if layer is self.input else layer.pre_activation(*inputs)
+                values[layer.name] = torch.as_tensor(carry(layer, pre, inputs))
         out = values[self.output.name].flatten(1).numpy()
         if record:
             return out, {name: value.numpy() for name, value in values.items()}

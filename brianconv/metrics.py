@@ -50,17 +50,13 @@ class ANNCost:
 
     layers: list
 
-    @property
-    def macs(self):
-        return sum(row.macs for row in self.layers)
+    def total(self, quantity):
+        """The sum over layers of ``quantity`` (``"macs"``, ``"flops"``, ``"other_flops"``, ``"neurons"``)."""
+        return sum(getattr(row, quantity) for row in self.layers)
 
-    @property
-    def flops(self):
-        return sum(row.flops for row in self.layers)
-
-    @property
-    def other_flops(self):
-        return sum(row.other_flops for row in self.layers)
+    macs = property(lambda self: self.total("macs"), doc="Multiply-accumulates of all layers.")
+    flops = property(lambda self: self.total("flops"), doc="FLOPs of all layers (2 per MAC).")
+    other_flops = property(lambda self: self.total("other_flops"), doc="FLOPs besides the MACs (e.g. pooling).")
 
     def table(self):
         """A text table: one line per layer and the totals."""

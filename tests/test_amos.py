@@ -213,7 +213,7 @@ def test_dendrite_wiring_sends_the_same_values_with_fewer_synapses(pooled_by_ave
     model, x = pooled_by_average
     paper = brianconv.convert(model, "amos", calibration=x, K=4)
     dendrite = brianconv.convert(model, "amos", calibration=x, K=4, wiring="dendrite")
-    names = [name for name in paper.description.options["units"]]
+    names = [name for name in paper.description.state.units]
     a = paper.simulate(x, device="numpy", spikes=names)
     b = dendrite.simulate(x, device="numpy", spikes=names)
     np.testing.assert_allclose(a.outputs, b.outputs, rtol=0, atol=FLOAT_SLACK)
@@ -253,8 +253,8 @@ def test_squeeze_excitation_gate_is_a_layer_of_product_units():
     x = torch.rand(10, 1, 8, 8)
     snn = brianconv.convert(model, "amos", calibration=x, K=K)
     d = snn.description
-    names = list(d.options["units"])
-    assert [d.options["units"][name][0] for name in names] == ["relu", "relu", "sigmoid", "product"]
+    names = list(d.state.units)
+    assert [d.state.units[name][0] for name in names] == ["relu", "relu", "sigmoid", "product"]
     result = snn.simulate(x, device="numpy", spikes=names)
     reference, values = snn.scheme.reference(snn.graph, snn.calibration, x)
     np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
@@ -284,7 +284,7 @@ def test_coincidence_neurons_multiply_the_factors_codes_exactly(wiring):
     x = torch.rand(10, 1, 8, 8)
     snn = brianconv.convert(model, "amos", calibration=x, K=K, product="code", wiring=wiring)
     d = snn.description
-    names = list(d.options["units"])
+    names = list(d.state.units)
     result = snn.simulate(x, device="numpy", spikes=names)
     conv, gate, product = (snn.scheme.population_values(d, result, name) for name in (names[0], names[2], names[3]))
     exact = (conv.reshape(len(x), 4, 16) * gate[:, :, None]).reshape(len(x), -1)
@@ -315,7 +315,7 @@ def test_default_wiring_is_dendrite_for_max_pools_and_the_papers_otherwise(pipel
         default = brianconv.convert(model, "amos", calibration=x, K=3, pipeline=pipeline).description
         explicit = brianconv.convert(model, "amos", calibration=x, K=3, pipeline=pipeline, wiring=wiring).description
         assert default.fingerprint(2) == explicit.fingerprint(2)
-        assert default.options["wiring"] == wiring
+        assert default.state.wiring == wiring
 
 
 def test_unsupported_layers_and_inputs_are_rejected():

@@ -97,13 +97,17 @@ def test_unsupported_layer_through_convert(calibration):
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(tmax=8), r"Unknown option\(s\) \['tmax'\].*'t_max'"),
-    (dict(t_max=0), "t_max .* integer >= 1, got 0"),
+    (dict(tmax=8), r"Unknown option\(s\) 'tmax' for method 'ttfs'; its options are: t_max, dt, percentile"),
+    (dict(t_max=0), r"t_max=0 of method 'ttfs' .* t_max must be an integer in \[1, inf\)"),
     (dict(t_max=-3), "t_max"),
     (dict(t_max=2.5), "t_max"),
-    (dict(percentile=0), "percentile"),
-    (dict(threshold="median"), "threshold must be"),
-], ids=["unknown-option", "t_max=0", "t_max<0", "t_max-fraction", "percentile", "threshold"])
+    (dict(t_max=True), "t_max"),
+    (dict(percentile=0), r"percentile must be a number in \(0, 100\]"),
+    (dict(threshold="median"), "threshold must be one of 'percentile', 'max', 'search'"),
+    (dict(pipeline="yes"), "pipeline must be one of True, False"),
+    (dict(search_percentiles=(99.0, 101.0)), "search_percentiles"),
+], ids=["unknown-option", "t_max=0", "t_max<0", "t_max-fraction", "t_max-bool", "percentile", "threshold",
+        "pipeline", "search_percentiles"])
 def test_invalid_scheme_options(model, calibration, options, match):
     with pytest.raises(InvalidValueError, match=match):
         brianconv.convert(model, method="ttfs", calibration=calibration, **options)
@@ -222,3 +226,27 @@ def test_values_of_an_unknown_name_list_populations_and_layers(snn):
     message = str(info.value)
     assert "'conv_9'" in message and all(p.name in message for p in snn.description.populations)
     assert all(layer.name in message for layer in snn.graph if layer.op != "input")
+
+
+@pytest.mark.parametrize("method, options, match", [
+    ("rate", dict(reset="none"), "reset must be one of 'subtract', 'zero'"),
+    ("rate", dict(duration=200.5), r"duration must be an integer in \[1, inf\)"),
+    ("rate", dict(seed=-1), "seed must be an integer"),
+    ("tdsnn", dict(L=0), r"L must be a number in \(0, inf\)"),
+    ("tdsnn", dict(offset="drop"), "offset must be one of 'fold', 'keep'"),
+    ("amos", dict(K=53), r"K must be an integer in \[1, 52\]"),
+    ("amos", dict(wiring="star"), "wiring must be one of 'auto', 'paper', 'dendrite'"),
+    ("amos", dict(Kk=3), "Unknown option.*'Kk'.*its options are: K, percentile"),
+])
+def test_every_scheme_checks_its_options_once(method, options, match):
+    with pytest.raises(InvalidValueError, match=match):
+        brianconv.schemes.get(method)(**options)
+
+
+def test_options_are_typed_and_frozen():
+    import dataclasses
+
+    options = brianconv.schemes.get("ttfs")(t_max=16.0).options
+    assert options.t_max == 16 and type(options.t_max) is int  # an integer option is stored as int
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.t_max = 8

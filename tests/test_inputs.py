@@ -155,7 +155,7 @@ def test_tdsnn_equals_its_emulation_of_the_shifted_graph(padded_cnn):
     snn = brianconv.convert(model, "tdsnn", calibration=calibration, L=L)
     result = snn.simulate(x, device="numpy")
     shifted = snn.input_shift.apply(snn.graph.check_input(x))
-    values, _ = emulate(snn.described_graph, shifted, L, t_out=snn.description.options["t_out"])
+    values, _ = emulate(snn.described_graph, shifted, L, t_out=snn.description.state.t_out)
     np.testing.assert_allclose(result.outputs, values[snn.graph.output.name], rtol=0, atol=FLOAT_SLACK)
     assert _agreement(result) >= 0.9
 
@@ -210,6 +210,21 @@ def test_simulate_clips_inputs_below_the_calibrated_bound(padded_cnn):
     with pytest.warns(AccuracyWarning, match=r"0\.694 % of the input values lie below"):  # 1 of 144
         result = snn.simulate(x, device="numpy")
     np.testing.assert_allclose(result.ann_outputs, snn.graph.forward(x), rtol=0, atol=0)  # the ANN: unclipped
+
+
+def test_rate_analog_inputs_far_above_the_calibrated_scale_warn_with_the_fraction():
+    """Images in 0..255 simulated after calibrating on 0..1: every non-zero pixel exceeds the input scale."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    calibration = torch.rand(16, 4)
+    snn = brianconv.convert(model, "rate", calibration=calibration, duration=4, percentile=100.0)
+    x = calibration[:2].clone()
+    x[0, 0] = 0.0   # 7 of 8 values exceed the scale (the maximum) once multiplied by 255
+    with pytest.warns(AccuracyWarning, match=r"more than 2 times the calibrated input scale .* 87\.5 % of the input"):
+        snn.simulate(255 * x, device="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyWarning)
+        snn.scheme.check_run_input(snn.description, 1.9 * x.numpy())  # within the stated factor: silent
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -289,10 +304,10 @@ def test_affine_layers_fold_exactly_into_padded_convs_and_linear_layers(conv2):
 
 
 def test_convert_folds_affine_layers_right_after_tracing(monkeypatch):
-    import brianconv.simulation
+    import brianconv.conversion
 
     graph = _affine_cnn()
-    monkeypatch.setattr(brianconv.simulation, "trace", lambda model, shape: graph)
+    monkeypatch.setattr(brianconv.conversion, "trace", lambda model, shape: graph)
     x = np.random.default_rng(8).random((20, 2, 6, 6))
     snn = brianconv.convert(nn.Identity(), "ttfs", calibration=x, t_max=8)
     assert "affine" not in [layer.op for layer in snn.graph]

@@ -46,14 +46,14 @@ import torch
 import torch.nn as nn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_amos import _hidden as _amos_hidden
+from test_amos import _unit
+from test_rate import _counts
+from test_tdsnn import _steps
 
 import brianconv
 from brianconv.schemes.amos import sent_values
 from brianconv.schemes.tdsnn import code_value, emulate, spike_step
-
-from test_amos import _hidden as _amos_hidden, _unit
-from test_rate import _counts
-from test_tdsnn import _steps
 
 T = 8
 SLACK = 1e-9
@@ -160,7 +160,7 @@ def test_rate_matches_the_ann_within_the_sampling_error_of_each_layer(spec):
             assert np.all(np.abs(result.outputs - ann[layer.name].numpy().reshape(n, -1)) <= spread + SLACK)
             continue
         counts = _counts(result, population.name, n, population.size)
-        source = snn.description.options["pool_sources"].get(layer.name, layer.name)
+        source = snn.description.state.pool_sources.get(layer.name, layer.name)
         scale = scales[source]
         if layer.op == "maxpool":   # the limited gate with d = 1 fires max_j n_j times
             np.testing.assert_allclose(counts / T_RATE * scale, drive, rtol=0, atol=SLACK)
@@ -186,12 +186,12 @@ def test_rate_matches_the_ann_within_the_sampling_error_of_each_layer(spec):
 def test_tdsnn_spike_times_are_T_of_the_layer_exactly(spec):
     model, x = _model_and_input(spec)
     snn = brianconv.convert(model, "tdsnn", calibration=x, L=L_TDSNN)
-    n, graph, options = len(x), snn.graph, snn.description.options
+    n, graph, state = len(x), snn.graph, snn.description.state
     hidden = [p for p in snn.description.populations if p.role == "hidden"]
     result = snn.simulate(x, device="numpy", spikes=[p.name for p in hidden])
-    emulated, emulated_steps = emulate(graph, x, L_TDSNN, t_out=options["t_out"])
+    emulated, emulated_steps = emulate(graph, x, L_TDSNN, t_out=state.t_out)
     x64 = x.numpy().astype(np.float64)
-    carried = {graph.input.name: code_value(spike_step(x64, L_TDSNN, options["t_out"][graph.input.name]), L_TDSNN)}
+    carried = {graph.input.name: code_value(spike_step(x64, L_TDSNN, state.t_out[graph.input.name]), L_TDSNN)}
     growth = np.exp(1 / L_TDSNN) - 1
     for population in snn.description.populations[1:]:
         if population.role == "helper":

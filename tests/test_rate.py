@@ -235,7 +235,7 @@ def test_maxpool_gate_passes_the_leading_input(pool_net, tau, limit):
                             maxpool_limit=limit)
     conv, pool = (p.name for p in snn.description.populations[1:3])
     result = snn.simulate(x, device=DEVICE, spikes=[conv, pool])
-    decay = snn.description.options["decay"]
+    decay = snn.description.state.decay
     inputs = _trains(result, conv, len(x), 16)
     outputs = _trains(result, pool, len(x), 4)
     levels = np.floor(T * np.array([1.0, 0.71, 0.43, 0.18]) + FLOAT_SLACK)

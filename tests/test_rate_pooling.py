@@ -103,4 +103,4 @@ def test_only_pools_of_spiking_layers_get_neurons():
     snn = brianconv.convert(model, "rate", calibration=torch.rand(4, 1, 8, 8), avgpool="population")
     pools = [p for p in snn.description.populations if snn.graph[p.layer].op == "avgpool"]
     assert [snn.graph[p.layer].inputs[0] for p in pools] == [snn.graph.layers[2].name]
-    assert snn.description.options["pool_sources"] == {pools[0].layer: snn.graph.layers[2].name}
+    assert snn.description.state.pool_sources == {pools[0].layer: snn.graph.layers[2].name}

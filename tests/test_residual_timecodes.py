@@ -93,8 +93,8 @@ def test_tdsnn_residual_sum_and_concatenation_are_exact_to_the_code(pipeline):
     names = population_names(graph)
     hidden = [names[name] for name in ("a", "b", "c", "add", "d")]
     result = snn.simulate(x, device="numpy", spikes=hidden)
-    coded, _ = emulate(graph, x, L, t_out=snn.description.options["t_out"])
-    decoded = {"x": code_value(spike_step(x, L, snn.description.options["t_out"]["x"]), L)}
+    coded, _ = emulate(graph, x, L, t_out=snn.description.state.t_out)
+    decoded = {"x": code_value(spike_step(x, L, snn.description.state.t_out["x"]), L)}
     for name in ("a", "b", "c", "add", "d"):
         population = snn.description.population(names[name])
         carried = snn.scheme.population_values(snn.description, result, population.name)
@@ -208,7 +208,7 @@ def test_amos_max_pool_of_a_sum_that_reads_the_input(pipeline):
     graph = _input_skip_graph()
     x = _images(8)
     snn = _convert(AMOS(K=K, pipeline=pipeline), graph, x)  # max-pooling: dendrite wiring by default
-    assert snn.description.options["wiring"] == "dendrite"
+    assert snn.description.state.wiring == "dendrite"
     names = population_names(graph)
     result = snn.simulate(x, device="numpy", spikes=[names["a"], names["mp"]])
     decoded = _amos_layer_bounds(snn, graph, result, x, names, ("a",))
@@ -228,7 +228,7 @@ def test_tdsnn_max_pool_of_a_sum_that_reads_the_input():
     snn = _convert(TDSNN(L=L), graph, x)
     names = population_names(graph)
     result = snn.simulate(x, device="numpy", spikes=[names["add"], names["mp"]])
-    coded, _ = emulate(graph, x, L, t_out=snn.description.options["t_out"])
+    coded, _ = emulate(graph, x, L, t_out=snn.description.state.t_out)
     for name in ("add", "mp"):
         carried = snn.scheme.population_values(snn.description, result, names[name])
         np.testing.assert_allclose(carried, coded[name].reshape(len(x), -1), rtol=0, atol=1e-12)

@@ -129,7 +129,7 @@ def test_tdsnn_resnet_blocks_are_within_the_code_bound(pipeline):
     populations = {p.layer for p in snn.description.populations}
     assert not set(FOLDED) & populations
     result = snn.simulate(x, device="numpy", spikes=[names[name] for name in HIDDEN])
-    coded, _ = emulate(graph, x, L, t_out=snn.description.options["t_out"])
+    coded, _ = emulate(graph, x, L, t_out=snn.description.state.t_out)
     decoded = {"x": coded["x"].reshape(len(x), -1)}
     for name in HIDDEN:
         population = snn.description.population(names[name])

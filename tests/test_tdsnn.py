@@ -70,7 +70,7 @@ def test_single_neuron_trajectory_silent_window_ticks_and_spike():
     snn = brianconv.convert(model, "tdsnn", calibration=torch.tensor([[1.0]]), L=L)
     neuron = _hidden(snn)
     t_il, t_out = neuron.values["T_il"], neuron.values["T_out"]
-    t_b = snn.description.options["t_bias"]
+    t_b = snn.description.state.t_bias
     result = snn.simulate(x, device="numpy", spikes=["input", neuron.name, f"tick_{neuron.name}"],
                           states={neuron.name: (["v"], [0])})
     v = result.states[neuron.name]["v"][0, :, 0] / float(mV)
@@ -134,7 +134,7 @@ def test_conv_and_maxpool_fire_with_the_latest_input():
     np.testing.assert_array_equal(pool_steps, latest.reshape(len(x), -1).numpy())
     assert pool.window_start == conv.window_start + conv.values["T_il"] + 1
     # the scheme decodes what each population carries: the coded network's values, exactly
-    values, _ = emulate(snn.graph, x, L, t_out=snn.description.options["t_out"])
+    values, _ = emulate(snn.graph, x, L, t_out=snn.description.state.t_out)
     for population in (conv, pool):
         carried = snn.scheme.population_values(snn.description, result, population.name)
         np.testing.assert_allclose(carried, values[population.layer].reshape(len(x), -1), rtol=0, atol=1e-12)
@@ -161,7 +161,7 @@ def test_code_window_covers_a_batchnorm_folded_layer_with_large_values():
     x_code = torch.as_tensor(code_value(spike_step(x.numpy().astype(np.float64), L8), L8))
     with torch.no_grad():
         a = layer.pre_activation(x_code).numpy().reshape(len(x), -1)
-    assert a.max() > 10 and conv.values["T_out"] >= spike_step(a.max(), L8) > 2 * snn.description.options["t_bias"]
+    assert a.max() > 10 and conv.values["T_out"] >= spike_step(a.max(), L8) > 2 * snn.description.state.t_bias
     result = snn.simulate(x, device="numpy", spikes=[conv.name])
     carried = snn.scheme.population_values(snn.description, result, conv.name)
     relu = np.maximum(a, 0)
@@ -232,7 +232,7 @@ def test_G_module_matches_the_network(dense):
             out = coded(x.double()).numpy()
         np.testing.assert_allclose(hidden.numpy(), code_value(steps, L, offset), rtol=0, atol=FLOAT_SLACK)
         np.testing.assert_allclose(result.outputs, out, rtol=0, atol=FLOAT_SLACK)
-        values, _ = emulate(snn.graph, x, L, offset, t_out=snn.description.options["t_out"])
+        values, _ = emulate(snn.graph, x, L, offset, t_out=snn.description.state.t_out)
         np.testing.assert_allclose(result.outputs, values[snn.graph.output.name], rtol=0, atol=FLOAT_SLACK)
     # zero padding and average pooling (folded into the next projection) with the offset folded
     torch.manual_seed(6)
@@ -316,5 +316,5 @@ def test_runtime_and_standalone_give_identical_spikes(build_root):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(runtime.synaptic_ops_per_population[name],
                                       standalone.synaptic_ops_per_population[name])
-    values, _ = emulate(snn.graph, x, L, t_out=snn.description.options["t_out"])
+    values, _ = emulate(snn.graph, x, L, t_out=snn.description.state.t_out)
     np.testing.assert_allclose(standalone.outputs, values[snn.graph.output.name], rtol=0, atol=FLOAT_SLACK)

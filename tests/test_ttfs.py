@@ -283,7 +283,7 @@ def test_overriding_a_conv_scale_moves_its_max_pool_too():
     snn = brianconv.convert(model, "ttfs", calibration=torch.rand(10, 1, 6, 6), t_max=8)
     conv, pool = (p.name for p in snn.description.populations[1:3])
     setup = snn.scheme.setup(snn.description, scales={"0": 0.25})
-    assert setup.values[(conv, "v_th")] == setup.values[(pool, "v_th")] == 0.25 * snn.description.options["v_unit"]
+    assert setup.values[(conv, "v_th")] == setup.values[(pool, "v_th")] == 0.25 * snn.description.state.options.v_unit
 
 
 def test_warnings_for_coarse_codes_and_silent_layers(dense):

@@ -53,7 +53,7 @@ def rate_study(model, x, y, calibration, device, thresholds=RATE_THRESHOLDS, ste
     operations up to that step (from the per-step traces of the run).
     """
     snn = brianconv.convert(model, "rate", calibration=calibration, duration=max(steps))
-    v_unit = snn.description.options["v_unit"]
+    v_unit = snn.description.state.options.v_unit
     rows = []
     for scale in thresholds:
         result = snn.simulate(x, labels=y, device=device, threshold_scale=scale, trace=True)

@@ -113,13 +113,13 @@ def _check(snn, nir):
     if scheme != "rate":
         raise ConversionError(f"to_nir exports networks converted with method='rate', not {scheme!r}.")
     o = snn.scheme.options
-    if o["input"] != "analog":
+    if o.input != "analog":
         raise ConversionError("to_nir: input='poisson' draws random input spikes, which NIR has no node for; convert "
                               "with input='analog'.")
-    if _resets_to_value(nir) and o["reset"] == "subtract":
+    if _resets_to_value(nir) and o.reset == "subtract":
         raise ConversionError(f"to_nir: nir {nir.__version__}'s IF resets to v_reset; reset by subtraction has no NIR "
                               "primitive there. Convert with reset='zero', or use nir 1.0.")
-    if not _resets_to_value(nir) and o["reset"] == "zero":
+    if not _resets_to_value(nir) and o.reset == "zero":
         raise ConversionError(f"to_nir: nir {nir.__version__}'s IF resets by subtraction; reset to zero has no NIR "
                               "primitive there. Convert with reset='subtract', or use nir >= 1.1.")
     for layer in snn.graph:

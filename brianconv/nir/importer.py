@@ -30,6 +30,7 @@ from brian2 import second, volt
 from ..connectivity import compose, conv2d, linear, make_connections, one_to_one, pool2d
 from ..description import NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
+from ..schemes.options import SchemeState
 from . import equations as eq
 
 __all__ = ["SUPPORTED", "NODE_HANDLERS", "describe_graph", "brian_name"]
@@ -120,11 +121,11 @@ def _flatten(node, signal, options):
 
 def _delay(node, signal, options):
     delay = _numpy(node.delay).ravel()
-    steps = np.rint(delay / float(options["dt"] / second)).astype(int)
+    steps = np.rint(delay / float(options.dt / second)).astype(int)
     if len(np.unique(steps)) > 1:
         raise ConversionError("Delay with different delays per element is not supported (only one delay per node).")
-    if not np.allclose(steps * float(options["dt"] / second), delay, rtol=1e-6, atol=1e-12):
-        raise ConversionError(f"Delay {delay[0]} s is not a multiple of dt = {options['dt']}; choose dt to divide it.")
+    if not np.allclose(steps * float(options.dt / second), delay, rtol=1e-6, atol=1e-12):
+        raise ConversionError(f"Delay {delay[0]} s is not a multiple of dt = {options.dt}; choose dt to divide it.")
     return _Signal([_Term(t.source, t.connections, t.delay + int(steps[0])) for t in signal.terms], signal.bias,
                    signal.shape)
 
@@ -141,13 +142,20 @@ SUPPORTED = ("Input", "Output", *NODE_HANDLERS, *eq.MODELS)
 # the description
 # ---------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class NIRState(SchemeState):
+    """An imported graph's options (``scales`` is empty) and ``node_names``: NIR node -> population name."""
+
+    node_names: dict
+
+
 def describe_graph(graph, options):
     """The :class:`NetworkDescription` of a NIR graph.
 
     Parameters
     ----------
     graph : nir.NIRGraph
-    options : dict
+    options : brianconv.nir.network.NIROptions
         ``dt``, ``steps`` (image period), ``frames`` (1 or ``steps``), ``v_unit``, ``method``,
         ``reset`` and ``input_shape`` (see :func:`brianconv.nir.from_nir`).
     """
@@ -162,7 +170,7 @@ def describe_graph(graph, options):
     order = _topological_order(source, nodes, edges)
     position = {name: k for k, name in enumerate(order)}
     names = _population_names(nodes)
-    input_shape = tuple(options["input_shape"]) if options.get("input_shape") else _input_shape(graph, source, edges)
+    input_shape = tuple(options.input_shape) if options.input_shape else _input_shape(graph, source, edges)
     signals = _Signals(nodes, edges, source, input_shape, options)
     depth = {source: 0}
     populations = [_input_population(names[source], source, input_shape, options)]
@@ -183,11 +191,11 @@ def describe_graph(graph, options):
     for population in populations:
         population.window_start = depth[population.layer]
     return NetworkDescription(
-        scheme="nir", populations=populations, projections=projections, dt=options["dt"],
-        period_steps=int(options["steps"]), input_population=populations[0].name,
+        scheme="nir", populations=populations, projections=projections, dt=options.dt,
+        period_steps=int(options.steps), input_population=populations[0].name,
         output_population=output_population, output_variable=output_variable,
-        output_unit=options["v_unit"] if output_variable == "v" else 1.0, readout_step=int(options["steps"]) - 1,
-        options=dict(options, node_names=names))
+        output_unit=options.v_unit if output_variable == "v" else 1.0, readout_step=int(options.steps) - 1,
+        state=NIRState(options, {}, names))
 
 
 class _Signals:
@@ -311,7 +319,7 @@ def _input_population(name, node_name, shape, options):
     n = int(np.prod(shape))
     return Population(name, n, eq.INPUT_EQUATIONS, threshold=eq.INPUT_THRESHOLD, reset="",
                       events={"hold": ("True", eq.INPUT_HOLD, "before_synapses")},
-                      values=dict(frames=int(options["frames"]), n_features=n), layer=node_name, shape=shape,
+                      values=dict(frames=int(options.frames), n_features=n), layer=node_name, shape=shape,
                       role="input")
 
 
@@ -331,20 +339,20 @@ def _neuron_population(name, node_name, node, shape, bias, options):
     elif model.spiking:
         threshold = eq.SPIKE_THRESHOLD
         v_reset = getattr(node, "v_reset", None)
-        mode = options["reset"]
+        mode = options.reset
         if mode == "auto":
             mode = "subtract" if v_reset is None else "value"
         reset = eq.RESET_SUBTRACT if mode == "subtract" else eq.RESET_TO_VALUE
         values["v_reset"] = (_broadcast(v_reset, n, "v_reset", node_name) if v_reset is not None else np.zeros(n)) \
-            * options["v_unit"]
+            * options.v_unit
     return Population(name, n, model.equations, threshold=threshold, reset=reset, events=events, values=values,
-                      layer=node_name, shape=shape, method=options["method"] if kind != "Threshold" else "euler")
+                      layer=node_name, shape=shape, method=options.method if kind != "Threshold" else "euler")
 
 
 def _parameter(node, field_name, n, unit_kind, options):
     value = _broadcast(getattr(node, field_name), n, field_name, type(node).__name__)
-    unit = {"voltage": options["v_unit"], "time": second, "resistance": options["v_unit"],
-            "rate_resistance": options["v_unit"] / second, "number": 1.0}[unit_kind]
+    unit = {"voltage": options.v_unit, "time": second, "resistance": options.v_unit,
+            "rate_resistance": options.v_unit / second, "number": 1.0}[unit_kind]
     if unit_kind == "time" and np.any(value <= 0):
         raise ConversionError(f"{type(node).__name__}.{field_name} must be > 0 (a time constant in seconds).")
     return value * unit

@@ -6,17 +6,45 @@
 compiled once per image period and re-run with new inputs through ``run_args``.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
-from brian2 import mV
 
 from ..calibration import Calibration
 from ..description import NetworkDescription
 from ..errors import InvalidValueError, ShapeError
 from ..schemes.base import RunSetup, Scheme
+from ..schemes.options import Options, v_unit_option
 from ..simulation import SpikingNetwork
 from .importer import check_dt, check_steps, check_voltage, describe_graph
 
 __all__ = ["NIRScheme", "NIRNetwork"]
+
+
+@dataclass(frozen=True)
+class NIROptions(Options):
+    """Options of an imported NIR graph (see :func:`brianconv.nir.from_nir`)."""
+
+    dt: object = None
+    steps: int = 1
+    frames: int = 1
+    v_unit: object = v_unit_option()
+    method: str = "euler"
+    reset: str = "auto"
+    input_shape: tuple = None
+
+    def validate(self):
+        check_dt(self.dt)
+        check_steps(self.steps)
+        check_voltage(self.v_unit)
+        if self.frames not in (1, self.steps):
+            raise InvalidValueError(f"frames must be 1 (input held) or steps={self.steps}, got {self.frames!r}.")
+        if self.method not in ("euler", "exact"):
+            raise InvalidValueError(f"method must be 'euler' (beta = 1 - dt/tau, like snnTorch and Norse) or "
+                                    f"'exact' (beta = exp(-dt/tau), like sinabs), got {self.method!r}.")
+        if self.reset not in ("auto", "subtract", "value"):
+            raise InvalidValueError(f"reset must be 'auto' (the node's v_reset if it has one, else subtraction), "
+                                    f"'subtract' or 'value', got {self.reset!r}.")
 
 
 class NIRScheme(Scheme):
@@ -27,26 +55,11 @@ class NIRScheme(Scheme):
     """
 
     name = "nir"
-    internal = True
-    defaults = dict(dt=None, steps=1, frames=1, v_unit=1 * mV, method="euler", reset="auto", input_shape=None)
+    Options = NIROptions
 
     def __init__(self, graph, **options):
         self.graph = graph
         super().__init__(**options)
-
-    def validate_options(self):
-        o = self.options
-        check_dt(o["dt"])
-        check_steps(o["steps"])
-        check_voltage(o["v_unit"])
-        if o["frames"] not in (1, o["steps"]):
-            raise InvalidValueError(f"frames must be 1 (input held) or steps={o['steps']}, got {o['frames']!r}.")
-        if o["method"] not in ("euler", "exact"):
-            raise InvalidValueError(f"method must be 'euler' (beta = 1 - dt/tau, like snnTorch and Norse) or "
-                                    f"'exact' (beta = exp(-dt/tau), like sinabs), got {o['method']!r}.")
-        if o["reset"] not in ("auto", "subtract", "value"):
-            raise InvalidValueError(f"reset must be 'auto' (the node's v_reset if it has one, else subtraction), "
-                                    f"'subtract' or 'value', got {o['reset']!r}.")
 
     def check(self, graph):
         """Checked while describing (unsupported nodes raise ConversionError)."""
@@ -60,7 +73,7 @@ class NIRScheme(Scheme):
                                     "Its only run option is steps=.")
         starts = {p.name: p.window_start for p in description.populations}
         return RunSetup({}, starts, readout_step=description.period_steps - 1,
-                        parameters=dict(steps=description.period_steps, frames=self.options["frames"]))
+                        parameters=dict(steps=description.period_steps, frames=self.options.frames))
 
 
 class _Inputs:

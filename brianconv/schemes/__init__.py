@@ -12,5 +12,7 @@ from . import (
     ttfs,  # noqa: F401  (registers "ttfs")
 )
 from .base import RunSetup, Scheme, available, get, register, unregister
+from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
 
-__all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available"]
+__all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available", "Options", "SchemeState", "option",
+           "positive_number", "dt_option", "percentile_option", "v_unit_option"]

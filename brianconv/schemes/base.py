@@ -6,19 +6,25 @@ and :meth:`Scheme.setup`, and may override the other methods, which have working
 """
 
 import abc
-import dataclasses
 import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
-from brian2 import second, volt
 
 from ..calibration import calibrate as calibrate_scales
-from ..connectivity import compose, connections_for, make_connections
 from ..errors import ConversionError, InvalidValueError, UnknownMethodError
+from .options import Options
+from .projections import (  # noqa: F401  (re-exported: the schemes import them from here)
+    FOLDED_OPS,
+    folds_into_reader,
+    incoming_projections,
+    merged_by_source,
+    population_names,
+    projected_layers,
+)
 
 __all__ = ["Scheme", "RunSetup", "register", "unregister", "get", "available", "population_names", "projected_layers",
-           "incoming_projections", "FOLDED_OPS", "folds_into_reader", "check_percentile", "check_positive",
+           "incoming_projections", "FOLDED_OPS", "folds_into_reader",
            "merged_by_source", "clip_of", "carries_non_negative", "check_branch_activations", "limit_scales_to_clips"]
 
 _REGISTRY = {}
@@ -102,8 +108,9 @@ class Scheme(abc.ABC):
     :meth:`describe`; :meth:`~brianconv.SpikingNetwork.simulate` calls :meth:`check_input`,
     :meth:`setup` (the run-time parameters of one run) and, per batch, :meth:`decode`.
 
-    A subclass sets ``name`` (its registry name, see :func:`register`), ``defaults`` (its
-    options and their default values), ``activations`` and ``ops`` (what it represents), and
+    A subclass sets ``name`` (its registry name, see :func:`register`), ``Options`` (a frozen
+    dataclass of its options, their defaults and rules: :mod:`brianconv.schemes.options`),
+    ``activations`` and ``ops`` (what it represents), and
     implements the two abstract methods :meth:`describe` and :meth:`setup`; instantiating a
     subclass that misses one raises ``TypeError``. Every other method has a default that a
     scheme overrides where its code needs it. ``tests/example_scheme.py`` is a complete scheme
@@ -112,7 +119,8 @@ class Scheme(abc.ABC):
     Parameters
     ----------
     **options
-        Scheme options; unknown names raise :class:`~brianconv.errors.InvalidValueError`.
+        Scheme options (the fields of :attr:`Options`); unknown names and invalid values raise
+        :class:`~brianconv.errors.InvalidValueError` naming the option and what it accepts.
     """
 
     #: The name the scheme is registered under (``convert(model, method=name)``).
@@ -121,34 +129,21 @@ class Scheme(abc.ABC):
     activations = frozenset({"relu"})
     #: Layer types (:attr:`brianconv.graph.Layer.op`) the scheme represents.
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool"})
-    #: ``option -> default value``: the options ``convert(..., **options)`` accepts.
-    defaults = {}
+    #: The scheme's options (a frozen :class:`~brianconv.schemes.options.Options` dataclass): the
+    #: keyword arguments ``convert(..., **options)`` accepts, their defaults and rules.
+    Options = Options
     #: True when :meth:`describe` handles hidden Linear/Conv2d layers without activation that only
     #: residual ``add`` layers read (:func:`folds_into_reader`): they get no neurons and
     #: :func:`incoming_projections` composes them into the sum's projections and bias.
     folds_linear_layers = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "Options" in cls.__dict__ and cls.name and cls.Options.scheme == Options.scheme:
+            cls.Options.scheme = cls.name  # the options' messages name the first scheme that declares them
+
     def __init__(self, **options):
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise InvalidValueError(f"Unknown option(s) {sorted(unknown)} for method {self.name!r}; its options are "
-                                    f"{sorted(self.defaults)}.")
-        self.options = {**self.defaults, **options}
-        self.validate_options()
-
-    def validate_options(self):
-        """Raise :class:`~brianconv.errors.InvalidValueError` for out-of-range options.
-
-        The base class checks the options most schemes share (``percentile``, ``dt``, ``v_unit``);
-        subclasses extend it.
-        """
-        o = self.options
-        if "percentile" in o:
-            check_percentile(o["percentile"])
-        if "dt" in o:
-            check_positive("dt", o["dt"], second, "time")
-        if "v_unit" in o:
-            check_positive("v_unit", o["v_unit"], volt, "voltage")
+        self.options = self.Options.create(**options)
 
     # -- what every scheme implements ------------------------------------------------------
     @abc.abstractmethod
@@ -222,11 +217,15 @@ class Scheme(abc.ABC):
     output_ops = frozenset({"linear", "conv"})
 
     def check_pooling_and_output(self, graph):
-        """Pooling followed only by :attr:`pool_activations`; the output one of :attr:`output_ops`."""
+        """Pooling followed only by :attr:`pool_activations` and no max-pool right after an average pool;
+        the output one of :attr:`output_ops`."""
         for layer in graph:
             if layer.op in ("maxpool", "avgpool") and layer.activation not in self.pool_activations:
                 raise ConversionError(f"{self.name}: layer {layer.name!r} applies {layer.activation!r} after pooling; "
                                       "only ReLU can be represented.")
+            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
+                raise ConversionError(f"{self.name}: max-pooling {layer.name!r} directly after average pooling is not "
+                                      "supported; average-pool after the max-pool instead.")
         if graph.output.op not in self.output_ops:
             raise ConversionError(f"{self.name}: the output layer {graph.output.name!r} must be "
                                   f"{' or '.join(sorted(self.output_ops))}, not {graph.output.op}.")
@@ -252,6 +251,14 @@ class Scheme(abc.ABC):
                 "calibration data (or input_range=(low, high)) to convert() and simulate the network it returns "
                 "on inputs normalised the same way.")
 
+    def check_run_input(self, description, x):
+        """Check (or warn about) the inputs ``x`` that ``simulate`` passes to the network, shape ``(N, *input_shape)``.
+
+        Called after :meth:`check_input` with the network's inputs (shifted where the network reads
+        ``x - low``). Default: nothing; inputs of a shifted network are checked against the
+        calibrated range by :meth:`brianconv.folding.InputShift.apply`.
+        """
+
     def calibrate(self, graph, x):
         """Each layer's activation scale from the calibration data ``x``, shape ``(N, *input_shape)``.
 
@@ -264,7 +271,7 @@ class Scheme(abc.ABC):
         -------
         brianconv.calibration.Calibration
         """
-        return calibrate_scales(graph, x, self.options.get("percentile", 100.0))
+        return calibrate_scales(graph, x, getattr(self.options, "percentile", 100.0))
 
     def unsupported_perturbations(self):
         """``knob -> reason`` for the perturbation knobs (:mod:`brianconv.perturbations`) this scheme's code
@@ -333,211 +340,12 @@ class Scheme(abc.ABC):
         return records.output[steps] / float(description.output_unit)
 
 
-def check_percentile(value):
-    """Raise unless ``value`` is in (0, 100]."""
-    if not 0 < value <= 100:
-        raise InvalidValueError(f"percentile must be in (0, 100], got {value}.")
-
-
-def check_positive(name, value, unit, kind):
-    """Raise unless ``value`` is a positive Brian2 quantity with the dimensions of ``unit``."""
-    from brian2 import get_dimensions
-
-    try:
-        positive = get_dimensions(value) == get_dimensions(unit) and float(value / unit) > 0
-    except Exception:  # not a number
-        positive = False
-    if not positive:
-        raise InvalidValueError(f"{name} must be a positive {kind} (e.g. in {unit}), got {value!r}.")
-
-
-def population_names(graph):
-    """Brian2-safe, unique population names: ``input`` and ``<op>_<layer name>``."""
-    names = {}
-    for k, layer in enumerate(graph):
-        safe = "".join(c if c.isalnum() else "_" for c in layer.name)
-        base = "input" if layer.op == "input" else f"{layer.op}_{safe}"
-        names[layer.name] = base if base not in names.values() else f"{base}_{k}"
-    return names
-
-
-def projected_layers(graph, names, carried_by=None):
-    """The layers that get a population, with the source population and connections they read.
-
-    Average pooling is linear and has no neurons of its own: it is folded into the projection of
-    the layer that reads it (:func:`~brianconv.connectivity.compose`).
-
-    Yields
-    ------
-    (layer, source population name, Connections)
-        In graph order, for every layer after the input except average pools.
-    """
-    carriers = {graph.input.name: (names[graph.input.name], None)}
-    for layer in graph.layers[1:]:
-        source, pending = carriers[layer.inputs[0]]
-        if layer.op == "avgpool":
-            pool = connections_for(layer)[0]
-            carriers[layer.name] = (source, pool if pending is None else compose(pending, pool))
-            continue
-        connections = connections_for(layer)[0]
-        if pending is not None:
-            connections = compose(pending, connections)
-        carriers[layer.name] = (names[layer.name], None)
-        yield layer, source, connections
-
-
-#: Layers without neurons of their own: linear maps folded into the projections of their readers.
-FOLDED_OPS = frozenset({"avgpool", "cat"})
-
-
-def folds_into_reader(graph, layer):
-    """Whether ``layer`` is a linear layer folded into the residual sums that read it (no neurons).
-
-    The rule: a weighted layer (Linear/Conv2d) without activation, not the output, whose every
-    consumer is an ``add`` -- the second convolution of a ResNet block (BatchNorm folded in) and
-    its 1x1 projection shortcut. The sum receives the folded layer's input projections composed
-    with its weights, and its bias (:func:`incoming_projections`). Schemes accept such layers
-    only with :attr:`Scheme.folds_linear_layers`.
-
-    Parameters
-    ----------
-    graph : brianconv.graph.LayerGraph
-    layer : brianconv.graph.Layer
-
-    Returns
-    -------
-    bool
-    """
-    if not layer.is_weighted or layer.activation is not None or layer is graph.output:
-        return False
-    consumers = graph.consumers(layer.name)
-    return bool(consumers) and all(consumer.op == "add" for consumer in consumers)
-
-
 def _folding_methods():
     """Names of the registered schemes that fold linear layers into residual sums."""
     return [name for name in available() if _REGISTRY[name].folds_linear_layers]
 
 
-def incoming_projections(graph, names, populated=frozenset()):
-    """Every layer that gets a population, with all the projections it receives.
-
-    Unlike :func:`projected_layers` this follows every input of a layer (both terms of a
-    residual ``add``, both factors of a ``mul``) and every branch of a channel concatenation.
-    Layers in :data:`FOLDED_OPS` get no neurons: average pooling is composed into the projection
-    of its reader, and a ``cat`` hands each reader one projection per concatenated branch (the
-    reader's synapses whose source lies in that branch, re-indexed to the branch's population).
-    Linear layers that :func:`folds_into_reader` folds get no neurons either: the sum that reads
-    one receives its input projections composed with its weights, and its bias ``b`` through the
-    sum's connections ``C`` (``C(W s + b) = (C W) s + C b``) as a constant.
-
-    ``populated`` names layers of :data:`FOLDED_OPS` that get a population all the same (rate's
-    ``avgpool="population"``): they are yielded like any other layer.
-
-    Yields
-    ------
-    (layer, [(source population name, Connections), ...])
-        In graph order, for every layer after the input that is not folded; the list holds one
-        entry per (input, branch) with at least one synapse, in the order of ``layer.inputs``.
-        A layer that reads folded biases is yielded as a copy whose ``bias`` is the total
-        per-neuron bias (its own plus the folded ones, shape ``out_shape``); every other layer
-        is yielded unchanged.
-    """
-    carriers = {graph.input.name: [_Carried(names[graph.input.name], None)]}
-    for layer in graph.layers[1:]:
-        incoming, carried_bias = [], None
-        for name, connections in zip(layer.inputs, _input_connections(layer)):
-            for piece in carriers[name]:
-                if piece.source is not None:
-                    incoming.append((piece.source, piece.apply_to(connections)))
-                carried_bias = _add_bias(carried_bias, piece.bias_through(connections))
-        incoming = [(source, connections) for source, connections in incoming if len(connections)]
-        weighted_fold = folds_into_reader(graph, layer)
-        if (layer.op in FOLDED_OPS and layer.name not in populated) or weighted_fold:
-            # No neurons: each incoming projection maps a population to (part of) this layer's values.
-            # Its activation, if any, is not applied here: schemes accept it only where it is the
-            # identity on what the layer carries (ReLU of non-negative values), see Scheme.check.
-            if weighted_fold:
-                carried_bias = _add_bias(carried_bias, layer.neuron_bias())
-            pieces = [_Carried(source, connections) for source, connections in incoming]
-            if carried_bias is not None:  # one piece carries the constant, so that a reader adds it once
-                pieces.append(_Carried(None, None, carried_bias))
-            carriers[layer.name] = pieces
-            continue
-        carriers[layer.name] = [_Carried(names[layer.name], None)]
-        if carried_bias is not None:
-            layer = dataclasses.replace(layer, bias=(layer.neuron_bias() + carried_bias).reshape(layer.out_shape))
-        yield layer, incoming
-
-
-def _add_bias(total, bias):
-    """``total + bias`` where None stands for no bias (float64 ``(size,)`` arrays)."""
-    if bias is None:
-        return total
-    return np.asarray(bias, dtype=np.float64) if total is None else total + bias
-
-
-def _input_connections(layer):
-    """One Connections per input of ``layer``, from that input's values to the layer's values."""
-    if layer.op != "cat":
-        return connections_for(layer)
-    ends = np.cumsum(layer.params["sizes"])
-    return [make_connections(np.arange(end - start), np.arange(start, end), np.ones(end - start), end - start,
-                             layer.size) for start, end in zip(ends - layer.params["sizes"], ends)]
-
-
-@dataclass(frozen=True)
-class _Carried:
-    """A population whose spikes carry (part of) a folded layer's values.
-
-    ``mapping`` (Connections, or None for the identity) takes the population's neurons to the
-    folded layer's values; ``bias`` (float64 ``(size,)`` of the folded layer's values, or None) is
-    a constant added to them (a folded Linear/Conv2d layer's bias). A piece with ``source`` None
-    carries only a constant (a folded layer none of whose inputs reaches it).
-    """
-
-    source: str
-    mapping: object
-    bias: np.ndarray = None
-
-    def apply_to(self, connections):
-        """The projection from :attr:`source` equal to ``connections`` applied after the mapping."""
-        return connections if self.mapping is None else compose(self.mapping, connections)
-
-    def bias_through(self, connections):
-        """The constant ``connections`` make of :attr:`bias`, shape ``(connections.n_post,)``, or None."""
-        return None if self.bias is None else connections.apply(self.bias[None, :])[0]
-
-
 # -- residual additions, concatenations and clipped ReLU -----------------------------------------
-
-def merged_by_source(incoming):
-    """One projection per source population: the projections of ``incoming`` that share a source, joined.
-
-    A reader meets the same population twice when it sums a layer with itself or concatenates a
-    layer with a pooled copy of it; one Brian2 ``Synapses`` per (source, target) keeps names unique.
-
-    Parameters
-    ----------
-    incoming : list of (str, Connections)
-        As yielded by :func:`incoming_projections`.
-
-    Returns
-    -------
-    list of (str, Connections)
-        In order of first appearance; a single projection is returned as it is (same object).
-    """
-    parts = {}
-    for source, connections in incoming:
-        parts.setdefault(source, []).append(connections)
-    return [(source, pieces[0] if len(pieces) == 1 else _joined(pieces)) for source, pieces in parts.items()]
-
-
-def _joined(pieces):
-    """The synapses of several Connections between the same two populations, as one."""
-    return make_connections(np.concatenate([c.pre for c in pieces]), np.concatenate([c.post for c in pieces]),
-                            np.concatenate([c.weight for c in pieces]), pieces[0].n_pre, pieces[0].n_post)
-
 
 def carries_non_negative(graph, name, input_non_negative):
     """True if layer ``name`` can only carry values >= 0 (ReLU-like activation, or a max, mean, sum or

@@ -1,9 +1,11 @@
 """Scheme ``"rate"``: rate-coded integrate-and-fire conversion with the tools of Rueckauer et al.
 
+(Longer than the ~400 lines of a module: 111 of its 582 lines are this docstring, the model with its equations,
+next to the equation table and the code that uses them; the code itself is 471 lines.)
+
 After Rueckauer, Lungu, Hu and Pfeiffer, *Theory and tools for the conversion of analog to spiking
-convolutional neural networks* (arXiv:1612.04052; ``../shared/papers/rueckauer-rate-conversion-theory-and-tools.txt``).
-Equation numbers below are those of the arXiv version as we know it; the shared text copy has its
-formulas stripped, so they could not be checked against it.
+convolutional neural networks* (arXiv:1612.04052, 2016). Equation numbers below are those of that
+arXiv version.
 
 Code
 ----
@@ -119,36 +121,24 @@ input that arrived in the same step).
 
 import logging
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from brian2 import (
-    check_units,
-    declare_types,
     have_same_dimensions,
-    implementation,
     ms,
-    mV,
-    second,
     volt,
 )
 
 from ..calibration import calibrate, normalised_parameters
-from ..description import Membrane, NetworkDescription, Population, Projection
+from ..description import Kind, Membrane, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from ..graph import LayerGraph
-from .base import (
-    RunSetup,
-    Scheme,
-    check_branch_activations,
-    check_positive,
-    incoming_projections,
-    limit_scales_to_clips,
-    merged_by_source,
-    population_names,
-    register,
-)
+from .base import RunSetup, Scheme, check_branch_activations, limit_scales_to_clips, register
+from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
+from .poisson import uniform_hash
 from .rate_pooling import AVGPOOL_EQUATIONS, spiking_avgpools
+from .projections import incoming_projections, merged_by_source, population_names
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -248,6 +238,11 @@ v = v * (1 - last)
 q_in = q_in * (1 - last)
 """
 
+#: Analog inputs above this factor times the calibrated input scale ``lambda_0`` raise an AccuracyWarning: a value
+#: ``x`` drives the first layer like ``x / lambda_0`` calibrated inputs, so at twice the calibrated range the first
+#: layer's rates saturate where the calibration data reached its scale (images in 0..255 after 0..1: 255 times).
+INPUT_RANGE_FACTOR = 2.0
+
 ON_PRE = "v_post += w * v_th_pre"
 ANALOG_ON_PRE = "q_in_post += w * x_pre * v_th_pre"
 
@@ -269,74 +264,33 @@ if not any(isinstance(f, _GateOrderFilter) for f in _brian2_codegen_logger.filte
 
 
 # ---------------------------------------------------------------------------------------------
-# counter-based random numbers for Poisson input
-# ---------------------------------------------------------------------------------------------
-
-_GOLDEN = 0x9E3779B97F4A7C15
-_CPP_HASH = """
-static inline uint64_t _brianconv_mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static inline double uniform_hash(int32_t seed, int32_t image, int32_t neuron, int32_t step) {
-    const uint64_t g = 0x9E3779B97F4A7C15ULL;
-    uint64_t z = _brianconv_mix((uint64_t)(uint32_t)seed + g);
-    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)image + g));
-    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)neuron + g));
-    z = _brianconv_mix(z ^ ((uint64_t)(uint32_t)step + g));
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-"""
-_CYTHON_HASH = """
-from libc.stdint cimport uint64_t, uint32_t
-cdef inline uint64_t _brianconv_mix(uint64_t z):
-    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
-    return z ^ (z >> 31)
-
-cdef inline double uniform_hash(int seed, int image, int neuron, int step):
-    cdef uint64_t g = <uint64_t>0x9E3779B97F4A7C15ULL
-    cdef uint64_t z = _brianconv_mix(<uint64_t><uint32_t>seed + g)
-    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>image + g))
-    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>neuron + g))
-    z = _brianconv_mix(z ^ (<uint64_t><uint32_t>step + g))
-    return <double>(z >> 11) * (1.0 / 9007199254740992.0)
-"""
-
-
-def _np_mix(z):
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@implementation("cpp", _CPP_HASH)
-@implementation("cython", _CYTHON_HASH)
-@declare_types(seed="integer", image="integer", neuron="integer", step="integer", result="float")
-@check_units(seed=1, image=1, neuron=1, step=1, result=1)
-def uniform_hash(seed, image, neuron, step):
-    """A uniform number in [0, 1) that depends only on its four integer arguments.
-
-    SplitMix64's finaliser chained over ``(seed, image, neuron, step)``; the C++, Cython and
-    numpy implementations give bit-identical results (53-bit resolution).
-
-    >>> float(uniform_hash(0, 0, 0, 0)) == float(uniform_hash(0, 0, 0, 0))
-    True
-    """
-    def word(value):
-        return np.asarray(value, dtype=np.int64).astype(np.uint32).astype(np.uint64) + np.uint64(_GOLDEN)
-
-    with np.errstate(over="ignore"):
-        z = _np_mix(word(seed))
-        for value in (image, neuron, step):
-            z = _np_mix(z ^ word(value))
-    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
-
-
-# ---------------------------------------------------------------------------------------------
 # the scheme
 # ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RateOptions(Options):
+    """Options of :class:`Rate` (see its docstring)."""
+
+    duration: int = option(200, integer=True, minimum=1)
+    dt: object = dt_option(1 * ms)
+    reset: str = option("subtract", choices=("subtract", "zero"))
+    input: str = option("analog", choices=("analog", "poisson"))
+    percentile: float = percentile_option(99.9)
+    v_unit: object = v_unit_option()
+    maxpool_tau: object = option(20 * ms, unit=ms, optional=True)
+    maxpool_limit: bool = option(True, choices=(True, False))
+    seed: int = option(0, integer=True, minimum=0, maximum=2 ** 31 - 1)
+    avgpool: str = option("fold", choices=("population", "fold"))
+
+
+@dataclass(frozen=True)
+class RateState(SchemeState):
+    """What :class:`Rate` needs after ``describe``: the options and scales, the max-pool gates' decay ``d``
+    and ``pool_sources`` (``max-pool layer -> the layer it pools``, whose scale it carries)."""
+
+    decay: float
+    pool_sources: dict
+
 
 @register
 class Rate(Scheme):
@@ -373,38 +327,18 @@ class Rate(Scheme):
     """
 
     name = "rate"
+    Options = RateOptions
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
-    defaults = dict(duration=200, dt=1 * ms, reset="subtract", input="analog", percentile=99.9, v_unit=1 * mV,
-                    maxpool_tau=20 * ms, maxpool_limit=True, seed=0, avgpool="fold")
-
-    def validate_options(self):
-        super().validate_options()   # percentile, dt, v_unit
-        o = self.options
-        duration = o["duration"]
-        if not isinstance(duration, (int, np.integer)) or isinstance(duration, bool) or duration < 1:
-            raise InvalidValueError(f"duration is a number of steps and must be an integer >= 1, got {duration!r}.")
-        if o["reset"] not in ("subtract", "zero"):
-            raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {o['reset']!r}.")
-        if o["input"] not in ("analog", "poisson"):
-            raise InvalidValueError(f"input must be 'analog' or 'poisson', got {o['input']!r}.")
-        if o["avgpool"] not in ("population", "fold"):
-            raise InvalidValueError(f"avgpool must be 'population' or 'fold', got {o['avgpool']!r}.")
-        if o["maxpool_tau"] is not None:
-            check_positive("maxpool_tau", o["maxpool_tau"], second, "time (or None)")
-        _check_seed(o["seed"])
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
         super().check(graph)
         self.check_pooling_and_output(graph)
-        check_branch_activations(graph, self.name, input_non_negative=self.options["input"] == "poisson")
+        check_branch_activations(graph, self.name, input_non_negative=self.needs_nonnegative_input)
         for layer in graph:
             if layer.op == "maxpool":
                 source = graph[layer.inputs[0]]
-                if source.op == "avgpool":
-                    raise ConversionError(f"rate: max-pooling {layer.name!r} directly after average pooling is not "
-                                          "supported; average-pool after the max-pool instead.")
                 if not (source.is_weighted or source.op == "add"):
                     raise ConversionError(f"rate: max-pooling {layer.name!r} must follow a Linear, Conv2d or sum "
                                           f"layer (its gate reads the spike rates of IF neurons), not {source.op!r}.")
@@ -412,13 +346,29 @@ class Rate(Scheme):
     @property
     def needs_nonnegative_input(self):
         """Poisson inputs code values as spike rates (>= 0); analog inputs carry any value."""
-        return self.options["input"] == "poisson"
+        return self.options.input == "poisson"
+
+    def check_run_input(self, description, x):
+        """Warn (:class:`~brianconv.errors.AccuracyWarning`) when analog inputs exceed the calibrated input
+        scale ``lambda_0`` by more than the factor :data:`INPUT_RANGE_FACTOR`, giving the
+        fraction of values above ``lambda_0``: the first layer's rates saturate (clip) there, e.g. for images
+        in 0..255 after calibrating on 0..1. Poisson inputs are shifted and checked by the input shift."""
+        if self.options.input != "analog":
+            return
+        scale = description.state.scales[description.population(description.input_population).layer]
+        if np.max(x) > INPUT_RANGE_FACTOR * scale:
+            clipped = float(np.mean(x > scale))
+            warnings.warn(f"rate: the inputs reach {np.max(x):.4g}, more than {INPUT_RANGE_FACTOR:g} times the "
+                          f"calibrated input scale {scale:.4g}; {100 * clipped:.3g} % of the input values exceed it "
+                          "and the first layer's rates saturate (clip) there. Scale the inputs as the calibration data "
+                          "(e.g. both in 0..1), or convert with calibration data of the same range.",
+                          AccuracyWarning, stacklevel=3)
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
         """Activation scales: the ``percentile`` of every layer's positive activations (Eq. 9), at most
         the clip of a clipped ReLU."""
-        calibration = calibrate(graph, x, self.options["percentile"])
+        calibration = calibrate(graph, x, self.options.percentile)
         limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
             if fraction > 0.01 and graph[name] is not graph.output and graph[name].op != "input":
@@ -429,16 +379,16 @@ class Rate(Scheme):
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        v_unit = o["v_unit"]
-        decay = 1.0 if o["maxpool_tau"] is None else float(np.exp(-float(o["dt"] / o["maxpool_tau"])))
+        v_unit = o.v_unit
+        decay = 1.0 if o.maxpool_tau is None else float(np.exp(-float(o.dt / o.maxpool_tau)))
         params = normalised_parameters(graph, calibration)
         # the same graph with normalised weights and biases, W~ = W lambda_(l-1) / lambda_l (Eq. 9)
         normalised = LayerGraph([replace(layer, weight=params[layer.name][0], bias=params[layer.name][1])
                                  if layer.name in params else layer for layer in graph])
         names = population_names(graph)
         feeds_maxpool = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
-        pooled = spiking_avgpools(graph) if o["avgpool"] == "population" else frozenset()
-        analog = o["input"] == "analog"
+        pooled = spiking_avgpools(graph) if o.avgpool == "population" else frozenset()
+        analog = o.input == "analog"
         populations, projections, depth = [], [], {}
 
         inp = graph.input
@@ -448,12 +398,12 @@ class Rate(Scheme):
             populations.append(Population(
                 name, inp.size, INPUT_ANALOG_EQUATIONS, threshold=INPUT_ANALOG_THRESHOLD, reset="",
                 events={"update": ("first == 1", "x = x_now")}, values=values, layer=inp.name,
-                shape=inp.out_shape, role="input"))
+                shape=inp.out_shape, role="input", kind=Kind.INPUT))
         else:
-            values.update(seed=int(o["seed"]), first_image=0)
+            values.update(seed=int(o.seed), first_image=0)
             populations.append(Population(
                 name, inp.size, INPUT_POISSON_EQUATIONS, threshold=INPUT_POISSON_THRESHOLD, reset="",
-                values=values, layer=inp.name, shape=inp.out_shape, role="input",
+                values=values, layer=inp.name, shape=inp.out_shape, role="input", kind=Kind.INPUT,
                 namespace={"uniform_hash": uniform_hash}))
         depth[name] = 0
         layer_of = {population: layer for layer, population in names.items()}
@@ -467,8 +417,8 @@ class Rate(Scheme):
                 populations.append(Population(
                     name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="",
                     events={"update": ("True", MAXPOOL_UPDATE)},
-                    values=dict(v_th=v_unit, decay=decay, limit=int(bool(o["maxpool_limit"]))),
-                    layer=layer.name, shape=layer.out_shape))
+                    values=dict(v_th=v_unit, decay=decay, limit=int(bool(o.maxpool_limit))),
+                    layer=layer.name, shape=layer.out_shape, kind=Kind.MAXPOOL))
                 projections.append(Projection(f"{source}_to_{name}", source, name, connections,
                                               model="", on_pre=MAXPOOL_ON_PRE))
                 continue
@@ -479,18 +429,19 @@ class Rate(Scheme):
                 populations.append(Population(
                     name, layer.size, AVGPOOL_EQUATIONS, threshold=NEURON_THRESHOLD, reset="",
                     events={"update": (UPDATE_CONDITION, RESET_CODE)},
-                    values=dict(v_th=v_unit, zero_reset=int(o["reset"] == "zero")), layer=layer.name,
-                    shape=layer.out_shape))
+                    values=dict(v_th=v_unit, zero_reset=int(o.reset == "zero")), layer=layer.name,
+                    shape=layer.out_shape, kind=Kind.NEURON))
             elif output:
                 code = OUTPUT_UPDATE
                 populations.append(Population(
                     name, layer.size, OUTPUT_EQUATIONS, events={"update": ("True", code)},
                     values=dict(b=bias, scale=calibration.scales[layer.name]), layer=layer.name,
-                    shape=layer.out_shape, role="output", namespace={"v_unit": v_unit}))
+                    shape=layer.out_shape, role="output", kind=Kind.OUTPUT,
+                    namespace={"v_unit": v_unit}))
             else:
                 equations, condition = NEURON_EQUATIONS, UPDATE_CONDITION
                 code = ("q_in = q_in * (1 - last)\n" if analog and from_input else "") + RESET_CODE
-                values = dict(v_th=v_unit, b=bias, zero_reset=int(o["reset"] == "zero"))
+                values = dict(v_th=v_unit, b=bias, zero_reset=int(o.reset == "zero"))
                 if layer.name in feeds_maxpool:
                     equations += RATE_ESTIMATE_EQUATIONS
                     condition, code = "True", RATE_ESTIMATE_CODE + "\n" + code
@@ -498,7 +449,8 @@ class Rate(Scheme):
                 populations.append(Population(
                     name, layer.size, equations, threshold=NEURON_THRESHOLD, reset="",
                     events={"update": (condition, code)}, values=values, layer=layer.name,
-                    shape=layer.out_shape, namespace={"v_unit": v_unit}, membrane=Membrane("v", "v_th")))
+                    shape=layer.out_shape, kind=Kind.NEURON, namespace={"v_unit": v_unit},
+                    membrane=Membrane("v", "v_th")))
             for source, connections in incoming:
                 on_pre = ANALOG_ON_PRE if analog and source == populations[0].name else ON_PRE
                 connections = _normalised_for_source(connections, layer, layer_of[source], calibration.scales)
@@ -507,13 +459,13 @@ class Rate(Scheme):
         for population in populations:
             population.window_start = depth[population.name]
         return NetworkDescription(
-            scheme=self.name, populations=populations, projections=projections, dt=o["dt"],
-            period_steps=int(o["duration"]), input_population=populations[0].name,
+            scheme=self.name, populations=populations, projections=projections, dt=o.dt,
+            period_steps=int(o.duration), input_population=populations[0].name,
             output_population=populations[-1].name, output_variable="y", output_unit=1.0,
-            readout_step=int(o["duration"]) - 1,
-            options=dict(self.options, scales=dict(calibration.scales), decay=decay,
-                         pool_sources={layer.name: layer.inputs[0] for layer in graph
-                                       if layer.op == "maxpool" or layer.name in pooled}))
+            readout_step=int(o.duration) - 1,
+            state=RateState(self.options, dict(calibration.scales), decay,
+                            {layer.name: layer.inputs[0] for layer in graph
+                             if layer.op == "maxpool" or layer.name in pooled}))
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description, v_th=None, steps=None, seed=None, reset=None, scales=None, threshold_scale=1.0):
@@ -542,24 +494,23 @@ class Rate(Scheme):
             Multiplies every hidden layer's threshold (1: ``v_th``); the name the sweeps and the
             CLI use for all schemes.
         """
-        options = description.options
+        state = description.state
         period = description.period_steps
         steps = period if steps is None else steps
         if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= period:
             raise InvalidValueError(f"steps={steps!r} must be an integer in [1, {period}] (the built duration); "
                                     "convert again with a larger duration to read out later.")
-        threshold = options["v_unit"] if v_th is None else v_th
+        threshold = state.options.v_unit if v_th is None else v_th
         if not _positive(threshold, volt):
             raise InvalidValueError(f"v_th must be a positive voltage (e.g. 1 * mV), got {v_th!r}.")
-        if isinstance(threshold_scale, bool) or not float(threshold_scale) > 0:
-            raise InvalidValueError(f"threshold_scale must be > 0, got {threshold_scale!r}.")
-        threshold = threshold * float(threshold_scale)
-        reset = options["reset"] if reset is None else reset
+        threshold_scale = positive_number("threshold_scale", threshold_scale)
+        threshold = threshold * threshold_scale
+        reset = state.options.reset if reset is None else reset
         if reset not in ("subtract", "zero"):
             raise InvalidValueError(f"reset must be 'subtract' or 'zero', got {reset!r}.")
-        calibrated = options["scales"]
+        calibrated = state.scales
         hidden_layers = {p.layer for p in description.populations if p.role == "hidden"}
-        weighted = hidden_layers - set(options["pool_sources"])
+        weighted = hidden_layers - set(state.pool_sources)
         unknown = set(scales or {}) - weighted
         if unknown:
             raise InvalidValueError(f"scales can be set for the hidden Linear/Conv/sum layers {sorted(weighted)}; "
@@ -572,14 +523,14 @@ class Rate(Scheme):
         for population in description.populations:
             if population.role != "hidden":
                 continue
-            source = options["pool_sources"].get(population.layer, population.layer)
+            source = state.pool_sources.get(population.layer, population.layer)
             values[(population.name, "v_th")] = threshold * ratio[source]
-            if "zero_reset" in population.equations:
+            if population.kind is Kind.NEURON:
                 values[(population.name, "zero_reset")] = int(reset == "zero")
         parameters = dict(v_th=threshold, steps=int(steps), reset=reset, scales=dict(scales or {}),
                           threshold_scale=float(threshold_scale))
-        if options["input"] == "poisson":
-            seed = options["seed"] if seed is None else seed
+        if state.options.input == "poisson":
+            seed = state.options.seed if seed is None else seed
             _check_seed(seed)
             values[(description.input_population, "seed")] = int(seed)
             parameters["seed"] = int(seed)
@@ -601,19 +552,19 @@ class Rate(Scheme):
         """
         if population not in result.spikes:
             raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
-        options = description.options
+        state = description.state
         p = description.population(population)
         if p.role == "output":
             raise InvalidValueError(f"{population!r} is the output accumulator; its values are result.outputs.")
         if p.role == "input":
-            if options["input"] == "analog":
+            if state.options.input == "analog":
                 raise InvalidValueError("With input='analog' the input population sends one event per non-zero "
                                         "pixel, not a rate; its values are the input itself.")
-            scale = options["scales"][p.layer]
+            scale = state.scales[p.layer]
         else:
-            layer = options["pool_sources"].get(p.layer, p.layer)
-            scale = (result.parameters.get("scales") or {}).get(layer, options["scales"][layer])
-            scale *= float(result.parameters["v_th"] / options["v_unit"])
+            layer = state.pool_sources.get(p.layer, p.layer)
+            scale = (result.parameters.get("scales") or {}).get(layer, state.scales[layer])
+            scale *= float(result.parameters["v_th"] / state.options.v_unit)
         image, neuron, _ = result.spikes[population]
         counts = np.zeros((result.n_images, p.size))
         np.add.at(counts, (image, neuron), 1)

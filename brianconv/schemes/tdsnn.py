@@ -1,7 +1,10 @@
 """Scheme ``"tdsnn"``: leaky integrate-and-fire neurons, reverse coding and ticking neurons.
 
+(Longer than the ~400 lines of a module: 110 of its 555 lines are this docstring, the model with its equations,
+next to the equation table and the code that uses them; the code itself is 445 lines.)
+
 After Zhang, Zhou, Zhi, Du and Chen, *TDSNN: From deep neural networks to deep spike neural
-networks with temporal-coding* (AAAI-19; ``../shared/papers/zhang-tdsnn-ticking-neurons.txt``).
+networks with temporal-coding* (AAAI 2019).
 Equation numbers below are the paper's.
 
 Code (reverse coding, Eq. 10)
@@ -109,22 +112,14 @@ before the next enters. Every population resets at the start of its window (even
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from brian2 import ms, mV
+from brian2 import ms
 
 from ..calibration import Calibration, activation_scale
-from ..description import Membrane, NetworkDescription, Population, Projection
+from ..description import Kind, Membrane, NetworkDescription, Population, Projection
 from ..errors import ConversionError, InvalidValueError
-from .base import (
-    RunSetup,
-    Scheme,
-    clip_of,
-    folds_into_reader,
-    incoming_projections,
-    merged_by_source,
-    population_names,
-    register,
-)
+from .base import RunSetup, Scheme, clip_of, register
+from .options import Options, SchemeState, dt_option, option, percentile_option, v_unit_option
+from .projections import folds_into_reader, incoming_projections, merged_by_source, population_names
 
 __all__ = ["TDSNN", "spike_step", "code_value", "emulate", "INPUT_EQUATIONS", "NEURON_EQUATIONS",
            "OUTPUT_EQUATIONS", "TICK_EQUATIONS", "BIAS_EQUATIONS", "MAXPOOL_EQUATIONS"]
@@ -229,6 +224,31 @@ def code_value(steps, L, offset="fold"):
     return g - 1 if offset == "fold" else g
 
 
+@dataclass(frozen=True)
+class TDSNNOptions(Options):
+    """Options of :class:`TDSNN` (see its docstring)."""
+
+    L: float = option(8.0, greater_than=0)
+    dt: object = dt_option(0.1 * ms)
+    percentile: float = percentile_option(100.0)
+    offset: str = option("fold", choices=("fold", "keep"))
+    v_unit: object = v_unit_option()
+    pipeline: bool = option(True, choices=(True, False))
+
+
+#: Kinds of populations that send a code (and have a ``T_out``).
+_CODED = (Kind.INPUT, Kind.NEURON, Kind.SUM)
+
+
+@dataclass(frozen=True)
+class TDSNNState(SchemeState):
+    """What :class:`TDSNN` needs after ``describe``: the options and scales, the bias neurons' spike step
+    ``t_bias = T(1)`` and ``t_out`` (``layer -> T_out``, the end of each coded layer's code)."""
+
+    t_bias: int
+    t_out: dict
+
+
 @register
 class TDSNN(Scheme):
     """TDSNN conversion: leaky IF neurons, reverse coding, ticking and bias neurons (one spike per neuron).
@@ -256,25 +276,14 @@ class TDSNN(Scheme):
     needs_nonnegative_input = True
     activations = frozenset({"relu", "clipped_relu"})
     ops = frozenset({"input", "linear", "conv", "avgpool", "maxpool", "add", "cat"})
-    defaults = dict(L=8.0, dt=0.1 * ms, percentile=100.0, offset="fold", v_unit=1 * mV, pipeline=True)
+    Options = TDSNNOptions
     folds_linear_layers = True
-
-    def validate_options(self):
-        super().validate_options()
-        o = self.options
-        if not (np.isfinite(o["L"]) and o["L"] > 0):
-            raise InvalidValueError(f"L is the leak constant in steps and must be > 0, got {o['L']!r}.")
-        if o["offset"] not in ("fold", "keep"):
-            raise InvalidValueError(f"offset must be 'fold' or 'keep', got {o['offset']!r}.")
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
         super().check(graph)
         self.check_pooling_and_output(graph)
         for layer in graph:
-            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
-                raise ConversionError(f"tdsnn: max-pooling {layer.name!r} directly after average pooling is not "
-                                      "supported; average-pool after the max-pool instead.")
             clip_of(layer)  # a clipped ReLU must name its upper end
             folded = [name for name in layer.inputs if folds_into_reader(graph, graph[name])]
             if layer.op == "add" and layer.activation is None and folded:
@@ -291,20 +300,21 @@ class TDSNN(Scheme):
         """Each layer's ``lambda``: the percentile of its values in the coded network (:func:`emulate`)."""
         o = self.options
         scales = {}
-        emulate(graph, x, o["L"], o["offset"], scales=scales, percentile=o["percentile"])
-        return Calibration(scales, float(o["percentile"]), len(x), {})
+        emulate(graph, x, o.L, o.offset, scales=scales, percentile=o.percentile)
+        return Calibration(scales, float(o.percentile), len(x), {})
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        L = float(o["L"])
+        L = float(o.L)
         names = population_names(graph)
-        net = _Network(L, o["v_unit"], o["offset"])
+        net = _Network(L, o.v_unit, o.offset)
         t_input = int(spike_step(calibration.scales[graph.input.name], L))
         inp = names[graph.input.name]
         net.add(Population(inp, graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
                            values=dict(L_steps=L, T_out=t_input), window_start=0, layer=graph.input.name,
-                           shape=graph.input.out_shape, role="input"), span=t_input + 1, code=_Code(t_input, 0))
+                           shape=graph.input.out_shape, role="input", kind=Kind.INPUT),
+                span=t_input + 1, code=_Code(t_input, 0))
         readout = None
         for layer, incoming in incoming_projections(graph, names):
             incoming = merged_by_source(incoming)
@@ -317,17 +327,16 @@ class TDSNN(Scheme):
                 t_out = int(spike_step(calibration.scales[layer.name], L))
                 net.integrating_layer(name, layer, incoming, t_out=t_out, scale=calibration.scales[layer.name])
         populations = net.populations
-        if o["pipeline"]:
+        if o.pipeline:
             period = max(net.span.values())
         else:
             period = max(p.window_start + net.span[p.name] for p in populations)
         return NetworkDescription(
-            scheme=self.name, populations=populations, projections=net.projections, dt=o["dt"], period_steps=period,
+            scheme=self.name, populations=populations, projections=net.projections, dt=o.dt, period_steps=period,
             input_population=inp, output_population=names[graph.output.name], output_variable="v",
-            output_unit=o["v_unit"], readout_step=readout,
-            options=dict(self.options, scales=dict(calibration.scales), t_bias=net.t_bias,
-                         t_out={p.layer: int(p.values["T_out"]) for p in populations
-                                if p.role in ("input", "hidden") and "T_out" in p.values}))
+            output_unit=o.v_unit, readout_step=readout,
+            state=TDSNNState(self.options, dict(calibration.scales), net.t_bias,
+                             {p.layer: int(p.values["T_out"]) for p in populations if p.kind in _CODED}))
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description):
@@ -356,16 +365,16 @@ class TDSNN(Scheme):
                                     "population: it carries no coded value (the outputs are result.outputs).")
         if population not in result.spikes:
             raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
-        if p.role == "input":
+        if p.kind is Kind.INPUT:
             delay = 0
-        elif "T_il" in p.values:
-            delay = int(p.values["T_il"]) + 1
-        else:  # max-pool: fires one step after its latest input
+        elif p.kind is Kind.MAXPOOL:  # fires one step after its latest input
             delay = 1
-        options = description.options
+        else:  # a hidden LIF layer or sum: its output window starts after the inhibition
+            delay = int(p.values["T_il"]) + 1
+        state = description.state
         image, neuron, local = result.spikes[population]
         values = np.zeros((result.n_images, p.size))
-        values[image, neuron] = code_value(np.asarray(local) - delay, float(options["L"]), options["offset"])
+        values[image, neuron] = code_value(np.asarray(local) - delay, float(state.options.L), state.options.offset)
         return values
 
     def stage_marks(self, description, setup, population):
@@ -373,7 +382,7 @@ class TDSNN(Scheme):
         p = description.population(population)
         if p.role == "output":
             return [(int(p.values["T_il"]), "readout")]
-        if p.role == "hidden" and "T_il" in p.values:
+        if p.kind in (Kind.NEURON, Kind.SUM):
             t_il, t_out = int(p.values["T_il"]), int(p.values["T_out"])
             return [(t_il + 1, "inhibition ends: ticking"), (t_il + 1 + t_out, "end of code")]
         return []
@@ -382,7 +391,7 @@ class TDSNN(Scheme):
         """Logits ``A = -v(T_il) * exp(T_il / L) / v_unit`` of the output layer (Eq. 8)."""
         start = setup.window_starts[description.output_population]
         steps = start + np.arange(n_images) * description.period_steps + setup.readout_step
-        gain = np.exp(setup.readout_step / float(description.options["L"]))
+        gain = np.exp(setup.readout_step / float(description.state.options.L))
         return -records.output[steps] * gain / float(description.output_unit)
 
 
@@ -442,7 +451,7 @@ class _Network:
         n_inputs = sum(np.bincount(c.post, minlength=layer.size) for _, c, _ in sources)
         self.add(Population(name, layer.size, MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
                             events={"window_start": (WINDOW_START, _RESET)}, values=dict(n_inputs=n_inputs),
-                            window_start=start, layer=layer.name, shape=layer.out_shape,
+                            window_start=start, layer=layer.name, shape=layer.out_shape, kind=Kind.MAXPOOL,
                             namespace={"v_unit": self.v_unit}), span=t_src + 2, code=_Code(t_src, start + 1))
         for source, connections, delay in sources:
             self.project(source, name, connections, delay=delay)
@@ -463,28 +472,30 @@ class _Network:
             self.add(Population(name, layer.size, OUTPUT_EQUATIONS,
                                 events={"window_start": (WINDOW_START, "v = 0 * volt")},
                                 values=dict(L_steps=L, T_il=t_il), window_start=start, layer=layer.name,
-                                shape=layer.out_shape, role="output", method="exact"), span=t_il + 1)
+                                shape=layer.out_shape, role="output", kind=Kind.OUTPUT, method="exact"),
+                     span=t_il + 1)
         else:
             equations, threshold, values = NEURON_EQUATIONS, NEURON_THRESHOLD, dict(L_steps=L, T_il=t_il, T_out=t_out)
+            kind = Kind.NEURON
             if layer.op == "add":
-                equations, threshold = SUM_EQUATIONS, SUM_THRESHOLD
+                equations, threshold, kind = SUM_EQUATIONS, SUM_THRESHOLD, Kind.SUM
                 values["tie_margin"] = TIE * np.exp(-(t_il + t_out) / L) * self.v_unit
             reference = scale * np.exp(-t_il / L) * self.v_unit  # the potential of lambda ANN units at release
             self.add(Population(name, layer.size, equations, threshold=threshold, reset=NEURON_RESET,
                                 events={"window_start": (WINDOW_START, _RESET)}, values=values, window_start=start,
-                                layer=layer.name, shape=layer.out_shape, method="exact",
+                                layer=layer.name, shape=layer.out_shape, kind=kind, method="exact",
                                 membrane=Membrane("v", None, reference=reference)),
                      span=t_il + t_out + 2, code=_Code(t_out, start + t_il + 1))
             tick = f"tick_{name}"
             self.add(Population(tick, 1, TICK_EQUATIONS, threshold=TICK_THRESHOLD, reset="",
                                 values=dict(T_il=t_il, T_out=t_out), window_start=start, layer=layer.name, shape=(1,),
-                                role="helper"), span=t_il + t_out + 1)
+                                role="helper", kind=Kind.TICK), span=t_il + t_out + 1)
             w_tick = (1 - np.exp(-1 / L)) * np.exp(-t_il / L)  # Eq. 9
             self.project(tick, name, _all_to_all(1, layer.size, w_tick), on_pre=TICK_ON_PRE)
         bias_name = f"bias_{name}"
         self.add(Population(bias_name, 1, BIAS_EQUATIONS, threshold=BIAS_THRESHOLD, reset="",
                             values=dict(T_bias=self.t_bias), window_start=start, layer=layer.name, shape=(1,),
-                            role="helper"), span=self.t_bias + 1)
+                            role="helper", kind=Kind.BIAS), span=self.t_bias + 1)
         self.project(bias_name, name, _all_to_all(1, layer.size, -bias / np.exp(self.t_bias / L)))
         for source, connections, delay in sources:
             negated = type(connections)(connections.pre, connections.post, -connections.weight, connections.n_pre,
@@ -494,7 +505,7 @@ class _Network:
 
 
 def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.0):
-    """The coded network in float64 torch: what the SNN computes, layer by layer.
+    """The coded network in float64 torch: what the SNN computes, layer by layer (:meth:`LayerGraph.forward`).
 
     Parameters
     ----------
@@ -516,8 +527,7 @@ def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.
         ``layer -> spike steps`` (int array) for the input and every hidden layer.
     """
     scales = {} if scales is None else scales
-    x = graph.check_input(x)
-    values, steps = {}, {}
+    steps = {}
 
     def code(layer, raw):
         name, clip = layer.name, clip_of(layer)
@@ -529,19 +539,19 @@ def emulate(graph, x, L, offset="fold", t_out=None, scales=None, percentile=100.
         steps[name] = spike_step(raw - TIE if layer.op == "add" else raw, L, limit)  # ties down (SUM_THRESHOLD)
         return code_value(steps[name], L, offset)
 
-    values[graph.input.name] = code(graph.input, x)
-    for layer in graph.layers[1:]:
-        inputs = [torch.as_tensor(values[name]) for name in layer.inputs]
-        with torch.no_grad():
-            raw = layer.pre_activation(*inputs).numpy()
+    def carried(layer, pre, inputs):
+        raw = pre.numpy()
+        if layer.op == "input":
+            return code(layer, raw)
         if folds_into_reader(graph, layer):  # no neurons: the sum reading it gets the exact linear value
-            values[layer.name] = raw
-        elif layer.op in ("maxpool", "avgpool", "cat"):  # act on the codes; G is monotonic, so max commutes
-            values[layer.name] = raw
+            return raw
+        if layer.op in ("maxpool", "avgpool", "cat"):  # act on the codes; G is monotonic, so max commutes
             if layer.op == "maxpool":
                 steps[layer.name] = np.rint(L * np.log(raw + (1.0 if offset == "fold" else 0.0))).astype(np.int64)
-        else:
-            values[layer.name] = raw if layer is graph.output else code(layer, raw)
+            return raw
+        return raw if layer is graph.output else code(layer, raw)
+
+    _, values = graph.forward(x, record=True, activation=carried)
     return values, steps
 
 

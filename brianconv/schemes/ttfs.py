@@ -1,7 +1,10 @@
 """Scheme ``"ttfs"``: the two-stage time-to-first-spike neuron with a charging current.
 
+(Longer than the ~400 lines of a module: 71 of its 520 lines are this docstring, the model with its equations,
+next to the equation table and the code that uses them; the code itself is 449 lines.)
+
 After López-Randulfe, Reeb and Knoll, *Conversion of ConvNets to spiking neural networks with
-less than one spike per neuron* (``../shared/papers/lopez-randulfe-ttfs-two-stage-neuron.txt``).
+less than one spike per neuron* (2022).
 
 Code
 ----
@@ -68,24 +71,17 @@ with one image's silent and spiking stage while the others work on earlier/later
 """
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from brian2 import ms, mV
+from brian2 import ms
 
 from ..calibration import activation_scale, calibrate
-from ..description import Membrane, NetworkDescription, Population, Projection
+from ..description import Kind, Membrane, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
-from .base import (
-    FOLDED_OPS,
-    RunSetup,
-    Scheme,
-    check_branch_activations,
-    incoming_projections,
-    limit_scales_to_clips,
-    merged_by_source,
-    population_names,
-    register,
-)
+from .base import RunSetup, Scheme, check_branch_activations, limit_scales_to_clips, register
+from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
+from .projections import FOLDED_OPS, incoming_projections, merged_by_source, population_names
 
 __all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS",
            "NEURON_EVENT_EQUATIONS", "OUTPUT_EVENT_EQUATIONS", "MAXPOOL_EVENT_EQUATIONS"]
@@ -183,6 +179,35 @@ MAXPOOL_EVENT_ON_PRE = "fire_step_post = clip(fire_step_post, 0, local_step_post
 ON_PRE_EVENT = "v_post += w * v_th_pre * clip(T_steps_post - local_step_post, 0, T_steps_post) / T_steps_post"
 
 
+@dataclass(frozen=True)
+class TTFSOptions(Options):
+    """Options of :class:`TTFS` (see its docstring)."""
+
+    t_max: int = option(32, integer=True, minimum=1)
+    dt: object = dt_option(0.1 * ms)
+    percentile: float = percentile_option(99.9)
+    threshold: str = option("percentile", choices=("percentile", "max", "search"))
+    v_unit: object = v_unit_option()
+    pipeline: bool = option(True, choices=(True, False))
+    search_percentiles: tuple = (99.0, 99.5, 99.9, 99.99, 100.0)
+    integration: str = option("clock", choices=("clock", "event"))
+
+    def validate(self):
+        for p in self.search_percentiles:
+            percentile_option(p).metadata["rule"].checked(self.scheme, "search_percentiles", p)
+
+
+@dataclass(frozen=True)
+class TTFSState(SchemeState):
+    """What :class:`TTFS` needs after ``describe``: the options and scales, the ``layout`` (``[(population,
+    sources, kind)]`` in graph order, to place windows for another ``t_max``), the input layer's name and
+    whether skip connections are ``delayed`` (then only the built ``t_max`` runs)."""
+
+    layout: list
+    input_layer: str
+    delayed: bool
+
+
 @register
 class TTFS(Scheme):
     """Time-to-first-spike conversion with the two-stage neuron (at most one spike per neuron).
@@ -213,66 +238,52 @@ class TTFS(Scheme):
     needs_nonnegative_input = True
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
-    defaults = dict(t_max=32, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
-                    pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0), integration="clock")
-
-    def validate_options(self):
-        super().validate_options()
-        o = self.options
-        if int(o["t_max"]) != o["t_max"] or o["t_max"] < 1:
-            raise InvalidValueError(f"t_max is a number of steps and must be an integer >= 1, got {o['t_max']!r}.")
-        if o["threshold"] not in ("percentile", "max", "search"):
-            raise InvalidValueError(f"threshold must be 'percentile', 'max' or 'search', got {o['threshold']!r}.")
-        if o["integration"] not in ("clock", "event"):
-            raise InvalidValueError(f"integration must be 'clock' or 'event', got {o['integration']!r}.")
+    Options = TTFSOptions
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
         super().check(graph)
         self.check_pooling_and_output(graph)
-        check_branch_activations(graph, self.name, input_non_negative=True)
+        check_branch_activations(graph, self.name, input_non_negative=self.needs_nonnegative_input)
         for layer in graph:
             if layer.op == "maxpool" and graph[layer.inputs[0]].op == "cat":
                 raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after a concatenation is not "
                                       "supported; max-pool each branch before concatenating.")
-            if layer.op == "maxpool" and graph[layer.inputs[0]].op == "avgpool":
-                raise ConversionError(f"ttfs: max-pooling {layer.name!r} directly after average pooling is not "
-                                      "supported; average-pool after the max-pool instead.")
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, graph, x):
         """Activation scales: percentile, maximum or error-minimising search (see the options)."""
-        percentile = 100.0 if self.options["threshold"] == "max" else self.options["percentile"]
+        percentile = 100.0 if self.options.threshold == "max" else self.options.percentile
         calibration = calibrate(graph, x, percentile)
-        if self.options["threshold"] == "search":
-            _search_scales(graph, x, calibration, int(self.options["t_max"]), self.options["search_percentiles"])
+        if self.options.threshold == "search":
+            _search_scales(graph, x, calibration, int(self.options.t_max), self.options.search_percentiles)
         limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
             if fraction > 0.01 and graph[name] is not graph.output:
                 warnings.warn(f"ttfs: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
                               "threshold and will be clipped.", AccuracyWarning, stacklevel=3)
-        _warn_coarse_code(graph, x, calibration, int(self.options["t_max"]))
+        _warn_coarse_code(graph, x, calibration, int(self.options.t_max))
         return calibration
 
     # -- description -----------------------------------------------------------------------
     def describe(self, graph, calibration):
         o = self.options
-        T = int(o["t_max"])
-        v_unit = o["v_unit"]
+        T = int(o.t_max)
+        v_unit = o.v_unit
         names = population_names(graph)
         populations, projections, layout = [], [], []
         x_max = calibration.scales[graph.input.name]
         populations.append(Population(
             names[graph.input.name], graph.input.size, INPUT_EQUATIONS, threshold=INPUT_THRESHOLD, reset="",
             values=dict(T_steps=T, x_max=x_max, v_th=x_max * v_unit), layer=graph.input.name,
-            shape=graph.input.out_shape, role="input"))
+            shape=graph.input.out_shape, role="input", kind=Kind.INPUT))
         layout.append((names[graph.input.name], (), "input"))
         readers = []
         for layer, incoming in incoming_projections(graph, names):
             name = names[layer.name]
             kind = "maxpool" if layer.op == "maxpool" else "output" if layer is graph.output else "neuron"
             scale = calibration.scales[layer.name] * v_unit
-            population, on_pre = _layer_population(o["integration"], kind, name, layer, scale, T, v_unit)
+            population, on_pre = _layer_population(o.integration, kind, name, layer, scale, T, v_unit)
             populations.append(population)
             incoming = merged_by_source(incoming)
             readers.append((name, kind, incoming, on_pre))
@@ -286,13 +297,12 @@ class TTFS(Scheme):
                                               delay_steps=delays[source, name]))
         for population in populations:
             population.window_start = starts[population.name]
-        period = 2 * T if o["pipeline"] else max(starts.values()) + 2 * T
+        period = 2 * T if o.pipeline else max(starts.values()) + 2 * T
         return NetworkDescription(
-            scheme=self.name, populations=populations, projections=projections, dt=o["dt"], period_steps=period,
+            scheme=self.name, populations=populations, projections=projections, dt=o.dt, period_steps=period,
             input_population=populations[0].name, output_population=populations[-1].name, output_variable="v",
             output_unit=v_unit, readout_step=T,
-            options=dict(self.options, layout=layout, scales=dict(calibration.scales), input_layer=graph.input.name,
-                         delayed=any(delays.values())))
+            state=TTFSState(self.options, dict(calibration.scales), layout, graph.input.name, any(delays.values())))
 
     # -- runs --------------------------------------------------------------------------------
     def setup(self, description, t_max=None, scales=None, threshold_scale=1.0):
@@ -308,25 +318,24 @@ class TTFS(Scheme):
         threshold_scale : float
             Multiplies every hidden layer's threshold (1: the calibrated thresholds).
         """
-        if not threshold_scale > 0:
-            raise InvalidValueError(f"threshold_scale must be > 0, got {threshold_scale}.")
-        options = description.options
-        T = int(options["t_max"] if t_max is None else t_max)
-        layout = options["layout"]
+        threshold_scale = positive_number("threshold_scale", threshold_scale)
+        state = description.state
+        T = int(state.options.t_max if t_max is None else t_max)
+        layout = state.layout
         starts = _window_starts(layout, T)
         period = description.period_steps
-        needed = 2 * T if options["pipeline"] else max(starts.values()) + 2 * T
+        needed = 2 * T if state.options.pipeline else max(starts.values()) + 2 * T
         if T < 1 or needed > period:
-            raise InvalidValueError(f"t_max={t_max} does not fit the built network (t_max <= {options['t_max']}); "
+            raise InvalidValueError(f"t_max={t_max} does not fit the built network (t_max <= {state.options.t_max}); "
                                     "convert again with a larger t_max to sweep higher values.")
-        if options.get("delayed") and T != options["t_max"]:
+        if state.delayed and T != state.options.t_max:
             raise InvalidValueError(f"t_max={t_max}: this network's skip connections are delayed by multiples of the "
-                                    f"built t_max={options['t_max']}, so it runs only at that t_max; convert again "
+                                    f"built t_max={state.options.t_max}, so it runs only at that t_max; convert again "
                                     "with the t_max to simulate.")
-        unknown = set(scales or {}) - set(options["scales"])
+        unknown = set(scales or {}) - set(state.scales)
         if unknown:
             raise InvalidValueError(f"Unknown layer(s) {sorted(unknown)} in scales; "
-                                    f"layers: {sorted(options['scales'])}.")
+                                    f"layers: {sorted(state.scales)}.")
         all_scales = _run_scales(description, scales, threshold_scale)
         if any(not s > 0 for s in all_scales.values()):
             raise InvalidValueError("Every activation scale (threshold) must be > 0.")
@@ -335,7 +344,7 @@ class TTFS(Scheme):
         for population in description.populations:
             values[(population.name, "T_steps")] = T
             values[(population.name, "window_start")] = starts[population.name]
-            values[(population.name, "v_th")] = by_population[population.name] * options["v_unit"]
+            values[(population.name, "v_th")] = by_population[population.name] * state.options.v_unit
         return RunSetup(values, starts, readout_step=T,
                         parameters=dict(t_max=T, scales=scales or {}, threshold_scale=threshold_scale))
 
@@ -349,9 +358,8 @@ class TTFS(Scheme):
         if population not in result.spikes:
             raise InvalidValueError(f"Simulate with spikes=[{population!r}] to decode {population!r}.")
         T = result.parameters["t_max"]
-        kinds = {name: kind for name, _, kind in description.options["layout"]}
-        offset = {"input": 0, "maxpool": 1, "neuron": T, "output": T}[kinds[population]]
         p = description.population(population)
+        offset = _emit_offset(p.kind.value, T)
         scales = _run_scales(description, result.parameters.get("scales"),
                              result.parameters.get("threshold_scale", 1.0))
         scale = _scale_per_population(description, scales)[population]
@@ -362,7 +370,7 @@ class TTFS(Scheme):
 
     def stage_marks(self, description, setup, population):
         """The silent | spiking boundary (``T``) and the end of the spiking stage (``2 T``) of a neuron."""
-        kind = {name: kind for name, _, kind in description.options["layout"]}[population]
+        kind = description.population(population).kind.value
         T = setup.parameters["t_max"]
         if kind == "neuron":
             return [(T, "silent | spiking"), (2 * T, "end of spiking stage")]
@@ -373,15 +381,11 @@ class TTFS(Scheme):
     def unsupported_perturbations(self):
         """With ``integration="event"`` no membrane is integrated step by step: the neuron knobs have nothing
         to act on."""
-        if self.options["integration"] != "event":
+        if self.options.integration != "event":
             return {}
         reason = ("integration='event' computes each spike time in closed form, with no membrane integrated "
                   "step by step; convert with integration='clock' to perturb the neurons.")
         return {knob: reason for knob in ("tau_m", "t_ref", "sigma_v", "sigma_th")}
-
-    def quantisation_step(self, description):
-        """Resolution of the code: the value of one step, as a fraction of each layer's scale."""
-        return 1.0 / description.options["t_max"]
 
 
 #: Each layer's neuron model, by integration and kind of layer: equations, threshold, reset, the
@@ -417,6 +421,7 @@ def _layer_population(integration, kind, name, layer, v_th, T, v_unit):
         name, layer.size, model["equations"], threshold=model["threshold"], reset=model["reset"],
         events={"window_start": (WINDOW_START, model["window_start"]), **model.get("events", {})},
         values=values, layer=layer.name, shape=layer.out_shape, role="output" if kind == "output" else "hidden",
+        kind=Kind(kind),
         namespace={} if kind == "maxpool" else {"v_unit": v_unit},
         membrane=Membrane("v", "v_th") if (integration, kind) == ("clock", "neuron") else None)
     return population, model["on_pre"]
@@ -469,7 +474,7 @@ def _scale_per_population(description, scales):
     """Each population's scale: that of its layer, and a max-pool carries its source's (unchanged values)."""
     layers = {p.name: p.layer for p in description.populations}
     per_population = {}
-    for entry in description.options["layout"]:
+    for entry in description.state.layout:
         name, kind = entry[0], entry[2]
         per_population[name] = per_population[_sources(entry)[0]] if kind == "maxpool" else scales[layers[name]]
     return per_population
@@ -477,8 +482,8 @@ def _scale_per_population(description, scales):
 
 def _run_scales(description, scales=None, threshold_scale=1.0):
     """Layer scales of one run: calibrated, overridden by ``scales``, hidden ones times ``threshold_scale``."""
-    merged = dict(description.options["scales"], **(scales or {}))
-    return {name: value * (1.0 if name == description.options["input_layer"] else threshold_scale)
+    merged = dict(description.state.scales, **(scales or {}))
+    return {name: value * (1.0 if name == description.state.input_layer else threshold_scale)
             for name, value in merged.items()}
 
 
@@ -509,13 +514,9 @@ def _search_scales(graph, x, calibration, T, candidates):
     as their readers' synapses do.
     """
     _, exact = graph.forward(x, record=True)
-    quantised = {graph.input.name: _quantise(exact[graph.input.name], calibration.scales[graph.input.name], T)}
-    import torch
 
-    for layer in graph.layers[1:]:
-        inputs = [torch.as_tensor(quantised[name]) for name in layer.inputs]
-        with torch.no_grad():
-            value = layer.forward(*inputs).numpy()
+    def quantised(layer, pre, inputs):
+        value = layer.activate(pre).numpy()
         if (layer.is_weighted or layer.op == "add") and layer is not graph.output:
             errors = {}
             for p in candidates:
@@ -526,7 +527,9 @@ def _search_scales(graph, x, calibration, T, candidates):
         elif layer.op in ("maxpool", "avgpool"):
             calibration.scales[layer.name] = calibration.scales[layer.inputs[0]]
         carried = layer is graph.output or layer.op in FOLDED_OPS
-        quantised[layer.name] = value if carried else _quantise(value, calibration.scales[layer.name], T)
+        return value if carried else _quantise(value, calibration.scales[layer.name], T)
+
+    graph.forward(x, record=True, activation=quantised)
 
 
 def _quantise(values, scale, T):
