@@ -57,7 +57,7 @@ from brian2 import Equations, check_units, declare_types, get_dimensions, implem
 from brian2.utils.stringtools import word_substitute
 
 from .errors import InvalidValueError
-from .schemes.rate import _np_mix, uniform_hash
+from .schemes.poisson import _np_mix, uniform_hash
 
 __all__ = ["KNOBS", "DEFAULTS", "compile_knobs", "setup_run", "check_run_parameters", "perturb_uniform",
            "perturb_normal"]
