@@ -45,7 +45,11 @@ neurons: a layer reading it receives one projection per branch. A layer's window
 its latest input's output window starts; an input that sends earlier (a skip connection over
 ``k`` two-stage layers sends ``k T`` steps earlier) reaches it through synapses delayed by the
 difference, so every input spike arrives in the reader's silent stage at the local step it
-would from a single source. Delays are built for ``t_max``, so a network with skip connections
+would from a single source. In a ResNet block the block's last Linear/Conv2d has no activation and
+only the sum reads it (:func:`~.base.folds_into_reader`, also a projection shortcut): it gets no
+neurons; the sum receives its input projections composed with its weights (spikes carry their
+sender's threshold, so the ANN weights need no normalisation) and its bias, and the delays align
+the folded term's sources like any other term's. Delays are built for ``t_max``, so a network with skip connections
 runs only at its built ``t_max``.
 
 Clipped ReLU
@@ -80,6 +84,7 @@ from .base import (
     RunSetup,
     Scheme,
     check_branch_activations,
+    folds_into_reader,
     incoming_projections,
     limit_scales_to_clips,
     merged_by_source,
@@ -207,6 +212,7 @@ class TTFS(Scheme):
     needs_nonnegative_input = True
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
+    folds_linear_layers = True
     defaults = dict(t_max=32, dt=0.1 * ms, percentile=99.9, threshold="percentile", v_unit=1 * mV,
                     pipeline=True, search_percentiles=(99.0, 99.5, 99.9, 99.99, 100.0), integration="clock")
 
@@ -242,7 +248,7 @@ class TTFS(Scheme):
             _search_scales(graph, x, calibration, int(self.options["t_max"]), self.options["search_percentiles"])
         limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
-            if fraction > 0.01 and graph[name] is not graph.output:
+            if fraction > 0.01 and graph[name] is not graph.output and not folds_into_reader(graph, graph[name]):
                 warnings.warn(f"ttfs: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
                               "threshold and will be clipped.", AccuracyWarning, stacklevel=3)
         _warn_coarse_code(graph, x, calibration, int(self.options["t_max"]))
@@ -470,7 +476,7 @@ def _warn_coarse_code(graph, x, calibration, T, limit=0.25):
     """Warn where ``t_max`` is too coarse: many positive activations round to "no spike"."""
     _, activations = graph.forward(x, record=True)
     for layer in graph.layers[:-1]:
-        if layer.op in FOLDED_OPS:  # no neurons: its values travel in its sources' codes
+        if _has_no_neurons(graph, layer):  # its values travel in its sources' codes
             continue
         values = activations[layer.name]
         positive = values[values > 0]
@@ -500,7 +506,8 @@ def _search_scales(graph, x, calibration, T, candidates):
         inputs = [torch.as_tensor(quantised[name]) for name in layer.inputs]
         with torch.no_grad():
             value = layer.forward(*inputs).numpy()
-        if (layer.is_weighted or layer.op == "add") and layer is not graph.output:
+        carried = layer is graph.output or _has_no_neurons(graph, layer)
+        if (layer.is_weighted or layer.op == "add") and not carried:
             errors = {}
             for p in candidates:
                 scale = activation_scale(exact[layer.name], p)
@@ -509,8 +516,13 @@ def _search_scales(graph, x, calibration, T, candidates):
             calibration.clipped[layer.name] = float(np.mean(exact[layer.name] > calibration.scales[layer.name]))
         elif layer.op in ("maxpool", "avgpool"):
             calibration.scales[layer.name] = calibration.scales[layer.inputs[0]]
-        carried = layer is graph.output or layer.op in FOLDED_OPS
         quantised[layer.name] = value if carried else _quantise(value, calibration.scales[layer.name], T)
+
+
+def _has_no_neurons(graph, layer):
+    """True for layers whose values travel in their sources' codes: :data:`~.base.FOLDED_OPS` and linear
+    layers folded into residual sums (:func:`~.base.folds_into_reader`)."""
+    return layer.op in FOLDED_OPS or folds_into_reader(graph, layer)
 
 
 def _quantise(values, scale, T):
