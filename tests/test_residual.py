@@ -22,12 +22,14 @@ one-window bound (Rueckauer et al.'s transient) and are only checked through the
 
 import numpy as np
 import pytest
+import skip_graphs
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from conftest import needs_compiler
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from skip_graphs import conv, linear, skip_graph
 
 import brianconv
 from brianconv import schemes
@@ -45,32 +47,6 @@ SHAPE = (2, 5, 5)
 # ---------------------------------------------------------------------------------------------
 # graphs
 # ---------------------------------------------------------------------------------------------
-
-def _conv(name, source, in_shape, c_out, rng, kernel=3, activation="relu", clip=None, positive=False):
-    """A stride-1 'same' convolution Layer record with seeded weights (non-negative if ``positive``)."""
-    padding = kernel // 2
-    weight = rng.normal(scale=0.6, size=(c_out, in_shape[0], kernel, kernel))
-    bias = rng.normal(scale=0.2, size=c_out)
-    if positive:
-        weight, bias = np.abs(weight) / in_shape[0], np.abs(bias)
-    params = dict(kernel_size=(kernel, kernel), stride=(1, 1), padding=(padding, padding), dilation=(1, 1), groups=1)
-    if clip is not None:
-        params["clip"] = clip
-    return Layer(name, "conv", [source], in_shape, (c_out,) + in_shape[1:], weight, bias, params, activation)
-
-
-def _cat(name, *branches):
-    """Channel concatenation of ``branches`` (Layer records of the same H x W)."""
-    channels = sum(b.out_shape[0] for b in branches)
-    shape = (channels,) + branches[0].out_shape[1:]
-    return Layer(name, "cat", [b.name for b in branches], branches[0].out_shape, shape,
-                 params=dict(axis=0, sizes=tuple(b.size for b in branches)))
-
-
-def _linear(name, source, n_in, n_out, rng):
-    return Layer(name, "linear", [source], (n_in,), (n_out,), rng.normal(scale=0.3, size=(n_out, n_in)),
-                 rng.normal(scale=0.1, size=n_out))
-
 
 class Residual(nn.Module):
     """x0 = relu(conv0(x)); y = relu(relu(conv2(relu(conv1(x0)))) + x0): the skip spans two convs."""
@@ -100,12 +76,12 @@ def _concat_graph():
     """c0 (depth 1) -> c1 (depth 2); r reads cat(c1, c0); the output reads cat(r, c0): branches of depth 3 and 1."""
     rng = np.random.default_rng(4)
     x = Layer("x", "input", [], SHAPE, SHAPE)
-    c0 = _conv("c0", "x", SHAPE, 3, rng)
-    c1 = _conv("c1", "c0", c0.out_shape, 2, rng)
-    cat1 = _cat("cat1", c1, c0)
-    r = _conv("r", "cat1", cat1.out_shape, 3, rng, kernel=1, positive=True)
-    cat2 = _cat("cat2", r, c0)
-    out = _linear("out", "cat2", cat2.size, 4, rng)
+    c0 = conv("c0", "x", SHAPE, 3, rng)
+    c1 = conv("c1", "c0", c0.out_shape, 2, rng)
+    cat1 = skip_graphs.cat("cat1", c1, c0)
+    r = conv("r", "cat1", cat1.out_shape, 3, rng, kernel=1, positive=True)
+    cat2 = skip_graphs.cat("cat2", r, c0)
+    out = linear("out", "cat2", cat2.size, 4, rng)
     return LayerGraph([x, c0, c1, cat1, r, cat2, out])
 
 
@@ -113,12 +89,12 @@ def _clipped_graph(x):
     """c0: clipped ReLU whose clip most activations reach; c1 (reads c0): a clip none reaches."""
     rng = np.random.default_rng(5)
     inp = Layer("x", "input", [], SHAPE, SHAPE)
-    c0 = _conv("c0", "x", SHAPE, 3, rng, activation="clipped_relu", clip=1.0)
+    c0 = conv("c0", "x", SHAPE, 3, rng, activation="clipped_relu", clip=1.0)
     with torch.no_grad():
         z0 = c0.pre_activation(torch.as_tensor(x, dtype=torch.float64)).numpy()
     c0.params["clip"] = float(np.percentile(z0[z0 > 0], 60))          # 40 % of the positive values are clipped
-    c1 = _conv("c1", "c0", c0.out_shape, 2, rng, activation="clipped_relu", clip=1e3, positive=True)
-    out = _linear("out", "c1", c1.size, 3, rng)
+    c1 = conv("c1", "c0", c0.out_shape, 2, rng, activation="clipped_relu", clip=1e3, positive=True)
+    out = linear("out", "c1", c1.size, 3, rng)
     return LayerGraph([inp, c0, c1, out])
 
 
@@ -369,15 +345,15 @@ def test_rate_clipped_relu_saturates_at_the_clip():
 def test_activations_a_sum_or_concatenation_cannot_apply_are_rejected(method):
     rng = np.random.default_rng(6)
     x = Layer("x", "input", [], SHAPE, SHAPE)
-    c0 = _conv("c0", "x", SHAPE, 2, rng)
-    cat = _cat("cat", c0, c0)
+    c0 = conv("c0", "x", SHAPE, 2, rng)
+    cat = skip_graphs.cat("cat", c0, c0)
     cat.activation = "sigmoid"
-    graph = LayerGraph([x, c0, cat, _linear("out", "cat", cat.size, 3, rng)])
+    graph = LayerGraph([x, c0, cat, linear("out", "cat", cat.size, 3, rng)])
     with pytest.raises(ConversionError, match="sigmoid"):
         schemes.get(method)().check(graph)
     raw = Layer("raw", "add", ["x", "c0b"], SHAPE, SHAPE)
-    c0b = _conv("c0b", "x", SHAPE, 2, rng)
-    graph = LayerGraph([x, c0b, raw, _linear("out", "raw", raw.size, 3, rng)])
+    c0b = conv("c0b", "x", SHAPE, 2, rng)
+    graph = LayerGraph([x, c0b, raw, linear("out", "raw", raw.size, 3, rng)])
     if method == "rate":   # analog input may be negative: a sum without ReLU could be negative
         with pytest.raises(ConversionError, match="Apply ReLU after the sum"):
             schemes.get(method)().check(graph)
@@ -388,9 +364,9 @@ def test_activations_a_sum_or_concatenation_cannot_apply_are_rejected(method):
 def test_a_layer_reading_one_population_twice_gets_one_projection():
     rng = np.random.default_rng(7)
     x = Layer("x", "input", [], SHAPE, SHAPE)
-    c0 = _conv("c0", "x", SHAPE, 2, rng)
-    cat = _cat("cat", c0, c0)
-    graph = LayerGraph([x, c0, cat, _linear("out", "cat", cat.size, 3, rng)])
+    c0 = conv("c0", "x", SHAPE, 2, rng)
+    cat = skip_graphs.cat("cat", c0, c0)
+    graph = LayerGraph([x, c0, cat, linear("out", "cat", cat.size, 3, rng)])
     data = _inputs(4)
     for method, options in (("rate", dict(duration=8)), ("ttfs", dict(t_max=4))):
         snn = _convert(graph, method, data, **options)
@@ -417,26 +393,10 @@ def test_runtime_and_standalone_give_identical_spikes_with_skips(method, options
 # random skip connections (property-based)
 # ---------------------------------------------------------------------------------------------
 
-def _skip_graph(depth, join, seed):
-    """c0, then ``depth`` more convs; ``join`` ("add" or "cat") of the last conv and c0; a linear readout."""
-    rng = np.random.default_rng(seed)
-    layers = [Layer("x", "input", [], SHAPE, SHAPE), _conv("c0", "x", SHAPE, 2, rng)]
-    for k in range(1, depth + 1):
-        layers.append(_conv(f"c{k}", f"c{k - 1}", (2,) + SHAPE[1:], 2, rng))
-    if join == "add":
-        joined = Layer("join", "add", [f"c{depth}", "c0"], layers[-1].out_shape, layers[-1].out_shape,
-                       activation="relu")
-    else:
-        joined = _cat("join", layers[-1], layers[1])
-    layers.append(joined)
-    layers.append(_linear("out", "join", joined.size, 3, rng))
-    return LayerGraph(layers)
-
-
 @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(depth=st.integers(1, 3), join=st.sampled_from(["add", "cat"]), seed=st.integers(0, 2 ** 16))
 def test_ttfs_random_skips_every_layer_within_half_a_step(depth, join, seed):
-    graph, x = _skip_graph(depth, join, seed), _inputs(4, seed=seed)
+    graph, x = skip_graph(depth, join, seed, SHAPE), _inputs(4, seed=seed)
     snn = _convert(graph, "ttfs", x, t_max=T_TTFS, percentile=100)
     skip = {(q.source, q.target): q.delay_steps for q in snn.description.projections}
     populations = _populations(snn)

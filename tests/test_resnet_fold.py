@@ -1,4 +1,4 @@
-"""ResNet blocks in the time codes (tdsnn, amos): linear layers folded into the residual sum.
+"""ResNet blocks in every scheme: linear layers folded into the residual sum.
 
 A torch ResNet of two basic blocks (the second with a strided 1x1 projection shortcut, BatchNorm in
 eval mode with non-trivial running statistics) traces to ``conv2`` and ``shortcut.0`` layers
@@ -9,7 +9,12 @@ against the scheme's own bound on the value computed, in float64, from the value
 decode to (the folded layers evaluated exactly):
 
 * tdsnn: ``0 <= G(A) - 1 - ReLU(A) < (ReLU(A) + 1)(e^(1/L) - 1)`` inside the layer's window;
-* amos: ``0 <= ReLU(x) - y <= alpha 2^-K`` for ``x <= alpha``, ``alpha (1 - 2^-K)`` above.
+* amos: ``0 <= ReLU(x) - y <= alpha 2^-K`` for ``x <= alpha``, ``alpha (1 - 2^-K)`` above;
+* ttfs: ``|y - clip(x, 0, lambda)| <= lambda / (2 T)`` (half a step of the code);
+* rate: the sums' synapses have mixed signs (no one-window bound, ``tests/test_residual.py``), so
+  their normalisation is checked exactly instead: every population's charge per step on the ANN's
+  values is its pre-activation over its scale (Eq. 9); the simulation is checked where the IF
+  bound holds (the stem's constant input, the output's integration).
 
 Dropping the folded bias (or composing a projection at the wrong depth) breaks these bounds.
 Simulations run on Brian2's runtime device with numpy code generation (``device="numpy"``), which
@@ -19,6 +24,7 @@ needs no Cython compilation.
 import numpy as np
 import pytest
 import torch
+from test_residual import T_RATE, T_TTFS, _check_rate, _check_ttfs
 from test_residual_timecodes import FLOAT_SLACK, _linear_input
 from torch import nn
 
@@ -32,6 +38,7 @@ from brianconv.schemes.base import (
     incoming_projections,
     population_names,
 )
+from brianconv.schemes.rate import Rate
 from brianconv.schemes.tdsnn import TDSNN, emulate
 
 L = 4.0
@@ -115,10 +122,67 @@ def test_the_rule_folds_the_linear_layers_that_only_sums_read():
     assert np.abs(layer.neuron_bias() - graph["add_1"].neuron_bias()).max() > 0.1, "the folded biases matter"
 
 
-@pytest.mark.parametrize("method", ["rate", "ttfs"])
-def test_schemes_that_do_not_fold_name_the_construct(method):
+def test_a_scheme_that_does_not_fold_names_the_construct():
+    class NoFold(Rate):
+        folds_linear_layers = False
+
     with pytest.raises(ConversionError, match="'block1.conv2' .* feeds only residual additions"):
-        brianconv.convert(_ResNet().eval(), method, calibration=_images(4))
+        NoFold().check(_graph())
+
+
+def _ann_values(graph, x):
+    """Every layer's float64 ANN output on ``x``, ``layer name -> (N, size)``."""
+    _, values = graph.forward(x, record=True)
+    return {name: np.asarray(value).reshape(len(x), -1) for name, value in values.items()}
+
+
+def test_rate_sums_receive_the_folded_layers_normalised_for_their_sources():
+    """Every population's per-step charge, on the ANN's own input values, is its pre-activation over its scale.
+
+    For each population ``p``: ``sum over projections C (a_source / lambda_source) + b~ = z_p / lambda_p``
+    (Eq. 9) with ``a`` the ANN values and ``z_p`` the layer's ANN pre-activation; for a sum, ``z``
+    includes the folded convolutions and their BatchNorm-folded biases. Exact up to float rounding.
+    """
+    x = _images(4)
+    snn = brianconv.convert(_ResNet().eval(), "rate", calibration=x, duration=8)
+    graph, description, scales = snn.graph, snn.description, snn.calibration.scales
+    assert not set(FOLDED) & {p.layer for p in description.populations}
+    values = _ann_values(graph, x)
+    layer_of = {p.name: p.layer for p in description.populations}
+    for population in description.populations[1:]:
+        charge = np.tile(population.values["b"], (len(x), 1))
+        for projection in (q for q in description.projections if q.target == population.name):
+            source = layer_of[projection.source]
+            charge = charge + projection.connections.apply(values[source] / scales[source])
+        layer = graph[population.layer]
+        inputs = [torch.as_tensor(values[name].reshape((len(x),) + graph[name].out_shape)) for name in layer.inputs]
+        with torch.no_grad():
+            z = layer.pre_activation(*inputs).reshape(len(x), -1).numpy()
+        np.testing.assert_allclose(charge, z / scales[layer.name], rtol=0, atol=1e-12, err_msg=layer.name)
+
+
+def test_rate_resnet_blocks_simulate_to_the_if_bounds():
+    """The stem (constant analog input) fires floor(T a) times exactly; the output integrates the decoded sums."""
+    x = _images()
+    snn = brianconv.convert(_ResNet().eval(), "rate", calibration=x, duration=T_RATE, percentile=100)
+    names = population_names(snn.graph)
+    result = snn.simulate(x, device="numpy", spikes=[names[name] for name in HIDDEN])
+    _check_rate(snn, result, x, checked=["stem.0"])
+    assert all(result.spike_counts[names[name]].sum() > 0 for name in ("add", "add_1"))
+
+
+def test_ttfs_resnet_blocks_every_layer_within_half_a_step():
+    """Folded layers evaluated exactly on the decoded inputs; every population within lambda / (2 T)."""
+    x = _images()
+    snn = brianconv.convert(_ResNet().eval(), "ttfs", calibration=x, t_max=T_TTFS, percentile=100)
+    names = population_names(snn.graph)
+    assert not set(FOLDED) & {p.layer for p in snn.description.populations}
+    delays = {(q.source, q.target): q.delay_steps for q in snn.description.projections}
+    # block1's sum reads conv2's source (block1.conv1, one stage deeper) and the stem, delayed by T
+    assert delays[names["stem.0"], names["add"]] == T_TTFS and delays[names["block1.conv1"], names["add"]] == 0
+    result = snn.simulate(x, device="numpy", spikes=[names[name] for name in ("x",) + HIDDEN])
+    _check_ttfs(snn, result)
+    assert all(result.spike_counts[names[name]].sum() > 0 for name in ("add", "add_1"))
 
 
 @pytest.mark.parametrize("pipeline", [True, False])

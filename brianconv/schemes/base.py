@@ -201,8 +201,9 @@ class Scheme(abc.ABC):
                 if not self.folds_linear_layers:
                     raise ConversionError(
                         f"Method {self.name!r}: layer {layer.name!r} ({layer.op}) has no activation and feeds only "
-                        f"residual additions ({', '.join(c.name for c in graph.consumers(layer.name))}), as in a ResNet "
-                        f"block; {self.name!r} cannot fold such a layer into the sum yet. Use a method that does "
+                        f"residual additions ({', '.join(c.name for c in graph.consumers(layer.name))}), as in a "
+                        f"ResNet block; {self.name!r} cannot fold such a layer into the sum yet. Use a method "
+                        f"that does "
                         f"({', '.join(_folding_methods()) or 'none registered'}), or apply an activation to the layer.")
                 continue
             if layer.is_weighted and layer is not graph.output and layer.activation is None:

@@ -84,10 +84,15 @@ the window (saturated): its value ``lambda_add * n / T`` is the sum of the terms
 error in ``[0, lambda_add / T)``, the bound of Eq. 6. A concatenation has no neurons: a layer
 reading it receives one projection per branch, the columns of its weight that read that branch.
 Every projection is normalised with the scale of its own source population, ``W lambda_source /
-lambda_layer``: branches and terms keep their own scales. A layer whose inputs come from different
-depths (a skip connection) starts its window one step after its deepest input; the synapses from
-a shallower source are delayed by the difference of depths, so that step ``k`` of every source's
-window is integrated in step ``k`` of the reader's, as for a single source.
+lambda_layer``: branches and terms keep their own scales. In a ResNet block the block's last
+Linear/Conv2d has no activation and only the sum reads it (:func:`~.projections.folds_into_reader`, also a
+projection shortcut): it gets no neurons, and the sum receives its input projections composed with
+its weights, normalised the same way, and its bias divided by ``lambda_add``. Such a sum is an IF
+layer with mixed-sign weights like any convolution: its charge can be negative and the bound above
+does not hold. A layer whose inputs come from different depths (a skip connection) starts its
+window one step after its deepest input; the synapses from a shallower source are delayed by the
+difference of depths, so that step ``k`` of every source's window is integrated in step ``k`` of
+the reader's, as for a single source.
 
 Clipped ReLU
 ------------
@@ -134,11 +139,30 @@ from ..calibration import calibrate, normalised_parameters
 from ..description import Kind, Membrane, NetworkDescription, Population, Projection
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from ..graph import LayerGraph
-from .base import RunSetup, Scheme, check_branch_activations, limit_scales_to_clips, register
-from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
+from .base import (
+    RunSetup,
+    Scheme,
+    check_branch_activations,
+    limit_scales_to_clips,
+    register,
+)
+from .options import (
+    Options,
+    SchemeState,
+    dt_option,
+    option,
+    percentile_option,
+    positive_number,
+    v_unit_option,
+)
 from .poisson import uniform_hash
+from .projections import (
+    folds_into_reader,
+    incoming_projections,
+    merged_by_source,
+    population_names,
+)
 from .rate_pooling import AVGPOOL_EQUATIONS, spiking_avgpools
-from .projections import incoming_projections, merged_by_source, population_names
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
            "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
@@ -330,6 +354,7 @@ class Rate(Scheme):
     Options = RateOptions
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
+    folds_linear_layers = True
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, graph):
@@ -371,7 +396,9 @@ class Rate(Scheme):
         calibration = calibrate(graph, x, self.options.percentile)
         limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
-            if fraction > 0.01 and graph[name] is not graph.output and graph[name].op != "input":
+            layer = graph[name]
+            if fraction > 0.01 and layer is not graph.output and layer.op != "input" and \
+                    not folds_into_reader(graph, layer):  # a folded layer has no neurons to saturate
                 warnings.warn(f"rate: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
                               "scale and will saturate at the maximum rate.", AccuracyWarning, stacklevel=3)
         return calibration
@@ -381,10 +408,7 @@ class Rate(Scheme):
         o = self.options
         v_unit = o.v_unit
         decay = 1.0 if o.maxpool_tau is None else float(np.exp(-float(o.dt / o.maxpool_tau)))
-        params = normalised_parameters(graph, calibration)
-        # the same graph with normalised weights and biases, W~ = W lambda_(l-1) / lambda_l (Eq. 9)
-        normalised = LayerGraph([replace(layer, weight=params[layer.name][0], bias=params[layer.name][1])
-                                 if layer.name in params else layer for layer in graph])
+        normalised = _normalised_graph(graph, calibration)
         names = population_names(graph)
         feeds_maxpool = {layer.inputs[0] for layer in graph if layer.op == "maxpool"}
         pooled = spiking_avgpools(graph) if o.avgpool == "population" else frozenset()
@@ -423,7 +447,7 @@ class Rate(Scheme):
                                               model="", on_pre=MAXPOOL_ON_PRE))
                 continue
             output = layer.name == graph.output.name
-            bias = layer.neuron_bias()
+            bias = _normalised_bias(layer, calibration.scales)
             from_input = any(source == populations[0].name for source, _ in incoming)
             if layer.op == "avgpool":
                 populations.append(Population(
@@ -569,6 +593,33 @@ class Rate(Scheme):
         counts = np.zeros((result.n_images, p.size))
         np.add.at(counts, (image, neuron), 1)
         return counts / description.period_steps * scale
+
+
+def _normalised_graph(graph, calibration):
+    """``graph`` with normalised weights and biases, ``W~ = W lambda_in / lambda_l``, ``b~ = b / lambda_l`` (Eq. 9).
+
+    A layer folded into the residual sums that read it (:func:`~.projections.folds_into_reader`: the
+    last convolution of a ResNet block, a projection shortcut) has no neurons and so no scale of
+    its own: it keeps its ANN weights and bias. The sum that reads it receives the folded layer's
+    input projections composed with those weights, normalised for the population each one reads
+    by :func:`_normalised_for_source`, and the bias in ANN units, normalised by
+    :func:`_normalised_bias`.
+    """
+    params = normalised_parameters(graph, calibration)
+    return LayerGraph([replace(layer, weight=params[layer.name][0], bias=params[layer.name][1])
+                       if layer.name in params and not folds_into_reader(graph, layer) else layer
+                       for layer in graph])
+
+
+def _normalised_bias(layer, scales):
+    """The per-step bias ``b~`` of ``layer``'s neurons, shape ``(size,)``, from a layer of the normalised graph.
+
+    Weighted layers carry ``b / lambda`` already. A sum has no bias of its own; what it carries
+    is the bias of the layers folded into it (:func:`_normalised_graph`), in ANN units: it is
+    divided by the sum's scale here.
+    """
+    bias = layer.neuron_bias()
+    return bias / scales[layer.name] if layer.op == "add" else bias
 
 
 def _normalised_for_source(connections, layer, source_layer, scales):

@@ -287,8 +287,9 @@ class TDSNN(Scheme):
             clip_of(layer)  # a clipped ReLU must name its upper end
             folded = [name for name in layer.inputs if folds_into_reader(graph, graph[name])]
             if layer.op == "add" and layer.activation is None and folded:
-                raise ConversionError(f"tdsnn: residual add {layer.name!r} has no activation but sums the folded linear "
-                                      f"layer(s) {folded}, whose values can be negative; its neurons send ReLU of the "
+                raise ConversionError(f"tdsnn: residual add {layer.name!r} has no activation but sums the folded "
+                                      f"linear layer(s) {folded}, whose values can be negative; its neurons send "
+                                      "ReLU of the "
                                       "sum. Apply ReLU after the addition (as in a ResNet block).")
             if layer.op == "cat" and layer.activation not in (None, "relu"):
                 raise ConversionError(f"tdsnn: concatenation {layer.name!r} applies {layer.activation!r}; a "

@@ -48,7 +48,11 @@ neurons: a layer reading it receives one projection per branch. A layer's window
 its latest input's output window starts; an input that sends earlier (a skip connection over
 ``k`` two-stage layers sends ``k T`` steps earlier) reaches it through synapses delayed by the
 difference, so every input spike arrives in the reader's silent stage at the local step it
-would from a single source. Delays are built for ``t_max``, so a network with skip connections
+would from a single source. In a ResNet block the block's last Linear/Conv2d has no activation and
+only the sum reads it (:func:`~.projections.folds_into_reader`, also a projection shortcut): it gets no
+neurons; the sum receives its input projections composed with its weights (spikes carry their
+sender's threshold, so the ANN weights need no normalisation) and its bias, and the delays align
+the folded term's sources like any other term's. Delays are built for ``t_max``, so a network with skip connections
 runs only at its built ``t_max``.
 
 Clipped ReLU
@@ -81,7 +85,7 @@ from ..description import Kind, Membrane, NetworkDescription, Population, Projec
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from .base import RunSetup, Scheme, check_branch_activations, limit_scales_to_clips, register
 from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
-from .projections import FOLDED_OPS, incoming_projections, merged_by_source, population_names
+from .projections import FOLDED_OPS, folds_into_reader, incoming_projections, merged_by_source, population_names
 
 __all__ = ["TTFS", "INPUT_EQUATIONS", "NEURON_EQUATIONS", "OUTPUT_EQUATIONS", "MAXPOOL_EQUATIONS",
            "NEURON_EVENT_EQUATIONS", "OUTPUT_EVENT_EQUATIONS", "MAXPOOL_EVENT_EQUATIONS"]
@@ -238,6 +242,7 @@ class TTFS(Scheme):
     needs_nonnegative_input = True
     activations = frozenset({"relu", "clipped_relu"})
     ops = Scheme.ops | {"add", "cat"}
+    folds_linear_layers = True
     Options = TTFSOptions
 
     # -- checks ----------------------------------------------------------------------------
@@ -259,7 +264,7 @@ class TTFS(Scheme):
             _search_scales(graph, x, calibration, int(self.options.t_max), self.options.search_percentiles)
         limit_scales_to_clips(graph, calibration)
         for name, fraction in calibration.clipped.items():
-            if fraction > 0.01 and graph[name] is not graph.output:
+            if fraction > 0.01 and graph[name] is not graph.output and not folds_into_reader(graph, graph[name]):
                 warnings.warn(f"ttfs: {100 * fraction:.1f} % of layer {name!r}'s calibration activations exceed its "
                               "threshold and will be clipped.", AccuracyWarning, stacklevel=3)
         _warn_coarse_code(graph, x, calibration, int(self.options.t_max))
@@ -491,7 +496,7 @@ def _warn_coarse_code(graph, x, calibration, T, limit=0.25):
     """Warn where ``t_max`` is too coarse: many positive activations round to "no spike"."""
     _, activations = graph.forward(x, record=True)
     for layer in graph.layers[:-1]:
-        if layer.op in FOLDED_OPS:  # no neurons: its values travel in its sources' codes
+        if _has_no_neurons(graph, layer):  # its values travel in its sources' codes
             continue
         values = activations[layer.name]
         positive = values[values > 0]
@@ -510,14 +515,15 @@ def _search_scales(graph, x, calibration, T, candidates):
     The spiking value of a layer is simulated exactly in numpy: ``round(clip(a / lambda, 0, 1) * T)
     * lambda / T``, with the layer's inputs already quantised by the scales chosen upstream. Every
     layer with neurons of its own (weighted layers and sums) gets a scale; layers without neurons
-    (:data:`~brianconv.schemes.base.FOLDED_OPS`) pass their inputs' quantised values on unchanged,
+    (:func:`_has_no_neurons`) pass their inputs' quantised values on unchanged,
     as their readers' synapses do.
     """
     _, exact = graph.forward(x, record=True)
 
     def quantised(layer, pre, inputs):
         value = layer.activate(pre).numpy()
-        if (layer.is_weighted or layer.op == "add") and layer is not graph.output:
+        carried = layer is graph.output or _has_no_neurons(graph, layer)
+        if (layer.is_weighted or layer.op == "add") and not carried:
             errors = {}
             for p in candidates:
                 scale = activation_scale(exact[layer.name], p)
@@ -526,10 +532,15 @@ def _search_scales(graph, x, calibration, T, candidates):
             calibration.clipped[layer.name] = float(np.mean(exact[layer.name] > calibration.scales[layer.name]))
         elif layer.op in ("maxpool", "avgpool"):
             calibration.scales[layer.name] = calibration.scales[layer.inputs[0]]
-        carried = layer is graph.output or layer.op in FOLDED_OPS
         return value if carried else _quantise(value, calibration.scales[layer.name], T)
 
     graph.forward(x, record=True, activation=quantised)
+
+
+def _has_no_neurons(graph, layer):
+    """True for layers whose values travel in their sources' codes: :data:`~.projections.FOLDED_OPS` and linear
+    layers folded into residual sums (:func:`~.projections.folds_into_reader`)."""
+    return layer.op in FOLDED_OPS or folds_into_reader(graph, layer)
 
 
 def _quantise(values, scale, T):
