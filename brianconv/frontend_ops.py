@@ -1,5 +1,9 @@
 """The ATen operators brianconv reads, one table from operator to handler.
 
+(Longer than the ~400 lines of a module, 463 lines of which 8 are this docstring: it is one table
+from ATen operator to handler, with a handler per operator family; splitting the table would scatter
+the set of supported spellings.)
+
 :func:`build_layers` walks a :class:`torch.export.ExportedProgram` once and turns each node into
 a :class:`~brianconv.graph.Layer`, an attribute of the layer it follows (activation, folded
 BatchNorm), or nothing (reshapes, dropout). The table :data:`HANDLERS` is keyed by ATen operator
