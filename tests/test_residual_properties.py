@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from skip_graphs import skip_graph
 from test_residual import _check_rate, _convert
-from test_residual_timecodes import FLOAT_SLACK, _amos_layer_bounds, _linear_input
+from test_residual_timecodes import FLOAT_SLACK, _amos_layer_bounds, _assert_reverse_code_bound, _linear_input
 
 from brianconv.schemes.base import population_names
 from brianconv.schemes.tdsnn import emulate
@@ -79,10 +79,7 @@ def test_tdsnn_random_skips_within_the_code_bound(depth, join, seed):
         population = snn.description.population(names[name])
         carried = snn.values(result, population.name)
         relu = np.maximum(_linear_input(graph, graph[name], decoded, len(x)), 0)
-        inside = np.ceil(L * np.log(relu + 1)) <= population.values["T_out"]
-        error = carried - relu
-        assert np.all(error[inside] >= -FLOAT_SLACK), name
-        assert np.all(error[inside] < (relu[inside] + 1) * (np.exp(1 / L) - 1) + FLOAT_SLACK), name
+        _assert_reverse_code_bound(carried, relu, population.values["T_out"], L, name)
         np.testing.assert_allclose(carried, coded[name].reshape(len(x), -1), rtol=0, atol=1e-12)
         decoded[name] = carried
     np.testing.assert_allclose(result.outputs, _linear_input(graph, graph.output, decoded, len(x)), rtol=0,

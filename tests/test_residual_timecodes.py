@@ -66,6 +66,16 @@ def _images(n=6, seed=1):
     return np.random.default_rng(seed).uniform(size=(n,) + SHAPE)
 
 
+def _assert_reverse_code_bound(carried, relu, t_out, L, label):
+    """tdsnn's decoded value ``G - 1`` against ``ReLU``: ``0 <= G - 1 - ReLU < (ReLU + 1)(e^(1/L) - 1)``
+    wherever the code is not cut at ``T_out``; returns that mask (shape of ``relu``)."""
+    inside = np.ceil(L * np.log(relu + 1)) <= t_out
+    error = carried - relu
+    assert np.all(error[inside] >= -FLOAT_SLACK), label
+    assert np.all(error[inside] < (relu[inside] + 1) * (np.exp(1 / L) - 1) + FLOAT_SLACK), label
+    return inside
+
+
 def _linear_input(graph, layer, decoded, n):
     """The layer's input before its activation, from the values its sources decode to (cat/avgpool followed)."""
     values = {}
