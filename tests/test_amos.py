@@ -338,7 +338,7 @@ def test_unsupported_layers_and_inputs_are_rejected():
 
 @needs_compiler
 @pytest.mark.standalone
-@pytest.mark.parametrize("wiring", ["paper", "dendrite", "gated"])
+@pytest.mark.parametrize("wiring", ["paper", "dendrite", pytest.param("gated", marks=pytest.mark.long)])
 def test_runtime_and_standalone_give_identical_spikes(build_root, wiring):
     """Kept small (K = 3, about 10 projections): every projection is several C++ files to compile.
     The dendrite net max-pools: candidates, pool neurons and their inhibition in both devices.
