@@ -338,17 +338,24 @@ def test_unsupported_layers_and_inputs_are_rejected():
 
 @needs_compiler
 @pytest.mark.standalone
-@pytest.mark.parametrize("wiring", ["paper", "dendrite"])
+@pytest.mark.parametrize("wiring", ["paper", "dendrite", pytest.param("gated", marks=pytest.mark.long)])
 def test_runtime_and_standalone_give_identical_spikes(build_root, wiring):
     """Kept small (K = 3, about 10 projections): every projection is several C++ files to compile.
-    The dendrite net max-pools: candidates, pool neurons and their inhibition in both devices."""
+    The dendrite net max-pools: candidates, pool neurons and their inhibition in both devices.
+    "gated": a trained sigmoid unit (K = 8) and coincidence neurons (``product="code"``)."""
     torch.manual_seed(3)
+    options = dict(K=3, wiring=wiring)
     if wiring == "paper":
         model, x = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval(), torch.rand(8, 6)
-    else:
+    elif wiring == "dendrite":
         model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)).eval()
         x = torch.rand(8, 1, 6, 6)
-    snn = brianconv.convert(model, "amos", calibration=x, K=3, wiring=wiring)
+    else:
+        if not (UNIT_DIR / "amos_sigmoid.npz").is_file():
+            pytest.skip("the sigmoid unit is not trained (benchmarks/train_amos_units.py sigmoid)")
+        model, x = _GatedCNN().eval(), torch.rand(8, 1, 8, 8)
+        options = dict(K=3, wiring="dendrite", product="code")
+    snn = brianconv.convert(model, "amos", calibration=x, **options)
     names = [p.name for p in snn.description.populations if p.threshold]
     runtime = snn.simulate(x, device="numpy", spikes=names, batch_size=11)
     standalone = snn.simulate(x, device="cpp_standalone", spikes=names, batch_size=11,
