@@ -162,10 +162,10 @@ from .projections import (
     merged_by_source,
     population_names,
 )
-from .rate_pooling import AVGPOOL_EQUATIONS, spiking_avgpools
+from .rate_pooling import spiking_avgpools
 
 __all__ = ["Rate", "uniform_hash", "INPUT_ANALOG_EQUATIONS", "INPUT_POISSON_EQUATIONS", "NEURON_EQUATIONS",
-           "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
+           "AVGPOOL_EQUATIONS", "RATE_ESTIMATE_EQUATIONS", "MAXPOOL_EQUATIONS", "OUTPUT_EQUATIONS"]
 
 # ---------------------------------------------------------------------------------------------
 # equations
@@ -214,6 +214,16 @@ zero_reset : integer (constant, shared)   # 0: reset by subtraction, 1: reset to
 fired = int(started == 1 and v >= v_th) : integer
 """
 NEURON_THRESHOLD = "started == 1 and v >= v_th"
+#: Average-pool neuron (``avgpool="population"``; which pools get one and the error bound:
+#: :mod:`.rate_pooling`): an IF neuron without bias or state updater. ``v`` (volts) is the charge
+#: received in this window less the thresholds of the spikes sent, ``w = 1 / A`` times the
+#: sender's threshold per input spike (``on_pre``); ``v_th`` is the source layer's threshold, so
+#: the pool's rate is its inputs' average rate. Reset and window reset as for the hidden neurons.
+AVGPOOL_EQUATIONS = _STEPS + """v : volt                            # charge of this window, less v_th per spike sent
+v_th : volt (constant, shared)      # the source layer's threshold: the pool carries its scale
+zero_reset : integer (constant, shared)   # 0: reset by subtraction, 1: reset to zero
+fired = int(started == 1 and v >= v_th) : integer
+"""
 #: Spike reset, ``v - v_th`` (subtraction) or ``0`` (zero), and the window reset in the last step
 #: of a window (multiplications by exactly 0 or 1).
 RESET_CODE = "v = (v - v_th * fired * (1 - zero_reset)) * (1 - fired * zero_reset) * (1 - last)"

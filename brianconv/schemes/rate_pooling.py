@@ -30,26 +30,14 @@ a charge above the threshold is lost and the bound does not hold (the reset's ow
 
 Only a pool that reads a spiking population (a Linear/Conv2d layer or a residual sum) gets
 neurons: a pool that reads the (analog) input, a concatenation or another pool stays folded into
-its reader's projection.
+its reader's projection. The pool neuron's equations are
+:data:`brianconv.schemes.rate.AVGPOOL_EQUATIONS`.
 """
 
 from ..graph import LayerGraph
-from .base import folds_into_reader
+from .projections import folds_into_reader
 
-__all__ = ["AVGPOOL_EQUATIONS", "spiking_avgpools"]
-
-#: Average-pool neuron: an IF neuron without bias or state updater. ``v`` (volts) is the charge
-#: received in this window less the thresholds of the spikes sent, ``w = 1 / A`` times the
-#: sender's threshold per input spike (``on_pre``); ``v_th`` is the source layer's threshold, so
-#: the pool's rate is its inputs' average rate. Reset and window reset as for the hidden neurons.
-AVGPOOL_EQUATIONS = """
-first = int(local_step == 0) : integer (shared)
-last = int(local_step == period_steps - 1) : integer (shared)
-v : volt                            # charge of this window, less v_th per spike sent
-v_th : volt (constant, shared)      # the source layer's threshold: the pool carries its scale
-zero_reset : integer (constant, shared)   # 0: reset by subtraction, 1: reset to zero
-fired = int(started == 1 and v >= v_th) : integer
-"""
+__all__ = ["spiking_avgpools"]
 
 
 def spiking_avgpools(graph: LayerGraph):
