@@ -59,8 +59,9 @@ class SweepTable:
         """
         if over not in self.columns:
             raise InvalidValueError(f"The table has no column {over!r} to summarise over; columns: {self.columns}.")
-        grid = [c for c in self.columns[:self.columns.index(_first_result(self.columns))] if c != over]
-        results = [c for c in self.columns[self.columns.index(_first_result(self.columns)):]
+        first = self.columns.index(_first_result(self.columns))
+        grid = [c for c in self.columns[:first] if c != over]
+        results = [c for c in self.columns[first:]
                    if isinstance(self.rows[0][c], (float, int, np.floating, np.integer))
                    and not isinstance(self.rows[0][c], (bool, np.bool_))]
         groups = {}
@@ -133,7 +134,7 @@ def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, exe
         raise InvalidValueError("The grid is empty: pass {parameter: [values, ...]}.")
     check_run_parameters(snn.scheme, snn.description, grid)
     names = list(grid)
-    points = list(itertools.product(*(list(grid[name]) for name in names)))
+    points = [dict(zip(names, values)) for values in itertools.product(*(list(grid[name]) for name in names))]
     client = distributed.check_executor(executor)
     bar = None
     if progress:
@@ -142,14 +143,13 @@ def sweep(snn, x, grid, labels=None, device="cpp_standalone", progress=True, exe
     try:
         if client is None:
             rows = []
-            for values in points:
-                parameters = dict(zip(names, values))
+            for parameters in points:
                 result = snn.simulate(x, labels=labels, device=device, **simulate_options, **parameters)
                 rows.append(_row(parameters, result, labels))
                 if bar is not None:
                     bar.update()
         else:  # a Dask cluster: brianconv.distributed
-            rows = distributed.sweep_points(client, snn, x, [dict(zip(names, values)) for values in points], _row,
+            rows = distributed.sweep_points(client, snn, x, points, _row,
                                             labels, device, bar.update if bar is not None else None,
                                             **simulate_options)
     finally:
