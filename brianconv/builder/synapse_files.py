@@ -67,7 +67,8 @@ class SynapseFiles:
             variable = syn.variables[key]
             path = self.folder / f"{PREFIX}{syn.name}_{key.strip('_')}"
             np.ascontiguousarray(values(), dtype=variable.dtype).tofile(path)
-            lines.append(_read_file_code(self._name(variable), f"static_arrays/{path.name}", n))
+            if n:
+                lines.append(_read_file_code(self._name(variable), f"static_arrays/{path.name}", n))
         pre, post = self._name(syn.variables["_synaptic_pre"]), self._name(syn.variables["_synaptic_post"])
         for counts, size, index in (("N_outgoing", c.n_pre, pre), ("N_incoming", c.n_post, post)):
             name = self._name(syn.variables[counts])
