@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import needs_compiler
 
 import brianconv
 from brianconv.errors import InvalidValueError
-
-from conftest import needs_compiler
 
 T = 16
 U32 = 2.0 ** -24
@@ -46,7 +45,8 @@ def _membrane_margin(snn, x, steps):
     return worst
 
 
-@pytest.mark.parametrize("scheme, options, steps", [("ttfs", dict(t_max=T), 2 * T), ("rate", dict(duration=4 * T), 4 * T),
+@pytest.mark.parametrize("scheme, options, steps", [("ttfs", dict(t_max=T), 2 * T),
+                                                    ("rate", dict(duration=4 * T), 4 * T),
                                                     ("tdsnn", {}, None), ("amos", {}, None)])
 def test_float32_keeps_spikes_and_outputs_within_the_float32_margin(dense, scheme, options, steps):
     model, x = dense
