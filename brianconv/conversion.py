@@ -17,7 +17,7 @@ __all__ = ["convert", "load_network"]
 
 
 def convert(model, method="ttfs", calibration=None, input_shape=None, input_range=None, perturbations=None,
-            **options):
+            precision="float64", **options):
     """Convert a trained torch model into a spiking network.
 
     Parameters
@@ -44,6 +44,11 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
         Biophysical knobs to compile in (``tau_m``, ``t_ref``, ``sigma_v``, ``sigma_th``, ``p_fail``,
         ``sigma_w``, ``weight_bits``, ``seed``; :mod:`brianconv.perturbations`); they become run-time
         parameters of ``simulate`` and ``sweep``. None (default): the unperturbed network.
+    precision : {"float64", "float32"}
+        Storage of the built network's floating-point state and weights (Brian2's
+        ``core.default_float_dtype``). ``"float32"`` halves the weight memory; each sum is then
+        rounded to about 6e-8 of its terms' magnitude instead of 1e-16, which moves a spike only
+        where a membrane lies that close to a threshold (tests/test_precision.py). Default float64.
     **options
         Options of the scheme (see its class docstring), e.g. ``t_max=64`` for ``"ttfs"``.
 
@@ -51,6 +56,8 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
     -------
     SpikingNetwork
     """
+    if precision not in ("float64", "float32"):
+        raise InvalidValueError(f"precision must be 'float64' or 'float32', got {precision!r}.")
     scheme = schemes.get(method)(**options)
     compiled_knobs = knobs.requested_knobs(scheme, perturbations)
     if calibration is None:
@@ -72,6 +79,7 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
     scheme.check_input(x)
     calibrated = scheme.calibrate(described, x)
     description = knobs.compile_knobs(scheme.describe(described, calibrated), compiled_knobs)
+    description.precision = precision
     return SpikingNetwork(graph, scheme, calibrated, description, input_shift=shift, described_graph=described)
 
 

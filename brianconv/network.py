@@ -16,6 +16,7 @@ from .results import (
     _per_image,
     _per_image_trace,
     _populations_to_check,
+    _timing,
     _warn_lost_neurons,
     _warn_silent_populations,
 )
@@ -255,7 +256,6 @@ class SpikingNetwork:
             window_starts=dict(setup.window_starts),
             monitored_indices={name: np.asarray(indices) for name, (_, indices) in monitors.states.items()},
             stage_marks={name: self.scheme.stage_marks(d, setup, name) for name in monitors.states},
-            timing=dict(build=build_info.seconds, simulate=elapsed, compiled=build_info.compiled,
-                        peak_memory_mb=max((r.peak_memory_mb or 0.0) for r in records) or None))
+            timing=_timing(d, build_info, elapsed, records))
         _warn_lost_neurons(d, self.calibration, checked, monitored, peaks, len(x))
         return result

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .builder.programs import process_peak_mb
 from .errors import AccuracyWarning, InvalidValueError
 
 __all__ = ["SimulationResult"]
@@ -62,7 +63,10 @@ class SimulationResult:
     timing : dict
         Wall-clock seconds ``build`` (0 when an existing program was reused) and ``simulate``;
         ``compiled`` is True when this call compiled C++ code; ``peak_memory_mb`` is the largest
-        resident memory of one standalone run process (None on the runtime device).
+        resident memory of one standalone run process (None on the runtime device);
+        ``bytes_per_synapse`` is that peak divided by the synapse count (None on the runtime
+        device); ``python_peak_memory_mb`` is the peak resident memory of this Python process so far
+        (it includes building the network).
     """
 
     predictions: np.ndarray
@@ -138,6 +142,14 @@ class SimulationResult:
         lines.append(f"spikes per neuron: {self.spikes_per_neuron:.4f}; synaptic operations per image: "
                      f"{np.mean(self.synaptic_ops):,.0f}")
         return "\n".join(lines)
+
+
+def _timing(description, build_info, elapsed, records):
+    """``SimulationResult.timing``: seconds, and the memory figures (MB, bytes per synapse)."""
+    run_peak = max((r.peak_memory_mb or 0.0) for r in records) or None
+    return dict(build=build_info.seconds, simulate=elapsed, compiled=build_info.compiled, peak_memory_mb=run_peak,
+                python_peak_memory_mb=process_peak_mb(),
+                bytes_per_synapse=None if run_peak is None else run_peak * 2**20 / max(description.n_synapses, 1))
 
 
 def _warn_silent_populations(description, spikes, n_images, min_images=20):

@@ -23,13 +23,14 @@ from brian2 import prefs
 from brian2.devices.device import get_device, reset_device, set_device
 
 from ..errors import BuildError
-from .objects import MonitorRequest, create_objects
+from .objects import MonitorRequest, create_objects, float_precision
 from .programs import COMPILE_ARGS, MANIFEST, BuildInfo, StandaloneProgram, find_compiler
+from .synapse_files import SynapseFiles
 
 __all__ = ["build_standalone", "build_key", "default_build_root", "BUILD_FORMAT"]
 
 #: Changes whenever the builder lays out the same description differently (part of the cache key).
-BUILD_FORMAT = "synapses-source-major-1"
+BUILD_FORMAT = "synapses-from-files-1"
 
 
 def default_build_root():
@@ -130,10 +131,12 @@ def _standalone_device(directory):
 
 
 def _compile(description, batch_size, monitors, directory):
-    with _standalone_device(directory) as device:
-        objects = create_objects(description, batch_size, monitors)
+    with _standalone_device(directory) as device, float_precision(description.precision):
+        synapse_files = SynapseFiles(device, directory)
+        objects = create_objects(description, batch_size, monitors, connect=synapse_files)
         n_steps = description.duration_steps(batch_size)
         objects.network.run(n_steps * description.dt, namespace={})
+        synapse_files.release_after_run()
         try:
             device.build(directory=str(directory), compile=True, run=False, with_output=False)
         except (RuntimeError, OSError) as exc:

@@ -6,14 +6,16 @@ explicit ``brian2.Network`` (never Brian2's "magic" network), on whatever Brian2
 generates C++ standalone code from them.
 """
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from brian2 import Clock, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray
+from brian2 import Clock, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray, prefs
 
-__all__ = ["MonitorRequest", "BrianObjects", "create_objects", "stimulus_rows"]
+__all__ = ["MonitorRequest", "BrianObjects", "create_objects", "connect_in_python", "homogeneous_delay",
+           "float_precision", "stimulus_rows"]
 
 
 class _RoundingOnlyGridFilter(logging.Filter):
@@ -74,8 +76,13 @@ class BrianObjects:
     counter_synapses: dict
 
 
-def create_objects(description, batch_size, monitors=None):
+def create_objects(description, batch_size, monitors=None, connect=None):
     """Create the Brian2 objects of ``description`` for batches of ``batch_size`` images.
+
+    ``connect(syn, projection, order, dt)`` creates the synapses of each projection (default
+    :func:`connect_in_python`; the standalone build passes
+    :class:`~brianconv.builder.synapse_files.SynapseFiles`). A delay that is the same for every
+    synapse of a projection is one scalar of its pathway, never a per-synapse array.
 
     The stimulus is a ``TimedArray`` named ``stimulus`` of shape ``(batch_size + 1, n_inputs)``
     (the extra last row is zeros, read after the last image) with one row per image period.
@@ -106,16 +113,11 @@ def create_objects(description, batch_size, monitors=None):
         groups[p.name] = group
     synapses = {}
     for q in d.projections:
-        homogeneous = np.isscalar(q.delay_steps)
+        delay = homogeneous_delay(q.delay_steps)
         syn = Synapses(groups[q.source], groups[q.target], model=q.model, on_pre=q.on_pre, name=q.name,
-                       clock=clock, delay=q.delay_steps * d.dt if homogeneous and q.delay_steps else None,
-                       namespace=dict(getattr(q, "namespace", {})) or None)
-        order = _source_major(q.connections)
-        syn.connect(i=q.connections.pre[order], j=q.connections.post[order])
-        if not homogeneous:
-            syn.delay = np.asarray(q.delay_steps)[order] * d.dt
-        if "w" in syn.variables:
-            syn.w = q.connections.weight[order] * q.weight_unit
+                       clock=clock, delay=None if delay is None else delay * d.dt,
+                       namespace=dict(q.namespace) or None)
+        (connect or connect_in_python)(syn, q, _source_major(q.connections), d.dt)
         synapses[q.name] = syn
     counter = NeuronGroup(len(d.populations), "spikes : 1\nsynops : 1", name="spike_counter", clock=clock)
     counter_synapses = {}
@@ -124,7 +126,8 @@ def create_objects(description, batch_size, monitors=None):
         if p.threshold is None:  # never spikes: nothing to count
             continue
         syn = Synapses(groups[p.name], counter, "fanout : 1 (constant)",
-                       on_pre="spikes_post += 1\nsynops_post += fanout", name=f"count_{p.name}", clock=clock)
+                       on_pre="spikes_post += 1\nsynops_post += fanout", name=f"count_{p.name}", clock=clock,
+                       delay=0 * d.dt)
         syn.connect(i=np.arange(p.size), j=np.full(p.size, k))
         syn.fanout = fan_out[p.name]
         counter_synapses[p.name] = syn
@@ -144,12 +147,45 @@ def create_objects(description, batch_size, monitors=None):
                         state_monitors, counter_synapses)
 
 
+@contextlib.contextmanager
+def float_precision(precision):
+    """Brian2's ``core.default_float_dtype`` set to ``precision`` ("float64" or "float32") inside.
+
+    It decides the storage of every floating-point state variable and synaptic weight created,
+    and the C++/Cython type of the code generated, while it is set.
+    """
+    old = prefs.core.default_float_dtype
+    prefs.core.default_float_dtype = np.dtype(precision).type
+    try:
+        yield
+    finally:
+        prefs.core.default_float_dtype = old
+
+
 def stimulus_rows(stimulus, batch_size, n_inputs):
     """The stimulus TimedArray's values, shape ``(batch_size + 1, n_inputs)``: the batch's images
     (flattened, ``len(stimulus) <= batch_size``), then zeros."""
     values = np.zeros((batch_size + 1, n_inputs))
     values[:len(stimulus)] = stimulus
     return values
+
+
+def connect_in_python(syn, projection, order, dt):
+    """``syn.connect`` with the projection's index arrays in ``order``, then its weights and delays."""
+    c = projection.connections
+    syn.connect(i=c.pre[order], j=c.post[order])
+    if homogeneous_delay(projection.delay_steps) is None:
+        syn.delay = np.asarray(projection.delay_steps)[order] * dt
+    if "w" in syn.variables:
+        syn.w = c.weight[order] * projection.weight_unit
+
+
+def homogeneous_delay(delay_steps):
+    """The delay in steps shared by every synapse (an int), or None when synapses differ."""
+    if np.isscalar(delay_steps):
+        return int(delay_steps)
+    steps = np.asarray(delay_steps)
+    return int(steps[0]) if len(steps) and np.all(steps == steps[0]) else None
 
 
 def _source_major(connections):

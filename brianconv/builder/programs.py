@@ -28,10 +28,10 @@ import numpy as np
 from brian2 import prefs
 
 from ..errors import BuildError
-from .objects import MonitorRequest, create_objects, stimulus_rows
+from .objects import MonitorRequest, create_objects, float_precision, stimulus_rows
 
 __all__ = ["Records", "BuildInfo", "Program", "RuntimeProgram", "StandaloneProgram", "build_runtime",
-           "find_compiler", "COMPILE_ARGS", "MANIFEST"]
+           "find_compiler", "process_peak_mb", "COMPILE_ARGS", "MANIFEST"]
 
 #: Compiler flags for generated C++ (standalone and Cython). ``-ffp-contract=off`` keeps
 #: ``a*b + c`` from being fused into one rounding, so runtime and standalone round alike.
@@ -146,7 +146,7 @@ class RuntimeProgram(Program):
         self.batch_size = batch_size
         self.monitors = monitors or MonitorRequest()
         self.target = target
-        with _runtime_target(target):
+        with _runtime_target(target), float_precision(description.precision):
             self.objects = create_objects(description, batch_size, self.monitors)
             self.objects.network.store("initial")
         self.n_steps = description.duration_steps(batch_size)
@@ -154,7 +154,7 @@ class RuntimeProgram(Program):
     def start(self, stimulus, values=None):
         """Simulate one batch now, in this process; the handle is its :class:`Records`."""
         o = self.objects
-        with _runtime_target(self.target):
+        with _runtime_target(self.target), float_precision(self.description.precision):
             o.network.restore("initial")
             o.stimulus.values[:] = stimulus_rows(stimulus, self.batch_size, self.description.n_inputs)
             for (population, variable), value in (values or {}).items():
@@ -316,6 +316,19 @@ class StandaloneProgram(Program):
                   for name, spec in m["spike_monitors"].items()}
         states = {name: {v: read(s) for v, s in spec.items()} for name, spec in m["state_monitors"].items()}
         return Records(read(m["output"]), read(m["spikes"]), read(m["synops"]), spikes, states)
+
+
+def process_peak_mb(pid="self"):
+    """Peak resident memory (``VmHWM`` in ``/proc/<pid>/status``) of a process in MB, or None
+    where ``/proc`` is absent."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return None
 
 
 class _MemoryWatch:
