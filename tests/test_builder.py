@@ -268,3 +268,49 @@ def test_only_rounding_level_grid_warnings_are_dropped():
     assert keep(record)
     record.msg = "another message"
     assert keep(record)
+
+
+def _fake_compiler(folder, version_text, exit_code):
+    """An executable that prints ``version_text`` for ``--version`` and otherwise exits ``exit_code``."""
+    path = folder / "fake-c++"
+    path.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo '{version_text}'; exit 0; fi\nexit {exit_code}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_no_precompiled_header_for_clang_or_when_it_cannot_be_built(tmp_path):
+    from brianconv.builder.headers import precompiled_header_args
+
+    clang = _fake_compiler(tmp_path, "Apple clang version 15.0.0", 0)
+    assert precompiled_header_args(clang, ["-O3"], tmp_path) == []
+    broken_gcc = _fake_compiler(tmp_path, "g++ (GCC) 12.2.0 Copyright (C) Free Software Foundation, Inc.", 1)
+    assert precompiled_header_args(broken_gcc, ["-O3"], tmp_path) == []
+    assert not list(tmp_path.glob("precompiled-*"))  # nothing half-built is left to be trusted
+
+
+@needs_compiler
+def test_the_precompiled_header_is_built_once_and_compiles_the_same_object_code(tmp_path):
+    """Brian2's code objects start from it: the object file must be byte-identical without it."""
+    import subprocess
+
+    from brianconv.builder.headers import STANDARD_HEADERS, precompiled_header_args
+
+    compiler, flags = os.environ.get("CXX", "g++"), ["-w", "-O3", "-ffp-contract=off"]
+    args = precompiled_header_args(compiler, flags, tmp_path)
+    if not args:
+        pytest.skip(f"{compiler} is not GCC: builds use no precompiled header")
+    header = args[0][len("-include"):]
+    gch = os.path.join(os.path.dirname(header), os.path.basename(header) + ".gch")
+    built = os.stat(gch).st_mtime_ns
+    assert precompiled_header_args(compiler, flags, tmp_path) == args and os.stat(gch).st_mtime_ns == built
+    source = tmp_path / "kernel.cpp"
+    # like Brian2's code objects, the file includes <iostream> and the rest of the header itself
+    includes = "".join(f"#include <{name}>\n" for name in STANDARD_HEADERS)
+    source.write_text(includes + "double f(const std::vector<double>& w) { double s = 0;"
+                                 " for (double x : w) s += x * std::exp(-x); return s; }\n")
+    objects = []
+    for extra in ([], args):
+        target = tmp_path / f"kernel{len(extra)}.o"
+        subprocess.run([compiler, "-c", *flags, *extra, str(source), "-o", str(target)], check=True)
+        objects.append(target.read_bytes())
+    assert objects[0] == objects[1]

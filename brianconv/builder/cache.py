@@ -23,6 +23,7 @@ from brian2 import prefs
 from brian2.devices.device import get_device, reset_device, set_device
 
 from ..errors import BuildError
+from .headers import precompiled_header_args
 from .objects import MonitorRequest, create_objects, float_precision
 from .programs import COMPILE_ARGS, MANIFEST, BuildInfo, StandaloneProgram, find_compiler
 from .synapse_files import SynapseFiles
@@ -114,7 +115,10 @@ def _standalone_device(directory):
     previous = get_device()
     old_args = prefs.codegen.cpp.extra_compile_args_gcc
     old_make = prefs.devices.cpp_standalone.extra_make_args_unix
-    prefs.codegen.cpp.extra_compile_args_gcc = COMPILE_ARGS
+    # every file starts from a precompiled standard library (see .headers; same code, faster build)
+    compiler = os.environ.get("CXX", "g++")  # what the generated makefile calls
+    prefs.codegen.cpp.extra_compile_args_gcc = COMPILE_ARGS + precompiled_header_args(
+        compiler, ["-Wno-write-strings", *COMPILE_ARGS], Path(directory).parent)
     # Brian2's default "make -j" starts one compiler per file at once (about 100 for a CNN),
     # which thrashes a small machine: compile one file per core instead.
     prefs.devices.cpp_standalone.extra_make_args_unix = [f"-j{os.cpu_count() or 1}"]
