@@ -25,6 +25,8 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
+from brian2 import ms  # noqa: E402
+
 import brianconv  # noqa: E402
 from brianconv import datasets, models, plot  # noqa: E402
 from brianconv.sweep import SweepTable  # noqa: E402
@@ -34,8 +36,16 @@ CSV = ROOT / "results" / "robustness.csv"
 #: Scheme -> options: the settings of the repository's MNIST benchmarks (rate: 100 steps).
 SCHEMES = {"ttfs": dict(t_max=32), "amos": dict(K=10), "tdsnn": dict(L=8.0), "rate": dict(duration=100)}
 #: Knob -> values (the unperturbed point is run once per scheme and shared by every knob).
-#: sigma_v is a fraction of the threshold added per step; p_fail a probability per transmission.
-GRID = {"sigma_v": [0.03, 0.1, 0.3, 1.0], "p_fail": [0.1, 0.3, 0.6, 0.9], "sigma_w": [0.1, 0.3, 1.0, 3.0]}
+#: sigma_v and sigma_th are fractions of the threshold (sigma_v per step); p_fail a probability per
+#: transmission; sigma_w a relative weight noise; tau_m and t_ref in ms; weight_bits in bits.
+GRID = {"sigma_v": [0.03, 0.1, 0.3, 1.0], "p_fail": [0.1, 0.3, 0.6, 0.9], "sigma_w": [0.1, 0.3, 1.0, 3.0],
+        "sigma_th": [0.03, 0.1, 0.3, 1.0], "tau_m": [1000.0, 300.0, 100.0, 50.0, 30.0, 20.0, 10.0, 3.0],
+        "t_ref": [1.0, 3.0, 10.0, 30.0], "weight_bits": [8, 6, 4, 3, 2]}
+#: Knobs that draw nothing: one seed is the whole answer.
+DETERMINISTIC = ("tau_m", "t_ref", "weight_bits")
+#: Knob -> (x-axis label, raw value -> x) where the raw value does not grow with the perturbation.
+AXIS = {"tau_m": ("leak rate 1/tau_m (1/ms)", lambda tau: 1.0 / tau),
+        "weight_bits": ("weight step, fraction of the layer's largest |w|", lambda bits: 1.0 / (2 ** (bits - 1) - 1))}
 FIELDS = ["scheme", "knob", "value", "seed", "accuracy", "agreement", "spikes_per_neuron", "synaptic_ops",
           "ann_accuracy"]
 
@@ -62,11 +72,13 @@ def run_scheme(method, options, x, y, calibration, seeds, knobs, n_workers):
     snn = brianconv.convert(models.load("lopez_randulfe_cnn"), method, calibration=calibration,
                             perturbations="all", **options)
     done = done_points()
-    points = [("none", 0.0, 0)] + [(k, v, s) for k in knobs for v in GRID[k] for s in seeds]
+    supported = [k for k in knobs if k not in snn.scheme.unsupported_perturbations()]
+    points = [("none", 0.0, 0)] + [(k, v, s) for k in supported for v in GRID[k]
+                                   for s in (seeds[:1] if k in DETERMINISTIC else seeds)]
     for knob, value, seed in points:
         if (method, knob, float(value), seed) in done:
             continue
-        parameters = {} if knob == "none" else {knob: value, "seed": seed}
+        parameters = {} if knob == "none" else {knob: run_value(knob, value), "seed": seed}
         start = time.perf_counter()
         result = snn.simulate(x, labels=y, device="cpp_standalone", n_workers=n_workers, **parameters)
         append(dict(scheme=method, knob=knob, value=value, seed=seed, accuracy=result.accuracy,
@@ -74,6 +86,18 @@ def run_scheme(method, options, x, y, calibration, seeds, knobs, n_workers):
                     synaptic_ops=float(np.mean(result.synaptic_ops)), ann_accuracy=result.ann_accuracy))
         print(f"{method:<6} {knob:<8} {value:<6} seed {seed}: accuracy {100 * result.accuracy:.1f} % "
               f"({time.perf_counter() - start:.0f} s, compiled {result.timing['compiled']})", flush=True)
+
+
+def run_value(knob, value):
+    """The grid value as ``simulate`` takes it (times in ms as Brian2 quantities, bits as int)."""
+    if knob in ("tau_m", "t_ref"):
+        return value * ms
+    return int(value) if knob == "weight_bits" else value
+
+
+def axis_value(knob, value):
+    """Where a grid value sits on its figure's x axis (0 = unperturbed)."""
+    return AXIS[knob][1](value) if knob in AXIS else value
 
 
 def tables():
@@ -87,7 +111,7 @@ def tables():
             mine = [r for r in rows if r["scheme"] == scheme and r["knob"] == knob]
             if not mine:
                 continue
-            table = [{knob: float(r["value"]) if r["knob"] == knob else 0.0, "seed": int(r["seed"]),
+            table = [{knob: axis_value(knob, float(r["value"])) if r["knob"] == knob else 0.0, "seed": int(r["seed"]),
                       **{f: float(r[f]) for f in FIELDS[4:]}} for r in base + mine]
             out.setdefault(knob, {})[scheme] = SweepTable(table)
     return out
@@ -102,10 +126,18 @@ def report(command):
              "calibration on 500 training images; device cpp_standalone",
              f"schemes: {SCHEMES}",
              "sigma_v: white membrane noise per step as a fraction of the threshold; p_fail: probability that a "
-             "transmission fails; sigma_w: multiplicative weight noise (fixed per synapse). Mean +- std over seeds.",
+             "transmission fails; sigma_w: multiplicative weight noise (fixed per synapse); sigma_th: threshold "
+             "mismatch (fixed per neuron) as a fraction of the threshold; tau_m: membrane leak time constant; t_ref: "
+             "refractory period; weight_bits: weights rounded to 2^(bits-1)-1 levels per sign of the layer's largest "
+             "|w|. Mean +- std over seeds (tau_m, t_ref and weight_bits draw nothing: one seed).",
              ""]
+    for scheme, options in SCHEMES.items():
+        for knob, reason in brianconv.schemes.get(scheme)(**options).unsupported_perturbations().items():
+            lines.append(f"{scheme} takes no {knob}: {reason}")
+    lines.append("")
     for knob, by_scheme in tables().items():
-        lines.append(f"accuracy (%) against {knob}")
+        label = AXIS[knob][0] + f" (from {knob})" if knob in AXIS else knob
+        lines.append(f"accuracy (%) against {label}")
         values = sorted({row[knob] for t in by_scheme.values() for row in t})
         lines.append(f"{'scheme':<8}" + "".join(f"{v:>16g}" for v in values))
         for scheme, table in by_scheme.items():
@@ -124,6 +156,7 @@ def report(command):
         fig = plot.robustness_curves(by_scheme, knob, chance=0.1)
         fig.axes[0].set_xscale("symlog", linthresh=min(v for v in values if v > 0))
         fig.axes[0].set_ylabel("accuracy")
+        fig.axes[0].set_xlabel(AXIS[knob][0] if knob in AXIS else knob)
         fig.savefig(ROOT / "figures" / f"robustness_{knob}.png", dpi=120)
     (ROOT / "results" / "robustness.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
