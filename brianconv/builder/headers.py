@@ -31,6 +31,8 @@ STANDARD_HEADERS = ("algorithm", "cassert", "climits", "cmath", "cstdint", "cstd
                     "assert.h", "math.h", "stdint.h", "stdlib.h")
 
 HEADER_NAME = "brianconv_std.h"
+#: Start of the name of the header's folder in the build cache (next to the compiled networks).
+FOLDER_PREFIX = "precompiled-"
 
 
 def precompiled_header_args(compiler, flags, cache_root):
@@ -57,7 +59,7 @@ def precompiled_header_args(compiler, flags, cache_root):
     if version is None:
         return []
     key = hashlib.sha256(repr((version, list(flags), STANDARD_HEADERS)).encode()).hexdigest()[:12]
-    folder = Path(cache_root) / f"precompiled-{key}"
+    folder = Path(cache_root) / f"{FOLDER_PREFIX}{key}"
     if not (folder / (HEADER_NAME + ".gch")).is_file() and not _build(compiler, flags, folder):
         return []
     return [f"-include{folder / HEADER_NAME}"]

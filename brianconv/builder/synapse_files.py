@@ -64,7 +64,8 @@ class SynapseFiles:
         for variable in syn._registered_variables:
             lines.append(f"    {self._name(variable)}.resize({n});")
         for key, values in vectors.items():  # one array at a time
-            variable = syn.variables[key]
+            # a per-synapse delay belongs to the "pre" pathway (Brian2 registers it with the synapses)
+            variable = syn.pre.variables["delay"] if key == "delay" else syn.variables[key]
             path = self.folder / f"{PREFIX}{syn.name}_{key.strip('_')}"
             np.ascontiguousarray(values(), dtype=variable.dtype).tofile(path)
             if n:
