@@ -220,27 +220,36 @@ def test_runtime_and_standalone_give_identical_spikes(build_root):
     np.testing.assert_array_equal(sharded.outputs, standalone.outputs)
     for name in names:
         np.testing.assert_array_equal(sharded.spike_counts[name], standalone.spike_counts[name])
+    # integration="event" compiled: the clock program's spikes, also with run-time values (no recompiling)
+    event = brianconv.convert(model, "ttfs", calibration=x, t_max=T, integration="event")
+    for parameters in ({}, {"t_max": 11, "threshold_scale": 0.7}):
+        a = again.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, build_root=build_root, **parameters)
+        b = event.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, build_root=build_root, **parameters)
+        assert _spike_sets(a, names) == _spike_sets(b, names)
+        np.testing.assert_allclose(b.outputs, a.outputs, rtol=0, atol=1e-12)
+        for name in names:
+            np.testing.assert_array_equal(a.synaptic_ops_per_population[name], b.synaptic_ops_per_population[name])
 
 
 def _spike_sets(result, names):
     return {name: sorted(zip(*(a.tolist() for a in result.spikes[name]))) for name in names}
 
 
-@pytest.mark.parametrize("device", ["numpy", pytest.param("cpp_standalone", marks=[needs_compiler, pytest.mark.standalone])])
-def test_event_integration_gives_the_clock_neurons_spikes(device, build_root):
-    """integration="event" integrates nothing per step and still sends every spike at the same step."""
+def test_event_integration_gives_the_clock_neurons_spikes():
+    """integration="event" integrates nothing per step and still sends every spike at the same step
+    (on C++ standalone: test_runtime_and_standalone_give_identical_spikes)."""
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(27, 6), nn.ReLU(), nn.Linear(6, 5)).eval()
     x = torch.rand(12, 2, 6, 6)
-    for pipeline in (True, False) if device == "numpy" else (True,):
+    for pipeline in (True, False):
         clock, event = (brianconv.convert(model, "ttfs", calibration=x, t_max=T, percentile=99, pipeline=pipeline,
                                           integration=integration) for integration in ("clock", "event"))
         assert all("/dt" not in p.equations for p in event.description.populations)
         names = [p.name for p in clock.description.populations if p.threshold]
         for parameters in ({}, {"t_max": 11, "threshold_scale": 0.7}):  # run-time values reach both
-            a = clock.simulate(x, device=device, spikes=names, batch_size=8, build_root=build_root, **parameters)
-            b = event.simulate(x, device=device, spikes=names, batch_size=8, build_root=build_root, **parameters)
+            a = clock.simulate(x, device="numpy", spikes=names, batch_size=8, **parameters)
+            b = event.simulate(x, device="numpy", spikes=names, batch_size=8, **parameters)
             assert _spike_sets(a, names) == _spike_sets(b, names)
             np.testing.assert_allclose(b.outputs, a.outputs, rtol=0, atol=1e-12)
             for name in names:
