@@ -8,10 +8,10 @@ output is compared too, and the rate scheme's carried values are also compared w
 own activations within the compounded bound.
 
 Examples: an example counts only if every hidden layer is active on some image (``assume``);
-every test reports how many drawn examples were active and how many were discarded (printed,
-``pytest -rP``; hypothesis events, ``--hypothesis-show-statistics``) and fails if fewer than half
-of its examples were active. ``HYPOTHESIS_PROFILE=ci`` runs four times as many random examples
-(:func:`conftest.property_settings`); the default runs a few fixed ones.
+every test reports how many drawn examples were active, with which options, and how many were
+discarded (printed: ``pytest -rP``), and fails if fewer than half of its examples were active.
+``HYPOTHESIS_PROFILE=ci`` runs four times as many random examples (:func:`conftest.property_settings`);
+the default runs a few fixed ones, plus one max-pooled CNN with each scheme's default options.
 
 ``ttfs`` (percentile 100 or the default 99.9): a two-stage neuron is off by at most half a step of
 its code (``lambda / (2 T)``) from the layer's ReLU clipped at its scale, a max-pool neuron is
@@ -59,7 +59,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from conftest import property_settings
-from hypothesis import assume, event, example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from test_amos import _unit
 from test_rate import _counts
@@ -134,7 +134,6 @@ class _Activity:
         active = bool(layers_active) and all(layers_active)
         self.active, self.silent = self.active + active, self.silent + (not active)
         self.kinds[kind] += active
-        event(f"{kind}: {'every hidden layer active' if active else 'a silent layer, discarded'}")
         assume(active)
 
     def report(self, examples):
@@ -149,6 +148,13 @@ class _Activity:
 #: are covered whatever the random draws.
 MAX_POOLED = ([nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(48, 5), nn.ReLU(),
                nn.Linear(5, 3)], 2, 8, 7)
+
+def _run_counting_active(name, examples, settings):
+    """Run the hypothesis test ``examples(activity, ...)`` (drawn with ``settings``) and report its activity."""
+    activity = _Activity(name)
+    examples(activity)
+    activity.report(settings.max_examples)
+
 
 TTFS_EXAMPLES, RATE_EXAMPLES, TDSNN_EXAMPLES, AMOS_EXAMPLES = (property_settings(n) for n in (7, 8, 8, 7))
 
@@ -184,9 +190,7 @@ def _ttfs_examples(activity, spec, percentile):
 
 
 def test_ttfs_matches_the_ann_layer_by_layer():
-    activity = _Activity("ttfs")
-    _ttfs_examples(activity)
-    activity.report(TTFS_EXAMPLES.max_examples)
+    _run_counting_active("ttfs", _ttfs_examples, TTFS_EXAMPLES)
 
 
 @RATE_EXAMPLES
@@ -255,9 +259,7 @@ def _rate_examples(activity, spec, default_maxpool_tau):
 
 
 def test_rate_matches_the_ann_within_the_sampling_error_of_each_layer():
-    activity = _Activity("rate")
-    _rate_examples(activity)
-    activity.report(RATE_EXAMPLES.max_examples)
+    _run_counting_active("rate", _rate_examples, RATE_EXAMPLES)
 
 
 @TDSNN_EXAMPLES
@@ -303,9 +305,7 @@ def _tdsnn_examples(activity, spec):
 
 
 def test_tdsnn_spike_times_are_T_of_the_layer_exactly():
-    activity = _Activity("tdsnn")
-    _tdsnn_examples(activity)
-    activity.report(TDSNN_EXAMPLES.max_examples)
+    _run_counting_active("tdsnn", _tdsnn_examples, TDSNN_EXAMPLES)
 
 
 @AMOS_EXAMPLES
@@ -356,9 +356,7 @@ def _amos_examples(activity, spec, wiring):
 
 
 def test_amos_units_stay_within_alpha_2_to_the_minus_K_and_pools_send_the_largest_code():
-    activity = _Activity("amos")
-    _amos_examples(activity)
-    activity.report(AMOS_EXAMPLES.max_examples)
+    _run_counting_active("amos", _amos_examples, AMOS_EXAMPLES)
 
 
 def _pooling(graph):
