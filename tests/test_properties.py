@@ -53,11 +53,11 @@ only).
 """
 
 import collections
-import dataclasses
 
 import numpy as np
 import torch
 import torch.nn as nn
+from carried_values import abs_layer, check_charge_trajectory, count_jitter, inputs_of, running_counts
 from conftest import property_settings
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
@@ -172,7 +172,7 @@ def _ttfs_examples(activity, spec, percentile):
     active = []
     for population in snn.description.populations[1:]:
         layer = snn.graph[population.layer]
-        inputs = _inputs_of(snn, layer, carried)
+        inputs = inputs_of(snn, layer, carried)
         with torch.no_grad():
             exact = layer.forward(inputs).numpy().reshape(len(x), -1)
         if population.role == "output":
@@ -215,12 +215,12 @@ def _rate_examples(activity, spec, default_maxpool_tau):
     for population in snn.description.populations[1:]:
         layer = graph[population.layer]
         with torch.no_grad():
-            ann[layer.name] = layer.forward(_inputs_of(snn, layer, ann))
-            drive = layer.pre_activation(_inputs_of(snn, layer, carried)).numpy().reshape(n, -1)
+            ann[layer.name] = layer.forward(inputs_of(snn, layer, ann))
+            drive = layer.pre_activation(inputs_of(snn, layer, carried)).numpy().reshape(n, -1)
         if population.role == "output":
             np.testing.assert_allclose(result.outputs, drive, rtol=0, atol=SLACK)
             if derived:
-                spread = _abs_layer(snn, layer, bound).reshape(n, -1)
+                spread = abs_layer(snn, layer, bound).reshape(n, -1)
                 assert np.all(np.abs(result.outputs - ann[layer.name].numpy().reshape(n, -1)) <= spread + SLACK)
             continue
         counts = _counts(result, population.name, n, population.size)
@@ -232,29 +232,29 @@ def _rate_examples(activity, spec, default_maxpool_tau):
             else:          # the limited gate with d = 1 fires max_j n_j times
                 np.testing.assert_allclose(counts / T_RATE * scale, drive, rtol=0, atol=SLACK)
                 with torch.no_grad():
-                    bound[layer.name] = layer.forward(_inputs_of(snn, layer, bound)).numpy()
-                    jitter[layer.name] = layer.forward(_inputs_of(snn, layer, jitter)).numpy()
+                    bound[layer.name] = layer.forward(inputs_of(snn, layer, bound)).numpy()
+                    jitter[layer.name] = layer.forward(inputs_of(snn, layer, jitter)).numpy()
         else:
-            _check_charge_trajectory(snn, layer, so_far, counts, scale)
+            check_charge_trajectory(snn, layer, so_far, counts, scale)
             if derived:
                 a = drive / scale
-                e = _abs_layer(snn, layer, jitter).reshape(n, -1) / scale
+                e = abs_layer(snn, layer, jitter).reshape(n, -1) / scale
                 rate, target = counts / T_RATE, np.clip(a, 0, 1)
                 assert np.all(rate > target - (1 + e) / T_RATE - SLACK)
                 assert np.all(rate <= target + e / T_RATE + SLACK)
-                spread = _abs_layer(snn, layer, bound).reshape(n, -1) + scale * (1 + e) / T_RATE
+                spread = abs_layer(snn, layer, bound).reshape(n, -1) + scale * (1 + e) / T_RATE
                 bound[layer.name] = spread.reshape((n,) + layer.out_shape)
                 jitter[layer.name] = ((1 + 2 * e) * scale).reshape((n,) + layer.out_shape)
         values = snn.scheme.population_values(snn.description, result, population.name)
         if derived:
             assert np.all(np.abs(values - ann[layer.name].numpy().reshape(n, -1)) <= bound[layer.name].reshape(n, -1)
                           + SLACK)
-            measured = _count_jitter(result, population.name, n, population.size)
+            measured = count_jitter(result, population.name, n, population.size, T_RATE)
             assert np.all(measured <= jitter[layer.name].reshape(n, -1) / scale + SLACK)
         active.append(counts.sum() > 0)
         carried[layer.name] = values.reshape((n,) + layer.out_shape)
-        so_far[layer.name] = (_running_counts(result, population.name, n, population.size) * scale / T_RATE).reshape(
-            (T_RATE, n) + layer.out_shape)
+        running = running_counts(result, population.name, n, population.size, T_RATE)
+        so_far[layer.name] = (running * scale / T_RATE).reshape((T_RATE, n) + layer.out_shape)
     activity.keep_if_active(active, f"maxpool_tau {'20 ms' if decaying else 'None'}, {_pooling(graph)}")
 
 
@@ -280,7 +280,7 @@ def _tdsnn_examples(activity, spec):
             continue
         layer = graph[population.layer]
         with torch.no_grad():
-            a = layer.pre_activation(_inputs_of(snn, layer, carried)).numpy().reshape(n, -1)
+            a = layer.pre_activation(inputs_of(snn, layer, carried)).numpy().reshape(n, -1)
         if population.role == "output":
             np.testing.assert_allclose(result.outputs, a, rtol=0, atol=SLACK)
             np.testing.assert_allclose(result.outputs, emulated[layer.name].reshape(n, -1), rtol=0, atol=SLACK)
@@ -323,7 +323,7 @@ def _amos_examples(activity, spec, wiring):
         layer = graph[population.layer]
         if population.role == "output":
             with torch.no_grad():
-                z = layer.pre_activation(_inputs_of(snn, layer, carried)).numpy().reshape(n, -1)
+                z = layer.pre_activation(inputs_of(snn, layer, carried)).numpy().reshape(n, -1)
             np.testing.assert_allclose(result.outputs, z, rtol=0, atol=SLACK)
             continue
         image, neuron, _ = result.spikes[population.name]
@@ -334,13 +334,13 @@ def _amos_examples(activity, spec, wiring):
             source = graph[layer.inputs[0]]
             unit = snn.scheme.unit_for(source, snn.calibration)
             with torch.no_grad():
-                z = source.pre_activation(_inputs_of(snn, source, carried)).numpy()
+                z = source.pre_activation(inputs_of(snn, source, carried)).numpy()
                 expected = layer.forward(torch.as_tensor(unit(z))).numpy().reshape(n, -1)
             sent = snn.scheme.population_values(d, result, population.name)
             np.testing.assert_allclose(sent, expected, rtol=0, atol=SLACK)
         else:
             with torch.no_grad():
-                z = layer.pre_activation(_inputs_of(snn, layer, carried)).numpy().reshape(n, -1)
+                z = layer.pre_activation(inputs_of(snn, layer, carried)).numpy().reshape(n, -1)
             unit, alpha = _unit(snn, population), snn.calibration.scales[layer.name]
             sent, _ = sent_values(result, d, population.name, unit, n)
             inside = z <= alpha
@@ -366,64 +366,3 @@ def _pooling(graph):
 
 def _quantise(values, scale):
     return np.floor(np.clip(values / scale, 0, 1) * T + 0.5) * scale / T
-
-
-def _inputs_of(snn, layer, carried):
-    """The tensor a layer reads: the carried values of its source, through average pools without neurons.
-
-    ``carried[name]`` has shape ``(batch,) + shape`` of the layer ``name`` (any batch size).
-    """
-    source = snn.graph[layer.inputs[0]]
-    chain = []
-    while source.name not in carried:
-        chain.append(source)
-        source = snn.graph[source.inputs[0]]
-    value = torch.as_tensor(carried[source.name], dtype=torch.float64)
-    with torch.no_grad():
-        for pool in reversed(chain):
-            value = pool.forward(value)
-    return value
-
-
-def _abs_layer(snn, layer, deviations):
-    """``|W|`` of a weighted layer (no bias) applied to non-negative per-input deviations, numpy."""
-    absolute = dataclasses.replace(layer, weight=np.abs(layer.weight), bias=np.zeros_like(layer.bias),
-                                   activation=None)
-    with torch.no_grad():
-        return absolute.pre_activation(_inputs_of(snn, layer, deviations)).numpy()
-
-
-def _running_counts(result, population, n_images, size):
-    """``n(k)``: each neuron's spikes up to and including step ``k`` of its window, shape (T, n_images, size)."""
-    image, neuron, local = result.spikes[population]
-    per_step = np.zeros((n_images, size, T_RATE))
-    np.add.at(per_step, (image, neuron, local), 1)
-    return np.moveaxis(np.cumsum(per_step, axis=-1), -1, 0)
-
-
-def _count_jitter(result, population, n_images, size):
-    """``D``: the largest distance of each neuron's running spike count from the line ``(k + 1) n / T``."""
-    running = _running_counts(result, population, n_images, size)
-    line = np.arange(1, T_RATE + 1)[:, None, None] * running[-1] / T_RATE
-    return np.max(np.abs(running - line), axis=0)
-
-
-def _check_charge_trajectory(snn, layer, so_far, counts, scale):
-    """A rate layer's count against its charge ``Q(k)``, computed from the source's recorded spike trains.
-
-    ``so_far[name]``: ``lambda n(k) / T`` of every population (the analog input: ``x (k + 1) / T``),
-    shape (T, n_images) + shape. ``Q(k) = (T / lambda) W so_far(k) + (k + 1) b / lambda``.
-    """
-    n = counts.shape[0]
-    no_bias = dataclasses.replace(layer, bias=np.zeros_like(layer.bias), activation=None)
-    with torch.no_grad():
-        stacked = {name: values.reshape((-1,) + values.shape[2:]) for name, values in so_far.items()}
-        weighted = no_bias.pre_activation(_inputs_of(snn, layer, stacked)).numpy().reshape(T_RATE, n, -1)
-        sample = {name: values[0, :1] for name, values in so_far.items()}
-        bias = (layer.pre_activation(_inputs_of(snn, layer, sample)) - no_bias.pre_activation(
-            _inputs_of(snn, layer, sample))).numpy().reshape(1, -1)
-    steps = np.arange(T_RATE)[:, None, None]
-    charge = T_RATE / scale * weighted + (steps + 1) * bias / scale
-    assert np.all(counts <= np.maximum(0, charge.max(axis=0)) + SLACK)
-    last_silent = np.min(charge + (T_RATE - 1 - steps), axis=0) - 1
-    assert np.all((counts == T_RATE) | (counts > last_silent - SLACK))

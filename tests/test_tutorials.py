@@ -4,7 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from test_amos import off_grid_bound
+from test_amos_units import off_grid_bound
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 
@@ -78,7 +78,7 @@ def test_tutorial_5_amos_units(tmp_path):
         assert errors[gate]["same_as_unit"] >= (points - 1) / points
     assert errors["sigmoid"]["K"] == 8 and errors["silu"]["K"] == 12
     # inputs inside the units' domain [-8, 8]: the error is at most the unit's own bound there
-    # (test_amos.py: 0.0498 and 0.1089; measured 0.0394 and 0.0587 here)
+    # (test_amos_units.py: 0.0498 and 0.1089; measured 0.0394 and 0.0587 here)
     for gate in ("sigmoid", "silu"):
         assert errors[gate]["max_error"] <= off_grid_bound(gate) + 1e-9
     assert (tmp_path / "05_amos_units.png").stat().st_size > 10_000
