@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from brianconv.builder import find_compiler
 
@@ -32,3 +33,18 @@ def full_mnist_root():
         if folder and os.path.isfile(os.path.join(folder, "t10k-images-idx3-ubyte.gz")):
             return os.path.abspath(folder)
     return None
+
+
+#: Hypothesis profile: ``default`` runs each slow property test on a few fixed (derandomised) examples;
+#: ``HYPOTHESIS_PROFILE=ci`` runs four times as many, freshly randomised on every run.
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+settings.register_profile("ci", deadline=None, derandomize=False, print_blob=True)
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def property_settings(quick_examples):
+    """Settings of a property test that simulates a network per example: ``quick_examples`` fixed
+    examples by default, ``4 * quick_examples`` random ones under the ``ci`` profile."""
+    ci = HYPOTHESIS_PROFILE == "ci"
+    return settings(max_examples=quick_examples * (4 if ci else 1), derandomize=not ci, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 from conftest import needs_compiler
+from test_amos_units import GATES, PRODUCT_GRID, UNIT_MAX_ERROR, off_grid_bound
 
 import brianconv
 from brianconv.connectivity import connections_for
@@ -114,42 +115,6 @@ def test_pipelined_equals_one_by_one_with_conv_and_average_pooling(pooled_by_ave
     np.testing.assert_allclose(b.outputs, reference, rtol=0, atol=FLOAT_SLACK)
 
 
-def _staircase_bound(unit, f, domain):
-    """A trained unit must beat the untrained K-level staircase of f's range: max error (max f - min f) / (2K)."""
-    values = f(np.linspace(*domain, 20001))
-    return (values.max() - values.min()) / (2 * unit.K)
-
-
-GATES = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "silu": lambda v: v / (1 + np.exp(-v))}
-#: The recorded max errors are measured on a grid of 20,001 points; between grid points the error
-#: can grow by at most the gate's largest slope (SiLU: 1.0998, sigmoid: 0.25) times the spacing.
-GRID_POINTS, MAX_SLOPE = 20001, 1.1
-
-
-@pytest.mark.parametrize("gate", ["sigmoid", "silu", "product"])
-def test_trained_units_reach_their_recorded_errors(gate):
-    path = UNIT_DIR / f"amos_{gate}.npz"
-    if not path.is_file():
-        pytest.skip(f"{path.name} not trained (benchmarks/train_amos_units.py {gate})")
-    unit = load_unit(gate)
-    with np.load(path) as data:
-        domain, mse, max_error = tuple(data["domain"]), float(data["mse"]), float(data["max_error"])
-    if gate == "product":
-        axis = np.linspace(*domain, 257)
-        grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
-        target = grid[:, 0] * grid[:, 1]
-        assert unit.K == 40 and unit.n_parameters == 940
-    else:
-        grid = np.linspace(*domain, GRID_POINTS)
-        target = GATES[gate](grid)
-        assert (unit.K, unit.n_parameters) == {"sigmoid": (8, 52), "silu": (12, 102)}[gate]  # Table 3
-        assert max_error <= _staircase_bound(unit, GATES[gate], domain)
-    error = unit(grid) - target
-    assert np.mean(error ** 2) == pytest.approx(mse, rel=1e-6, abs=1e-15)
-    assert np.max(np.abs(error)) == pytest.approx(max_error, rel=1e-6)
-    assert np.all(unit.spikes(grid).sum(axis=-1) <= unit.K)
-
-
 @pytest.mark.skipif(not all((UNIT_DIR / f"amos_{g}.npz").is_file() for g in GATES), reason="units not trained")
 def test_sigmoid_and_silu_layers_match_the_reference_and_their_unit_error():
     torch.manual_seed(4)
@@ -168,11 +133,8 @@ def test_sigmoid_and_silu_layers_match_the_reference_and_their_unit_error():
         np.testing.assert_allclose(sent, values[layer.name], atol=FLOAT_SLACK)
         assert counts.max() <= 1
         z = received @ layer.weight.T + layer.bias   # the unit's input, inside its training domain here
-        with np.load(UNIT_DIR / f"amos_{layer.activation}.npz") as data:
-            domain, max_error = data["domain"], float(data["max_error"])
-        assert np.all((z >= domain[0]) & (z <= domain[1]))
-        grid_slack = MAX_SLOPE * (domain[1] - domain[0]) / (GRID_POINTS - 1)
-        assert np.max(np.abs(sent - GATES[layer.activation](z))) <= max_error + grid_slack + FLOAT_SLACK
+        assert np.all((z >= unit.domain[0]) & (z <= unit.domain[1]))
+        assert np.max(np.abs(sent - GATES[layer.activation](z))) <= off_grid_bound(layer.activation) + FLOAT_SLACK
         received = sent
 
 
@@ -265,11 +227,9 @@ def test_squeeze_excitation_gate_is_a_layer_of_product_units():
     # scaled by what the factors can send: alpha of the ReLU units, the sigmoid unit's largest output
     assert s_a == snn.calibration.scales["conv"] and s_b == load_unit("sigmoid").largest_output()
     assert np.all(conv <= s_a) and np.all(np.abs(gate) <= s_b)
-    with np.load(UNIT_DIR / "amos_product.npz") as data:
-        max_error = float(data["max_error"])
     # the unit sees a / s_a and s / s_b, inside its domain [-1, 1]^2; its error scales with s_a s_b
-    grid_slack = 2 * 2 / (257 - 1)  # |d(ab)| <= |a| db + |b| da over one step of the 257 x 257 test grid
-    assert np.max(np.abs(product - exact.reshape(len(x), -1))) <= (max_error + grid_slack) * s_a * s_b
+    grid_slack = 2 * 2 / (PRODUCT_GRID - 1)  # |d(ab)| <= |a| db + |b| da over one step of the test grid
+    assert np.max(np.abs(product - exact.reshape(len(x), -1))) <= (UNIT_MAX_ERROR["product"] + grid_slack) * s_a * s_b
     np.testing.assert_allclose(product, values["mul"].reshape(len(x), -1), rtol=0, atol=FLOAT_SLACK)
     # the product units evaluate once both factors have answered
     starts = {p.name: p.window_start for p in d.populations}
@@ -302,7 +262,26 @@ def test_coincidence_neurons_multiply_the_factors_codes_exactly(wiring):
     reference, _ = snn.scheme.reference(snn.graph, snn.calibration, x)
     np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=FLOAT_SLACK)
     with torch.no_grad():  # the ANN, up to the ReLU and sigmoid codes only
-        assert np.max(np.abs(result.outputs - model(x).numpy())) < 0.05
+        deviation = np.abs(result.outputs - model(x).numpy())
+    assert np.all(deviation <= _gated_cnn_bound(model, snn.calibration.scales) + FLOAT_SLACK)
+
+
+def _gated_cnn_bound(model, scales):
+    """Bound on ``|SNN - ANN|`` per output of :class:`_GatedCNN` with exact code products, shape (3,).
+
+    Each ReLU unit is within ``alpha 2^-K`` of ReLU (inputs below alpha: calibrated on the same
+    images); the squeeze averages, a Linear layer multiplies by ``|W|``; the sigmoid unit adds its
+    own error to ``sigma' <= 1/4`` times its input's; ``|a s - a^ s^| <= e_a |s| + |a^| e_s`` with
+    ``|s| <= 1`` and ``a^ <= alpha_conv``; the average pool keeps the bound per channel.
+    """
+    alpha, step = scales["conv"], 2.0 ** -K
+    weight = {name: np.abs(getattr(model, name).weight.detach().numpy().astype(np.float64))
+              for name in ("reduce", "expand", "fc")}
+    e_conv = alpha * step                                    # every conv element and their average
+    e_reduce = weight["reduce"] @ np.full(4, e_conv) + scales["reduce"] * step
+    e_gate = weight["expand"] @ e_reduce / 4 + off_grid_bound("sigmoid")
+    e_product = e_conv + alpha * e_gate                      # per channel, (4,)
+    return weight["fc"] @ np.repeat(e_product, 4)            # fc reads channel-major (4 channels x 2 x 2)
 
 
 @pytest.mark.parametrize("pipeline", [True, False])

@@ -45,7 +45,9 @@ def test_convert_then_simulate_writes_a_consistent_json_report(tmp_path, capsys)
                  "--plots", str(plots)]) == 0
     data = json.loads(report.read_text())
     assert data["method"] == "ttfs" and data["images"] == 30 and data["parameters"]["t_max"] == 16
-    assert 0.8 <= data["snn_accuracy"] <= 1 and 0.8 <= data["agreement"] <= 1
+    # measured (this command, 2026-12-02): ANN, SNN accuracy and agreement all 30 of 30; margin: one image
+    assert data["snn_accuracy"] >= 29 / 30 and data["agreement"] >= 29 / 30
+    assert data["snn_accuracy"] <= 1 and data["agreement"] <= 1
     assert data["ann_macs"] == 784 * 128 + 128 * 10
     assert sum(p["synaptic_ops_per_image"] for p in data["populations"].values()) == pytest.approx(
         data["synaptic_ops_per_image"])

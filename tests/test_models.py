@@ -16,9 +16,18 @@ from brianconv.graph import trace
 
 NAMES = ["avgpool_cnn", "functional_net", "inception_cat", "lopez_randulfe_cnn", "mlp", "mobilenet_relu6", "resnet_bn",
          "small_cnn", "small_cnn_se", "small_cnn_silu"]
-#: The recorded accuracy is on all 10,000 test images; on the 1,000-image sample the binomial
-#: standard error is sqrt(p (1 - p) / 1000) < 0.45 points for p >= 98 %, so 2 points is > 4 of them.
-ACCURACY_SLACK = 2.0
+#: The recorded accuracy ``p`` is on all N = 10,000 test images; the bundled sample holds n = 1,000 of
+#: them. Read as a sample without replacement, its accuracy has the standard error
+#: ``sqrt(p (1 - p) / n (1 - n / N))`` (0.19 points at p = 99.6 %, 0.45 at 97.7 %); the test allows
+#: ``SAMPLE_SIGMAS`` of them either way. Measured (this test's loop, 2026-12-02): the largest
+#: deviation is 1.46 standard errors (small_cnn: 98.3 % on the sample, 98.78 % recorded).
+SAMPLE_SIGMAS, SAMPLE_SIZE, TEST_SET_SIZE = 3.0, 1000, 10000
+
+
+def _sample_standard_error(percent):
+    """Standard error (percentage points) of the sample's accuracy for a test-set accuracy ``percent``."""
+    p = percent / 100
+    return 100 * np.sqrt(p * (1 - p) / SAMPLE_SIZE * (1 - SAMPLE_SIZE / TEST_SET_SIZE))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +62,9 @@ def test_load_gives_an_eval_model_with_the_recorded_accuracy(name, sample):
     assert logits.shape == (1000, 10)
     accuracy = 100 * float(np.mean(logits.argmax(1).numpy() == y))
     recorded = models.metadata(name)["test_accuracy_percent"]
-    assert accuracy >= recorded - ACCURACY_SLACK, f"{name}: {accuracy:.1f} % on the sample, {recorded} % recorded"
+    bound = SAMPLE_SIGMAS * _sample_standard_error(recorded)
+    assert abs(accuracy - recorded) <= bound, (f"{name}: {accuracy:.1f} % on the sample, {recorded} % recorded "
+                                               f"(allowed {bound:.2f} points)")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from brian2 import mV, ms
+from brian2 import ms, mV
+from conftest import needs_compiler
 
 import brianconv
 from brianconv.calibration import normalised_parameters
 from brianconv.errors import AccuracyWarning, ConversionError, InvalidValueError
 from brianconv.schemes.rate import uniform_hash
-
-from conftest import needs_compiler
 
 T = 64
 DEVICE = "runtime"   # Cython where a compiler exists (compiled once per code, then cached), else numpy
@@ -250,13 +249,10 @@ def test_maxpool_gate_passes_the_leading_input(pool_net, tau, limit):
         if not limit:
             np.testing.assert_array_equal(fired, leader_spiked)
         counts, max_count = fired.sum(-1), trains.sum(-1).max(-1)
-        best = np.argmax(trains.sum(-1), axis=1)
-        from_best = np.sum(fired & (trains[np.arange(len(x)), best] == 1)) / np.sum(fired)
         if limit:
-            assert np.all(counts <= max_count)
-            assert from_best > 0.9, "most passed spikes come from the highest-rate input"
-            if tau is None:
-                np.testing.assert_array_equal(counts, max_count)   # exactly the max of the counts
+            # every window holds a rate-1 input: it spikes in every step, so its estimate is the
+            # highest for any decay and the gate passes one spike per step, the max of the counts
+            np.testing.assert_array_equal(counts, max_count)
         else:
             assert np.all(counts >= max_count)
 
@@ -325,12 +321,16 @@ def test_threshold_and_readout_steps_at_run_time(dense, dense_subtract):
     target = np.clip(a / 2, 0, 1)                               # rates scale as v_unit / v_th
     assert np.all(target - rate > -FLOAT_SLACK) and np.all(target - rate < 1 / T + FLOAT_SLACK)
     assert half.parameters["v_th"] == 2 * mV
-    # the decoded outputs keep their ANN units (each spike carries the sender's threshold)
-    assert np.sqrt(np.mean((half.outputs - half.ann_outputs) ** 2)) < 0.2 * np.std(half.ann_outputs)
+    # the decoded outputs keep their ANN units (each spike carries the sender's threshold): a hidden
+    # value is 2 lambda n / T, within 2 lambda / T of ReLU (plus what lies above 2 lambda), and the
+    # output accumulator adds |W_out| times that
+    scale = snn.calibration.scales[snn.graph.layers[1].name]
+    hidden_error = 2 * scale / T + scale * np.maximum(a - 2, 0)
+    bound = hidden_error @ np.abs(snn.graph.layers[2].weight).T
+    assert np.all(np.abs(half.outputs - half.ann_outputs) <= bound + FLOAT_SLACK)
     scaled = snn.simulate(x, device=DEVICE, spikes=[hidden], threshold_scale=2.0)   # the sweep/CLI name
     np.testing.assert_array_equal(_counts(scaled, hidden, len(x), 10), _counts(half, hidden, len(x), 10))
     # population_values decodes rates back into ANN units: spikes / T * lambda * v_th / v_unit
-    scale = snn.calibration.scales[snn.graph.layers[1].name]
     for result, factor in ((full, 1.0), (half, 2.0), (scaled, 2.0)):
         values = snn.scheme.population_values(snn.description, result, hidden)
         np.testing.assert_allclose(values, _counts(result, hidden, len(x), 10) / T * scale * factor, rtol=1e-12)

@@ -10,11 +10,10 @@ import pytest
 import torch
 import torch.nn as nn
 from brian2 import mV
+from conftest import needs_compiler
 
 import brianconv
 from brianconv.errors import InvalidValueError
-
-from conftest import needs_compiler
 
 T = 16
 FLOAT_SLACK = 1e-9  # rounding of the membrane sum (a tie can land on either side)
@@ -186,7 +185,8 @@ def test_small_cnn_on_bundled_mnist_matches_the_ann():
     calibration, _ = datasets.load_sample("train")
     snn = brianconv.convert(models.load("small_cnn"), "ttfs", calibration=calibration, t_max=32)
     result = snn.simulate(x, labels=y, device="numpy")
-    assert result.agreement >= 0.95
+    # measured (this test, 2026-12-02): 40 of 40 images agree; margin: one image may flip
+    assert result.agreement >= 39 / 40
     assert result.spikes_per_neuron < 1.0
     assert np.all(result.synaptic_ops > 0)
 

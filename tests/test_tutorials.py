@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from test_amos_units import off_grid_bound
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 
@@ -33,7 +34,8 @@ def test_tutorial_1_one_neuron(tmp_path):
 
 def test_tutorial_2_mnist_raster(tmp_path):
     result = _load("02_convert_mnist_cnn.py").main(out=tmp_path, images=10, model="small_cnn", device="numpy")
-    assert result.n_images == 10 and result.agreement >= 0.9
+    # measured (this call, 2026-12-02): 10 of 10 images agree; margin: one image
+    assert result.n_images == 10 and result.agreement >= 9 / 10
     for figure in ("02_raster.png", "02_spikes_per_layer.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
 
@@ -43,7 +45,8 @@ def test_tutorial_3_four_schemes_on_one_network(tmp_path):
     rows = _load("03_schemes_compared.py").main(out=tmp_path, images=8, model="mlp", device="numpy", schemes=schemes)
     assert [row["scheme"] for row in rows] == list(schemes)
     for row in rows:
-        assert row["agreement"] >= 75 and row["synaptic_ops"] > 0 and row["latency_ms"] > 0
+        # measured (this call, 2026-12-02): 8 of 8 images agree for every scheme; margin: one image
+        assert row["agreement"] >= 100 * 7 / 8 and row["synaptic_ops"] > 0 and row["latency_ms"] > 0
     spikes = {row["scheme"]: row["spikes_per_neuron"] for row in rows}
     assert spikes["rate"] > spikes["ttfs"] and max(spikes["ttfs"], spikes["tdsnn"], spikes["amos"]) <= 1.01
     assert (tmp_path / "03_schemes_compared.png").stat().st_size > 10_000
@@ -65,13 +68,19 @@ def test_tutorial_4_parameter_study(tmp_path):
 
 
 def test_tutorial_5_amos_units(tmp_path):
-    errors = _load("05_amos_units.py").main(out=tmp_path, points=41, device="numpy")
+    points = 41
+    errors = _load("05_amos_units.py").main(out=tmp_path, points=points, device="numpy")
     relu = errors["relu"]
     assert relu["max_error"] <= relu["alpha"] * 2.0 ** -relu["K"] + 1e-9
     for gate in ("relu", "sigmoid", "silu"):
-        assert errors[gate]["same_as_unit"] >= 0.85  # the Brian2 network computes the unit (up to threshold ties)
+        # the Brian2 network computes the numpy unit: measured on all 41 inputs for every gate
+        # (2026-12-02); margin: one input exactly on a threshold may round the other way in volts
+        assert errors[gate]["same_as_unit"] >= (points - 1) / points
     assert errors["sigmoid"]["K"] == 8 and errors["silu"]["K"] == 12
-    assert errors["sigmoid"]["max_error"] < 0.1 and errors["silu"]["max_error"] < 0.2
+    # inputs inside the units' domain [-8, 8]: the error is at most the unit's own bound there
+    # (test_amos_units.py: 0.0498 and 0.1089; measured 0.0394 and 0.0587 here)
+    for gate in ("sigmoid", "silu"):
+        assert errors[gate]["max_error"] <= off_grid_bound(gate) + 1e-9
     assert (tmp_path / "05_amos_units.png").stat().st_size > 10_000
 
 
