@@ -38,7 +38,8 @@ SCHEMES = {"ttfs": dict(t_max=32), "amos": dict(K=10), "tdsnn": dict(L=8.0), "ra
 #: Knob -> values (the unperturbed point is run once per scheme and shared by every knob).
 #: sigma_v and sigma_th are fractions of the threshold (sigma_v per step); p_fail a probability per
 #: transmission; sigma_w a relative weight noise; tau_m and t_ref in ms; weight_bits in bits.
-GRID = {"sigma_v": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "p_fail": [0.1, 0.3, 0.6, 0.9], "sigma_w": [0.1, 0.3, 1.0, 3.0],
+GRID = {"sigma_v": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "p_fail": [0.1, 0.3, 0.6, 0.9],
+        "sigma_w": [0.1, 0.3, 1.0, 3.0],
         "sigma_th": [0.03, 0.1, 0.3, 1.0], "tau_m": [1000.0, 300.0, 100.0, 50.0, 30.0, 20.0, 10.0, 3.0],
         "t_ref": [1.0, 3.0, 10.0, 30.0], "weight_bits": [8, 6, 4, 3, 2]}
 #: Knobs that draw nothing: one seed is the whole answer.
