@@ -19,7 +19,7 @@ first window has begun); see :data:`TIME_AXIS_EQUATIONS`.
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 
 import numpy as np
@@ -150,6 +150,14 @@ class Population:
     @property
     def full_equations(self):
         return TIME_AXIS_EQUATIONS + self.equations
+
+    def __setstate__(self, state):
+        """Unpickle, giving fields added since the network was saved (``regular``, ``refractory``,
+        ``membrane``, ``kind``) their defaults, so every reader can use the attributes directly."""
+        for f in fields(self):
+            if f.name not in state:
+                state[f.name] = f.default_factory() if f.default is MISSING else f.default
+        self.__dict__.update(state)
 
 
 @dataclass
@@ -294,7 +302,7 @@ class NetworkDescription:
         for p in self.populations:
             digest.update(repr((p.name, p.size, p.equations, p.threshold, p.reset, sorted(p.events.items()),
                                 p.window_start, p.method, sorted(p.namespace))).encode())
-            regular = getattr(p, "regular", {})  # networks saved before perturbations have none
+            regular = p.regular
             if regular or p.refractory:  # only perturbed networks have these (unchanged fingerprints otherwise)
                 digest.update(repr((sorted(regular.items()), p.refractory)).encode())
             for key in sorted(p.values):
@@ -313,7 +321,8 @@ class NetworkDescription:
         lines = [f"{self.scheme} network: {self.n_neurons} neurons, {self.n_synapses} synapses, "
                  f"dt = {self.dt}, image period = {self.period_steps} steps"]
         for p in self.populations:
-            lines.append(f"  population {p.name:<16} {p.size:>8} neurons  {p.role:<7} window starts at step {p.window_start}")
+            lines.append(f"  population {p.name:<16} {p.size:>8} neurons  {p.role:<7} "
+                         f"window starts at step {p.window_start}")
         for q in self.projections:
             lines.append(f"  projection {q.name:<16} {q.source} -> {q.target}: {q.n_synapses} synapses")
         return "\n".join(lines)

@@ -60,6 +60,21 @@ def test_saved_networks_keep_options_state_and_kinds(networks, method, tmp_path)
     assert loaded.description.fingerprint(4) == snn.description.fingerprint(4)
 
 
+def test_networks_saved_before_later_population_fields_load_with_their_defaults(networks, tmp_path):
+    """A pickle written before ``regular``, ``refractory``, ``membrane`` and ``kind`` existed."""
+    snn = networks["rate"]
+    population = snn.description.populations[1]
+    state = {k: v for k, v in population.__dict__.items() if k not in ("regular", "refractory", "membrane", "kind")}
+    old = object.__new__(type(population))
+    old.__dict__.update(state)
+    loaded = pickle.loads(pickle.dumps(old))
+    assert (loaded.regular, loaded.refractory, loaded.membrane, loaded.kind) == ({}, None, None, None)
+    assert loaded.equations == population.equations
+    d = dataclasses.replace(snn.description, populations=[
+        pickle.loads(pickle.dumps(p)) if p is not population else loaded for p in snn.description.populations])
+    assert d.fingerprint(4) == snn.description.fingerprint(4)
+
+
 def test_the_fingerprint_ignores_the_state(networks):
     d = networks["ttfs"].description
     assert dataclasses.replace(d, state=None).fingerprint(2) == d.fingerprint(2)

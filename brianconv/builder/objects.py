@@ -104,7 +104,7 @@ def create_objects(description, batch_size, monitors=None, connect=None):
                             refractory=p.refractory or False)
         for event, (_, code, *slot) in p.events.items():
             group.run_on_event(event, code, when=slot[0] if slot else "before_synapses")
-        for name, (code, slot) in getattr(p, "regular", {}).items():  # networks saved earlier have none
+        for name, (code, slot) in p.regular.items():
             group.run_regularly(code, when=slot, name=f"{p.name}_{name}")
         group.window_start = p.window_start
         group.period_steps = d.period_steps

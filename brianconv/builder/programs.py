@@ -325,9 +325,15 @@ def process_peak_mb(pid="self"):
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
+    peak_kb = _status_field(text, "VmHWM")
+    return None if peak_kb is None else int(peak_kb) / 1024.0
+
+
+def _status_field(text, name):
+    """The first word of field ``name`` in a ``/proc/<pid>/status`` text, or None."""
     for line in text.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
+        if line.startswith(name + ":"):
+            return line.split()[1]
     return None
 
 
@@ -352,11 +358,11 @@ class _MemoryWatch:
                 text = self.path.read_text()
             except OSError:
                 return
-            for line in text.splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_kb = max(self.peak_kb or 0, int(line.split()[1]))
-                elif line.startswith("State:") and "Z" in line.split()[1]:
-                    return
+            peak_kb = _status_field(text, "VmHWM")
+            if peak_kb is not None:
+                self.peak_kb = max(self.peak_kb or 0, int(peak_kb))
+            if "Z" in (_status_field(text, "State") or ""):
+                return
             time.sleep(0.05)
 
     def peak_mb(self):

@@ -24,6 +24,7 @@ The synapses, their order and their values are the same as with ``connect``: spi
 from pathlib import Path
 
 import numpy as np
+from brian2.devices.cpp_standalone.codeobject import c_data_type
 
 from .objects import homogeneous_delay
 
@@ -86,7 +87,7 @@ class SynapseFiles:
         for syn in self.connected:
             for variable in syn._registered_variables:
                 name = self._name(variable)
-                lines.append(f"std::vector<{_c_type(variable.dtype)}>().swap({name});")
+                lines.append(f"std::vector<{c_data_type(variable.dtype)}>().swap({name});")
         self.device.insert_code("main", "\n".join(lines))
 
     def _name(self, variable):
@@ -99,9 +100,3 @@ def _read_file_code(vector, path, n):
             f"        if (!f.read(reinterpret_cast<char*>(&{vector}[0]), {n} * sizeof({vector}[0]))) {{\n"
             f"            std::cerr << \"Error reading {path}\" << std::endl;\n            exit(1);\n"
             "        }\n    }")
-
-
-def _c_type(dtype):
-    from brian2.devices.cpp_standalone.codeobject import c_data_type
-
-    return c_data_type(dtype)
