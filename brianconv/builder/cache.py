@@ -20,10 +20,12 @@ from pathlib import Path
 import brian2
 import numpy as np
 from brian2 import prefs
+from brian2.codegen.cpp_prefs import get_compiler_and_args
 from brian2.devices.device import get_device, reset_device, set_device
 
 from ..errors import BuildError
 from .headers import precompiled_header_args
+from .makefile import streamline_makefile
 from .objects import MonitorRequest, create_objects, float_precision
 from .programs import COMPILE_ARGS, MANIFEST, BuildInfo, StandaloneProgram, find_compiler
 from .synapse_files import SynapseFiles
@@ -142,7 +144,9 @@ def _compile(description, batch_size, monitors, directory):
         objects.network.run(n_steps * description.dt, namespace={})
         synapse_files.release_after_run()
         try:
-            device.build(directory=str(directory), compile=True, run=False, with_output=False)
+            device.build(directory=str(directory), compile=False, run=False, with_output=False)
+            streamline_makefile(directory)
+            device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
         except (RuntimeError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 raise _disk_full(directory, exc) from exc
