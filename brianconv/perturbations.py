@@ -74,6 +74,11 @@ KNOBS = tuple(DEFAULTS)
 #: Knobs acting on neurons (need a Membrane) and on projections (need a weight ``w``).
 NEURON_KNOBS = ("tau_m", "t_ref", "sigma_v", "sigma_th")
 SYNAPSE_KNOBS = ("p_fail", "sigma_w", "weight_bits")
+#: Knobs of the study that this version does not have, with the reason (named when asked for).
+NOT_IMPLEMENTED = dict(sigma_delay="sigma_delay (synaptic delay jitter) is not implemented in this version: Brian2 "
+                                   "reads a projection's delays once, when its spike queue is built, so jittered "
+                                   "delays would have to be per-synapse values set before every run; use p_fail or "
+                                   "sigma_w for transmission noise.")
 #: Stream ids: the knob in the high bits, the population/projection number in the low 24.
 _STREAM = dict(sigma_v=1 << 24, sigma_th=2 << 24, p_fail=3 << 24, sigma_w=4 << 24)
 _SECOND_UNIFORM = 1 << 30   # the second uniform of a Box-Muller pair comes from stream | 2**30
@@ -188,6 +193,7 @@ def requested_knobs(scheme, perturbations):
     if perturbations == "all":
         return tuple(k for k in KNOBS if k not in unsupported)
     names = (perturbations,) if isinstance(perturbations, str) else tuple(perturbations)
+    _reject_not_implemented(names)
     unknown = [k for k in names if k not in KNOBS]
     if unknown:
         raise InvalidValueError(f"Unknown perturbation(s) {unknown}; the knobs are {', '.join(KNOBS)} (or 'all').")
@@ -196,6 +202,12 @@ def requested_knobs(scheme, perturbations):
         reasons = "; ".join(f"{k}: {reason}" for k, reason in rejected.items())
         raise InvalidValueError(f"Method {scheme.name!r} cannot take the perturbation(s) {sorted(rejected)}. {reasons}")
     return tuple(k for k in KNOBS if k in names or k == "seed")
+
+
+def _reject_not_implemented(names):
+    planned = [name for name in names if name in NOT_IMPLEMENTED]
+    if planned:
+        raise InvalidValueError(" ".join(NOT_IMPLEMENTED[name] for name in planned))
 
 
 def compile_knobs(description, knobs):
@@ -315,6 +327,7 @@ def check_run_parameters(scheme, description, parameters):
     """Raise for names that are neither run-time parameters of the scheme nor compiled knobs."""
     compiled = set(getattr(description, "perturbations", ()))
     knobs = [name for name in parameters if name in KNOBS and name in compiled]
+    _reject_not_implemented(parameters)
     stray = [name for name in parameters if name in KNOBS and name not in compiled
              and name not in (scheme.run_parameters() or ())]
     if stray:

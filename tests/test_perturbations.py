@@ -73,6 +73,11 @@ def test_schemes_reject_knobs_they_cannot_take_with_the_reason(data):
     plain = brianconv.convert(_net(), "rate", calibration=calibration, duration=30)
     with pytest.raises(InvalidValueError, match="perturbations=\\('p_fail',\\)"):
         plain.simulate(calibration[:2], device="numpy", p_fail=0.1)
+    # the knob of the study this version lacks is named with its reason, at conversion and at run time
+    with pytest.raises(InvalidValueError, match="sigma_delay .* not implemented.*spike queue"):
+        brianconv.convert(_net(), "rate", calibration=calibration, perturbations=("sigma_delay", "p_fail"))
+    with pytest.raises(InvalidValueError, match="sigma_delay .* not implemented"):
+        plain.simulate(calibration[:2], device="numpy", sigma_delay=0.1)
 
 
 def _free_membrane(calibration, x, **knobs):
