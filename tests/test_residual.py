@@ -26,7 +26,6 @@ import skip_graphs
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import needs_compiler
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skip_graphs import conv, linear, skip_graph
@@ -372,21 +371,6 @@ def test_a_layer_reading_one_population_twice_gets_one_projection():
         snn = _convert(graph, method, data, **options)
         into_out = [q for q in snn.description.projections if q.target == _populations(snn)["out"]]
         assert len(into_out) == 1 and len(into_out[0].connections) == 3 * cat.size
-
-
-@pytest.mark.standalone
-@needs_compiler
-@pytest.mark.parametrize("method, options", [("ttfs", dict(t_max=T_TTFS)), ("rate", dict(duration=T_RATE))])
-def test_runtime_and_standalone_give_identical_spikes_with_skips(method, options, build_root):
-    graph, x = _concat_graph(), _inputs(4, seed=1)
-    snn = _convert(graph, method, x, percentile=100, **options)
-    names = list(_populations(snn).values())[:-1]
-    runtime = snn.simulate(x, device=DEVICE, spikes=names)
-    standalone = snn.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, build_root=build_root)
-    np.testing.assert_array_equal(runtime.outputs, standalone.outputs)
-    for name in names:
-        for a, b in zip(runtime.spikes[name], standalone.spikes[name], strict=True):
-            np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from brian2 import mV
 from conftest import needs_compiler
 
@@ -193,12 +194,29 @@ def test_small_cnn_on_bundled_mnist_matches_the_ann():
 
 @needs_compiler
 @pytest.mark.standalone
+class _SkipNet(nn.Module):
+    """Max and average pooling, a residual sum and a concatenation whose branches differ in depth
+    (skip projections delayed by ``T`` per layer skipped): 1x12x12 -> 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.c1 = nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.c2, self.l1, self.l2 = nn.Conv2d(8, 6, 2), nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.c0(x)), 2)                     # 4x3x3
+        r = F.relu(self.c1(h) + h)                                    # residual sum, skip one layer deep
+        z = F.avg_pool2d(F.relu(self.c2(torch.cat([r, h], 1))), 2)  # concatenation of depths 3 and 2
+        return self.l2(F.relu(self.l1(z.flatten(1))))
+
+
 def test_runtime_and_standalone_give_identical_spikes(build_root):
+    """Also the builder's delayed skip projections (test_residual checks their values on numpy)."""
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 2),
-                          nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    model = _SkipNet().eval()
     x = torch.rand(10, 1, 12, 12)
     snn = brianconv.convert(model, "ttfs", calibration=x, t_max=T)
+    assert {q.delay_steps for q in snn.description.projections if np.isscalar(q.delay_steps)} >= {T}  # skips
     names = [p.name for p in snn.description.populations if p.threshold]
     runtime = snn.simulate(x, device="numpy", spikes=names, batch_size=4)
     standalone = snn.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, build_root=build_root)
@@ -220,9 +238,10 @@ def test_runtime_and_standalone_give_identical_spikes(build_root):
     np.testing.assert_array_equal(sharded.outputs, standalone.outputs)
     for name in names:
         np.testing.assert_array_equal(sharded.spike_counts[name], standalone.spike_counts[name])
-    # integration="event" compiled: the clock program's spikes, also with run-time values (no recompiling)
+    # integration="event" compiled: the clock program's spikes, also with a run-time value (no recompiling;
+    # the skips fix t_max: a run-time t_max on standalone is in test_builder's sweep)
     event = brianconv.convert(model, "ttfs", calibration=x, t_max=T, integration="event")
-    for parameters in ({}, {"t_max": 11, "threshold_scale": 0.7}):
+    for parameters in ({}, {"threshold_scale": 0.7}):
         a = again.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, build_root=build_root, **parameters)
         b = event.simulate(x, device="cpp_standalone", spikes=names, batch_size=4, build_root=build_root, **parameters)
         assert _spike_sets(a, names) == _spike_sets(b, names)
@@ -261,8 +280,8 @@ def test_event_integration_gives_the_clock_neurons_spikes():
 def test_threshold_search_minimises_each_layers_quantisation_error():
     """threshold="search" picks, layer by layer, the candidate scale with the smallest RMSE."""
     from brianconv.calibration import activation_scale
-    from brianconv.schemes.ttfs import _quantise as quantise
 
+    quantise = _quantise  # the code of the module docstring, written here, not the library's
     torch.manual_seed(5)
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     x = torch.rand(200, 12) ** 3  # skewed activations: the maximum is a poor scale
