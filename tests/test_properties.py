@@ -10,7 +10,7 @@ own activations within the compounded bound.
 Examples: an example counts only if every hidden layer is active on some image (``assume``);
 every test reports how many drawn examples were active, with which options, and how many were
 discarded (printed: ``pytest -rP``), and fails if fewer than half of its examples were active.
-``HYPOTHESIS_PROFILE=ci`` runs four times as many random examples (:func:`conftest.property_settings`);
+``HYPOTHESIS_PROFILE=ci`` (CI) runs twice as many random examples (:func:`conftest.property_settings`);
 the default runs a few fixed ones, plus one max-pooled CNN with each scheme's default options.
 
 ``ttfs`` (percentile 100 or the default 99.9): a two-stage neuron is off by at most half a step of

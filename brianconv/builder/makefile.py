@@ -32,6 +32,8 @@ def streamline_makefile(directory):
     """
     directory = Path(directory)
     makefile = directory / "makefile"
+    if not makefile.is_file():  # Windows builds use Brian2's win_makefile, left as it is
+        return
     text = makefile.read_text()
     if "objects.o:" not in text:
         makefile.write_text(text + f"\nobjects.o: CXXFLAGS += {ARRAY_CODE_OPTIMISATION}\n")
