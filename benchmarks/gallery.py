@@ -72,7 +72,10 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help="folder with the MNIST IDX files")
     parser.add_argument("--build-dir", default=None)
     parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument("--rate-duration", type=int, default=METHODS["rate"]["duration"],
+                        help="rate's image period in steps (the longer, the closer to the ANN)")
     args = parser.parse_args(argv)
+    METHODS["rate"]["duration"] = args.rate_duration
     x, y, xc, source = load_data(args)
     lines = [header(__file__, argv), f"{len(x)} test images from the {source}; calibration on the "
              f"last {len(xc)} training images; options {METHODS}", "", format_row(COLUMNS)]
