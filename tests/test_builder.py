@@ -9,13 +9,12 @@ import pytest
 import torch
 import torch.nn as nn
 from brian2 import Network
+from conftest import needs_compiler
 
 import brianconv
 from brianconv import builder
 from brianconv.builder.headers import FOLDER_PREFIX
 from brianconv.errors import BuildError, InvalidValueError, ShapeError
-
-from conftest import needs_compiler
 
 
 @pytest.fixture(scope="module")
@@ -248,9 +247,10 @@ def test_a_standalone_sweep_compiles_once_and_matches_the_runtime_at_every_point
     table = brianconv.sweep(tiny, x, grid, device="cpp_standalone", build_root=tmp_path, progress=False)
     assert [row["compiled"] for row in table] == [True, False, False, False]
     assert len(list(tmp_path.rglob(builder.MANIFEST))) == 1
-    folder = next(tmp_path.rglob(builder.MANIFEST)).parent  # built without the dependency scan (.makefile)
+    folder = next(tmp_path.rglob(builder.MANIFEST)).parent  # the edits of builder.generated were made
     assert (folder / "make.deps").read_text() == ""
     assert "objects.o: CXXFLAGS += -O1" in (folder / "makefile").read_text()
+    assert "synapses[k].reserve(per_source[k])" in (folder / "brianlib" / "spikequeue.h").read_text()
     for row in table:
         point = {name: row[name] for name in grid}
         reference = tiny.simulate(x, device="numpy", **point)

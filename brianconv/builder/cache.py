@@ -24,10 +24,16 @@ from brian2.codegen.cpp_prefs import get_compiler_and_args
 from brian2.devices.device import get_device, reset_device, set_device
 
 from ..errors import BuildError
+from .generated import exact_spike_queue_capacity, streamline_makefile
 from .headers import precompiled_header_args
-from .makefile import streamline_makefile
 from .objects import MonitorRequest, create_objects, float_precision
-from .programs import COMPILE_ARGS, MANIFEST, BuildInfo, StandaloneProgram, find_compiler
+from .programs import (
+    COMPILE_ARGS,
+    MANIFEST,
+    BuildInfo,
+    StandaloneProgram,
+    find_compiler,
+)
 from .synapse_files import SynapseFiles
 
 __all__ = ["build_standalone", "build_key", "default_build_root", "BUILD_FORMAT"]
@@ -146,6 +152,7 @@ def _compile(description, batch_size, monitors, directory):
         try:
             device.build(directory=str(directory), compile=False, run=False, with_output=False)
             streamline_makefile(directory)
+            exact_spike_queue_capacity(directory)
             device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
         except (RuntimeError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
