@@ -7,8 +7,9 @@ computes with reverse coding (:mod:`brianconv.schemes.tdsnn`):
 
 with ``rho = 1/2`` (``rounding="nearest"``, the conversion's default) or ``rho = 0`` (``"up"``,
 the paper's Eq. 10). A network with ``G`` in place of every ReLU (and on its input) is what
-``convert(model, "tdsnn", L=L, rounding=rounding)`` simulates, to floating-point rounding. :func:`finetune_tdsnn` fine-tunes a ReLU model
-through ``G`` (straight-through gradient) and returns it with its ReLUs, ready to convert.
+``convert(model, "tdsnn", L=L, rounding=rounding)`` simulates, to floating-point rounding.
+:func:`finetune_tdsnn` fine-tunes a ReLU model through ``G`` (straight-through gradient) and
+returns it with its ReLUs, ready to convert.
 
 >>> import torch
 >>> from brianconv.nn import TDSNNActivation

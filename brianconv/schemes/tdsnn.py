@@ -91,7 +91,8 @@ A residual ``add`` is a hidden layer like a convolution, with identity weights f
 different steps (the deeper branch later): a layer's window starts with its latest input, and
 each earlier source reaches it over a synaptic delay equal to the difference, so every code
 arrives aligned and Eq. 8 holds for the whole sum. A sum lies exactly on the code's grid
-whenever one term is 0, so its neurons break such ties downwards (:data:`SUM_THRESHOLD`).
+whenever one term is 0; rounded up, that is where the code changes step, so its neurons break
+such ties downwards (:data:`SUM_THRESHOLD`; rounded to the nearest step it is mid-step).
 A ``cat`` has no neurons: each reader gets one projection per branch, delayed the same way.
 Every value a layer carries is ``>= 0``, so an ``add`` or ``cat`` without activation is exact.
 
@@ -176,7 +177,8 @@ NEURON_RESET = "fired = 1"
 #: ``k`` or ``k + 1`` at random. The sum's neurons fire at ``v >= -tie_margin`` instead, with
 #: ``tie_margin = TIE * exp(-(T_il + T_out) / L) * v_unit``: ``v_k >= -m`` is
 #: ``exp(k / L) - 1 >= A - TIE exp((k - T_out) / L)``, so ties go to ``k`` (the exact code) and only
-#: inputs within ``TIE`` (ANN units) above a grid point fire one step early.
+#: inputs within ``TIE`` (ANN units) above a grid point fire one step early. (That is ``rounding="up"``;
+#: rounded to the nearest step, the code changes half-way between grid points and the margin moves nothing.)
 TIE = 1e-10
 SUM_EQUATIONS = NEURON_EQUATIONS + """tie_margin : volt (constant, shared)  # ties of the code go down
 """
