@@ -1,7 +1,7 @@
 """Scheme ``"tdsnn"``: leaky integrate-and-fire neurons, reverse coding and ticking neurons.
 
-(Longer than the ~400 lines of a module: 125 of its 615 lines are this docstring, the model with its equations,
-next to the equation table and the code that uses them; the code itself is 490 lines.)
+(Longer than the ~400 lines of a module: 126 of its 627 lines are this docstring, the model with its equations,
+next to the equation table and the code that uses them; the code itself is 501 lines.)
 
 After Zhang, Zhou, Zhi, Du and Chen, *TDSNN: From deep neural networks to deep spike neural
 networks with temporal-coding* (AAAI 2019).
