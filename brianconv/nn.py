@@ -3,17 +3,19 @@
 Zhang et al. (AAAI-19, Eq. 11) replace ReLU by the activation the spiking network actually
 computes with reverse coding (:mod:`brianconv.schemes.tdsnn`):
 
-    ``G(x) = exp(ceil(L ln(x + 1)) / L)`` for ``x >= 0``, ``G(x) = 1`` for ``x < 0``.
+    ``G(x) = exp(ceil(L ln(x + 1) - rho) / L)`` for ``x >= 0``, ``G(x) = 1`` for ``x < 0``,
 
-A network with ``G`` in place of every ReLU (and on its input) is what ``convert(model, "tdsnn",
-L=L)`` simulates, to floating-point rounding. :func:`finetune_tdsnn` fine-tunes a ReLU model
-through ``G`` (straight-through gradient) and returns it with its ReLUs, ready to convert.
+with ``rho = 1/2`` (``rounding="nearest"``, the conversion's default) or ``rho = 0`` (``"up"``,
+the paper's Eq. 10). A network with ``G`` in place of every ReLU (and on its input) is what
+``convert(model, "tdsnn", L=L, rounding=rounding)`` simulates, to floating-point rounding.
+:func:`finetune_tdsnn` fine-tunes a ReLU model through ``G`` (straight-through gradient) and
+returns it with its ReLUs, ready to convert.
 
 >>> import torch
 >>> from brianconv.nn import TDSNNActivation
 >>> g = TDSNNActivation(L=4)
->>> g(torch.tensor([-1.0, 0.0, 0.5, 2.0])).tolist()  # exp(ceil(4 ln(x+1))/4) - 1
-[0.0, 0.0, 0.6487212181091309, 2.490342855453491]
+>>> g(torch.tensor([-1.0, 0.0, 0.5, 2.0])).tolist()  # exp(ceil(4 ln(x+1) - 1/2)/4) - 1
+[0.0, 0.0, 0.6487212181091309, 1.7182817459106445]
 """
 
 import copy
@@ -23,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .schemes.tdsnn import ROUNDING_POINTS
 
 __all__ = ["TDSNNActivation", "finetune_tdsnn", "tdsnn_model"]
 
@@ -42,31 +46,38 @@ class TDSNNActivation(nn.Module):
         paper's ``G(x)`` itself; matches ``offset="keep"``.
     max_step : int, optional
         Cut the code at this step (the conversion cuts each layer at ``T(lambda)``).
+    rounding : {"nearest", "up"}
+        The conversion's ``rounding`` option: ``ln(x + 1)`` rounded to the nearest multiple of
+        ``1 / L`` (default) or up (the paper's Eq. 10).
 
     Notes
     -----
-    Quantisation error of ``G(x) - 1`` against ``ReLU(x)``: the code rounds ``ln(x + 1)`` up to a
-    multiple of ``1 / L``, so for ``x >= 0``
+    Quantisation error of ``G(x) - 1`` against ``ReLU(x)`` for ``x >= 0``
+    (:func:`brianconv.schemes.tdsnn.code_error_bounds`): with ``"up"``
 
         ``0 <= G(x) - 1 - x < (x + 1) (exp(1 / L) - 1)``,
 
-    i.e. always upwards, by at most ``exp(1/L) - 1`` (13 % for ``L = 8``) of ``x + 1``: an
-    absolute error below ``exp(1/L) - 1`` near 0 and a relative one for large values. Without
-    retraining the errors of successive layers add up; fine-tuning through G removes most of the
-    loss. The forward pass is exact; the backward pass is that of ReLU (straight-through).
+    always upwards, by at most ``exp(1/L) - 1`` (13 % for ``L = 8``) of ``x + 1``; with
+    ``"nearest"`` at most ``(x + 1)(exp(1 / (2L)) - 1)`` (6.45 %) either way. Without retraining
+    the errors of successive layers add up; fine-tuning through G removes most of the loss. The
+    forward pass is exact; the backward pass is that of ReLU (straight-through).
     """
 
-    def __init__(self, L, subtract_one=True, max_step=None):
+    def __init__(self, L, subtract_one=True, max_step=None, rounding="nearest"):
         super().__init__()
         if not L > 0:
             raise ValueError(f"L must be > 0, got {L!r}.")
+        if rounding not in ROUNDING_POINTS:
+            raise ValueError(f"rounding must be one of {', '.join(map(repr, ROUNDING_POINTS))}, got {rounding!r}.")
         self.L = float(L)
         self.subtract_one = bool(subtract_one)
         self.max_step = max_step
+        self.rounding = rounding
 
     def steps(self, x):
-        """Spike steps ``T(x) = ceil(L ln(x + 1))`` (Eq. 10) of the values ``x`` (0 for ``x < 0``)."""
-        t = torch.ceil(self.L * torch.log(torch.clamp(x, min=0) + 1))
+        """Spike steps ``T(x) = ceil(L ln(x + 1) - rho)`` of the values ``x`` (0 for ``x < 0``)."""
+        log_value = self.L * torch.log(torch.clamp(x, min=0) + 1)
+        t = torch.clamp(torch.ceil(log_value - ROUNDING_POINTS[self.rounding]), min=0)
         return t if self.max_step is None else torch.clamp(t, max=self.max_step)
 
     def forward(self, x):
@@ -76,7 +87,7 @@ class TDSNNActivation(nn.Module):
         return relu + offset + (g - relu - offset).detach()
 
     def extra_repr(self):
-        return f"L={self.L:g}, subtract_one={self.subtract_one}" + (
+        return f"L={self.L:g}, subtract_one={self.subtract_one}, rounding={self.rounding!r}" + (
             f", max_step={self.max_step}" if self.max_step is not None else "")
 
 
@@ -93,25 +104,25 @@ def _swap_relus(module, make):
     return replaced
 
 
-def tdsnn_model(model, L, subtract_one=True):
+def tdsnn_model(model, L, subtract_one=True, rounding="nearest"):
     """A copy of ``model`` computing the coded network: input and every ``nn.ReLU`` through G.
 
     ReLUs applied with ``torch.relu``/``F.relu`` inside a custom ``forward`` are not replaced.
     """
     coded = copy.deepcopy(model)
-    _swap_relus(coded, lambda _: TDSNNActivation(L, subtract_one))
-    return nn.Sequential(TDSNNActivation(L, subtract_one), coded)
+    _swap_relus(coded, lambda _: TDSNNActivation(L, subtract_one, rounding=rounding))
+    return nn.Sequential(TDSNNActivation(L, subtract_one, rounding=rounding), coded)
 
 
 def finetune_tdsnn(model, data, L, epochs=1.0, lr=1e-4, batch_size=128, subtract_one=True, seed=0,
-                   progress=None):
+                   progress=None, rounding="nearest"):
     """Fine-tune ``model`` through the TDSNN activation and return it with its ReLUs.
 
-    Every ``nn.ReLU`` is replaced by :class:`TDSNNActivation` ``(L, subtract_one)`` and the input
-    is coded the same way; the copy is trained with Adam on the cross-entropy, with the
-    straight-through gradient of ReLU; the trained weights are returned in a copy of ``model``
+    Every ``nn.ReLU`` is replaced by :class:`TDSNNActivation` ``(L, subtract_one, rounding=rounding)``
+    and the input is coded the same way; the copy is trained with Adam on the cross-entropy, with
+    the straight-through gradient of ReLU; the trained weights are returned in a copy of ``model``
     (ReLUs restored), so that ``convert(result, "tdsnn", L=L, offset="fold" if subtract_one else
-    "keep")`` simulates the fine-tuned coded network. ``model`` itself is not changed.
+    "keep", rounding=rounding)`` simulates the fine-tuned coded network. ``model`` itself is not changed.
 
     Parameters
     ----------
@@ -127,6 +138,8 @@ def finetune_tdsnn(model, data, L, epochs=1.0, lr=1e-4, batch_size=128, subtract
         Adam learning rate, batch size (arrays only) and the seed of the shuffling.
     progress : callable, optional
         Called with ``(step, n_steps, loss)`` after every batch.
+    rounding : {"nearest", "up"}
+        The code's rounding, as the conversion's option of that name.
 
     Returns
     -------
@@ -134,8 +147,8 @@ def finetune_tdsnn(model, data, L, epochs=1.0, lr=1e-4, batch_size=128, subtract
         The fine-tuned model in eval mode, same architecture as ``model``.
     """
     tuned = copy.deepcopy(model)
-    coded = nn.Sequential(TDSNNActivation(L, subtract_one), tuned)
-    replaced = _swap_relus(tuned, lambda _: TDSNNActivation(L, subtract_one))
+    coded = nn.Sequential(TDSNNActivation(L, subtract_one, rounding=rounding), tuned)
+    replaced = _swap_relus(tuned, lambda _: TDSNNActivation(L, subtract_one, rounding=rounding))
     generator = torch.Generator().manual_seed(seed)
     if isinstance(data, (tuple, list)):
         images = torch.as_tensor(np.asarray(data[0]), dtype=torch.float32)

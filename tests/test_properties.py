@@ -37,10 +37,11 @@ it fires at most that often, and below such a gate no a priori bound is derived 
 trajectory check and the exact output accumulator apply). The output accumulator is the output
 layer applied to the carried rates (float rounding only).
 
-``tdsnn``: spike times are compared exactly, in integer steps, with ``T(A) = ceil(L ln(A + 1))``
+``tdsnn``: spike times are compared exactly, in integer steps, with ``T(A) = ceil(L ln(A + 1) - 1/2)``
 of the layer applied to the codes the previous population sent, and with
-:func:`brianconv.schemes.tdsnn.emulate` end to end; the decoded value ``G - 1`` is ReLU rounded up
-on the logarithmic grid, ``0 <= G - 1 - ReLU(A) < (ReLU(A) + 1)(exp(1 / L) - 1)``. A max-pool
+:func:`brianconv.schemes.tdsnn.emulate` end to end; the decoded value ``G - 1`` is ReLU rounded to
+the nearest step of the logarithmic grid, ``|G - 1 - ReLU(A)| <= (ReLU(A) + 1)(exp(1 / (2L)) - 1)``
+(:func:`~brianconv.schemes.tdsnn.code_error_bounds`). A max-pool
 neuron carries exactly the largest input code; the output equals the output layer applied to the
 codes (float rounding only).
 
@@ -67,7 +68,7 @@ from test_tdsnn import _steps
 
 import brianconv
 from brianconv.schemes.amos import sent_values
-from brianconv.schemes.tdsnn import code_value, emulate, spike_step
+from brianconv.schemes.tdsnn import ROUNDING_POINTS, code_error_bounds, code_value, emulate, spike_step
 
 T = 8
 SLACK = 1e-9
@@ -273,7 +274,6 @@ def _tdsnn_examples(activity, spec):
     emulated, emulated_steps = emulate(graph, x, L_TDSNN, t_out=state.t_out)
     x64 = x.numpy().astype(np.float64)
     carried = {graph.input.name: code_value(spike_step(x64, L_TDSNN, state.t_out[graph.input.name]), L_TDSNN)}
-    growth = np.exp(1 / L_TDSNN) - 1
     active = []
     for population in snn.description.populations[1:]:
         if population.role == "helper":
@@ -290,14 +290,15 @@ def _tdsnn_examples(activity, spec):
             np.testing.assert_allclose(code_value(steps, L_TDSNN), a, rtol=0, atol=SLACK)
         else:
             steps = _steps(result, population.name, n, layer.size, population.values["T_il"] + 1)
-            raw = L_TDSNN * np.log(np.maximum(a, 0) + 1)
-            tie = np.abs(raw - np.rint(raw)) < 1e-9     # ceil at an exact integer: rounding decides
+            raw = L_TDSNN * np.log(np.maximum(a, 0) + 1) - ROUNDING_POINTS["nearest"]
+            tie = np.abs(raw - np.rint(raw)) < 1e-9     # ceil at an exact integer: float rounding decides
             expected = spike_step(a, L_TDSNN, population.values["T_out"])
             assert np.all((steps == expected) | tie)
             decoded, relu = code_value(steps, L_TDSNN), np.maximum(a, 0)
-            coded = steps < population.values["T_out"]   # not cut at the end of the code
-            assert np.all(decoded - relu >= -SLACK)
-            assert np.all((decoded - relu)[coded] < (relu[coded] + 1) * growth + SLACK)
+            coded = spike_step(relu, L_TDSNN) <= population.values["T_out"]   # not cut at the end of the code
+            low, high = code_error_bounds(relu, L_TDSNN)
+            assert np.all((decoded - relu)[coded] >= low[coded] - SLACK)
+            assert np.all((decoded - relu)[coded] < high[coded] + SLACK)
             active.append(np.any(relu > 0))
         np.testing.assert_array_equal(steps, emulated_steps[layer.name].reshape(n, -1))
         carried[layer.name] = code_value(steps, L_TDSNN).reshape((n,) + layer.out_shape)

@@ -8,7 +8,7 @@ pass on the values its sources decode to, within the scheme's stated bound:
 * rate (reset by subtraction, ``T`` steps): ``c0`` reads the constant analog input and fires
   exactly ``floor(T a)`` times; a sum (non-negative one-to-one charges) fires ``floor(Q)`` times
   unless saturated; the output integrates ``W decoded + b`` exactly (test_residual.py's checks);
-* tdsnn: ``0 <= G(A) - 1 - ReLU(A) < (ReLU(A) + 1)(e^(1/L) - 1)`` inside the layer's window, and
+* tdsnn: ``|G(A) - 1 - ReLU(A)| <= (ReLU(A) + 1)(e^(1/(2L)) - 1)`` inside the layer's window, and
   the spikes equal the coded network of :func:`~brianconv.schemes.tdsnn.emulate`;
 * amos: ``0 <= ReLU(x) - y <= alpha 2^-K`` for ``x <= alpha``, ``alpha (1 - 2^-K)`` above.
 

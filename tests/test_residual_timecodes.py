@@ -7,8 +7,9 @@ two branches of different depth, average pooling of the concatenation and an out
 Bounds are the schemes' own:
 
 * tdsnn: a layer with input ``A`` (computed from the values its sources' spikes decode to) sends
-  ``G(A) - 1`` with ``0 <= G(A) - 1 - ReLU(A) < (ReLU(A) + 1)(e^(1/L) - 1)`` (Eq. 10, 11) inside
-  its window; the spike steps equal the coded network :func:`~brianconv.schemes.tdsnn.emulate`.
+  ``G(A) - 1`` with ``|G(A) - 1 - ReLU(A)| <= (ReLU(A) + 1)(e^(1/(2L)) - 1)`` (the code rounded to
+  the nearest step, :func:`~brianconv.schemes.tdsnn.code_error_bounds`) inside its window; the
+  spike steps equal the coded network :func:`~brianconv.schemes.tdsnn.emulate`.
 * amos: a ReLU unit layer with input ``x`` (from its sources' decoded unit outputs) sends ``y``
   with ``0 <= ReLU(x) - y <= alpha 2^-K`` for ``x <= alpha`` and ``alpha (1 - 2^-K)`` above.
 
@@ -23,7 +24,7 @@ from brianconv.errors import ConversionError
 from brianconv.graph import Layer, LayerGraph
 from brianconv.schemes.amos import AMOS
 from brianconv.schemes.base import population_names
-from brianconv.schemes.tdsnn import TDSNN, code_value, emulate, spike_step
+from brianconv.schemes.tdsnn import TDSNN, code_error_bounds, code_value, emulate, spike_step
 from brianconv.simulation import SpikingNetwork
 
 FLOAT_SLACK = 1e-9
@@ -66,13 +67,14 @@ def _images(n=6, seed=1):
     return np.random.default_rng(seed).uniform(size=(n,) + SHAPE)
 
 
-def _assert_reverse_code_bound(carried, relu, t_out, L, label):
-    """tdsnn's decoded value ``G - 1`` against ``ReLU``: ``0 <= G - 1 - ReLU < (ReLU + 1)(e^(1/L) - 1)``
-    wherever the code is not cut at ``T_out``; returns that mask (shape of ``relu``)."""
-    inside = np.ceil(L * np.log(relu + 1)) <= t_out
-    error = carried - relu
-    assert np.all(error[inside] >= -FLOAT_SLACK), label
-    assert np.all(error[inside] < (relu[inside] + 1) * (np.exp(1 / L) - 1) + FLOAT_SLACK), label
+def _assert_reverse_code_bound(carried, relu, t_out, L, label, rounding="nearest"):
+    """tdsnn's decoded value ``G - 1`` against ``ReLU`` within :func:`code_error_bounds` wherever the code
+    is not cut at ``T_out``; returns that mask (shape of ``relu``)."""
+    inside = spike_step(relu, L, rounding=rounding) <= t_out
+    low, high = code_error_bounds(relu[inside], L, rounding)
+    error = carried[inside] - relu[inside]
+    assert np.all(error >= low - FLOAT_SLACK), label
+    assert np.all(error < high + FLOAT_SLACK), label
     return inside
 
 
@@ -111,12 +113,8 @@ def test_tdsnn_residual_sum_and_concatenation_are_exact_to_the_code(pipeline):
         assert np.all(result.spike_counts[population.name] == population.size), "every neuron fires once"
         np.testing.assert_allclose(carried, coded[name].reshape(len(x), -1), rtol=0, atol=1e-12)
         a = _linear_input(graph, graph[name], decoded, len(x))
-        relu = np.maximum(a, 0)
-        inside = spike_step(a, L) <= population.values["T_out"]
+        inside = _assert_reverse_code_bound(carried, np.maximum(a, 0), population.values["T_out"], L, name)
         assert inside.mean() > 0.9
-        error = carried - relu
-        assert np.all(error[inside] >= -FLOAT_SLACK)
-        assert np.all(error[inside] < (relu[inside] + 1) * (np.exp(1 / L) - 1) + FLOAT_SLACK)
         decoded[name] = carried
     out = graph.output
     expected = _linear_input(graph, out, decoded, len(x))
@@ -268,10 +266,9 @@ def test_tdsnn_clipped_relu_window_ends_at_the_clip():
     assert snn.description.population(population).values["T_out"] == spike_step(clip, L)
     result = snn.simulate(x, device="numpy", spikes=[population])
     carried = snn.scheme.population_values(snn.description, result, population)
-    clipped = np.clip(a, 0, clip)
-    error = carried - clipped  # (Eq. 10, 11) for min(A, a): the code's grid rounds up, up to T(a)
-    assert np.all(error >= -FLOAT_SLACK)
-    assert np.all(error < (clipped + 1) * (np.exp(1 / L) - 1) + FLOAT_SLACK)
+    # the code of min(A, a) (Eq. 10, 11), everywhere: values above the clip fire at T(a), the code of a
+    inside = _assert_reverse_code_bound(carried, np.clip(a, 0, clip), spike_step(clip, L), L, "a")
+    assert inside.all()
 
 
 def test_amos_clipped_relu_is_a_relu_unit_ranging_to_the_clip():

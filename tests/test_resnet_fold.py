@@ -8,7 +8,8 @@ and their (BatchNorm-folded) biases in its own. Each population's decoded values
 against the scheme's own bound on the value computed, in float64, from the values its sources
 decode to (the folded layers evaluated exactly):
 
-* tdsnn: ``0 <= G(A) - 1 - ReLU(A) < (ReLU(A) + 1)(e^(1/L) - 1)`` inside the layer's window;
+* tdsnn: ``|G(A) - 1 - ReLU(A)| <= (ReLU(A) + 1)(e^(1/(2L)) - 1)`` inside the layer's window (the code
+  rounded to the nearest step);
 * amos: ``0 <= ReLU(x) - y <= alpha 2^-K`` for ``x <= alpha``, ``alpha (1 - 2^-K)`` above;
 * ttfs: ``|y - clip(x, 0, lambda)| <= lambda / (2 T)`` (half a step of the code);
 * rate: the sums' synapses have mixed signs (no one-window bound, ``tests/test_residual.py``), so

@@ -1,10 +1,11 @@
 """The tdsnn scheme: single LIF neuron, exact layer codes, max-pool, bias, ticking counts, G, devices.
 
-The bounds come from the code: a value ``x`` is sent at step ``T(x) = ceil(L ln(x + 1))`` and
-stands for ``G = exp(T / L)``; a hidden neuron with ``A = sum_i W_i G_i + b`` fires exactly
-``T(A)`` steps after its release (Eq. 7-10). So spike times are compared *exactly*, in integer
-steps, with ``T`` of the layer computed in numpy from the quantised inputs; decoded values only
-carry floating-point rounding (``FLOAT_SLACK``).
+The bounds come from the code: a value ``x`` is sent at step ``T(x) = ceil(L ln(x + 1) - rho)``
+(``rho = 1/2`` by default, 0 with ``rounding="up"``, Eq. 10 as printed) and stands for
+``G = exp(T / L)``; a hidden neuron with ``A = sum_i W_i G_i + b`` fires exactly ``T(A)`` steps
+after its release (Eq. 7-10). So spike times are compared *exactly*, in integer steps, with ``T``
+of the layer computed in numpy from the quantised inputs; decoded values only carry
+floating-point rounding (``FLOAT_SLACK``).
 """
 
 import numpy as np
@@ -17,7 +18,7 @@ from conftest import needs_compiler
 import brianconv
 from brianconv.errors import AccuracyWarning, InvalidValueError
 from brianconv.nn import TDSNNActivation, finetune_tdsnn, tdsnn_model
-from brianconv.schemes.tdsnn import code_value, emulate, spike_step
+from brianconv.schemes.tdsnn import ROUNDING_POINTS, code_error_bounds, code_value, emulate, spike_step
 
 L = 4.0
 FLOAT_SLACK = 1e-9
@@ -45,21 +46,32 @@ def dense():
 
 
 def test_code_and_ticking_weight_follow_the_paper():
-    """Eq. 10 and Eq. 9, and that w_tick turns the potential of Eq. 8 into T(A) through Eq. 7."""
+    """Eq. 10 and Eq. 9, and that w_tick turns the potential of Eq. 8 into T(A) through Eq. 7; rounded to the
+    nearest step, Eq. 7 applied to ``A' = r (A + 1) - 1`` (``r = exp(-1/(2L))``)."""
     x = np.array([-2.0, 0.0, 0.3, 1.0, 7.5])
-    np.testing.assert_array_equal(spike_step(x, L), [0, 0, 2, 3, 9])  # ceil(4 ln(x + 1))
-    q = code_value(spike_step(x, L), L)  # G - 1: rounds ReLU up, by less than a factor exp(1/L) of x + 1
+    np.testing.assert_array_equal(spike_step(x, L, rounding="up"), [0, 0, 2, 3, 9])  # ceil(4 ln(x + 1))
+    np.testing.assert_array_equal(spike_step(x, L), [0, 0, 1, 3, 9])  # 4 ln(x + 1) = 0, 0, 1.05, 2.77, 8.56
+    q = code_value(spike_step(x, L, rounding="up"), L)  # G - 1: rounds ReLU up, by less than exp(1/L) of x + 1
     assert np.all(q >= np.maximum(x, 0)) and np.all(q + 1 < (np.maximum(x, 0) + 1) * np.exp(1 / L))
-    np.testing.assert_array_equal(code_value(spike_step(x, L), L, "keep"), q + 1)
+    np.testing.assert_array_equal(code_value(spike_step(x, L), L, "keep"), code_value(spike_step(x, L), L) + 1)
+    relu = np.maximum(x, 0)
+    for rounding in ROUNDING_POINTS:
+        low, high = code_error_bounds(relu, L, rounding)
+        error = code_value(spike_step(x, L, rounding=rounding), L) - relu
+        assert np.all((low <= error) & (error < high)), rounding
     t_il, a = 7, np.array([0.2, 1.9, 12.0])
     w_tick = (1 - np.exp(-1 / L)) * np.exp(-t_il / L)
-    p = -a * np.exp(-t_il / L)
-    t_o = np.ceil(L * np.log(-p * (1 - np.exp(-1 / L)) / w_tick + 1))
-    np.testing.assert_array_equal(t_o, spike_step(a, L))
+    for rounding, rho in ROUNDING_POINTS.items():
+        r = np.exp(-rho / L)
+        p = -(r * (a + 1) - 1) * np.exp(-t_il / L)
+        t_o = np.ceil(L * np.log(-p * (1 - np.exp(-1 / L)) / w_tick + 1))
+        np.testing.assert_array_equal(t_o, spike_step(a, L, rounding=rounding))
 
 
-def test_single_neuron_trajectory_silent_window_ticks_and_spike():
-    """One input, one LIF neuron: leaky integration of the negated weights, then the ticks, then T(A)."""
+@pytest.mark.parametrize("rounding", list(ROUNDING_POINTS))
+def test_single_neuron_trajectory_silent_window_ticks_and_spike(rounding):
+    """One input, one LIF neuron: leaky integration of the negated weights, then the ticks, then T(A).
+    Rounded to the nearest step, the weights and bias are those of ``A' = r (A + 1) - 1``."""
     model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)).eval()
     with torch.no_grad():
         model[0].weight.fill_(1.5)
@@ -67,27 +79,28 @@ def test_single_neuron_trajectory_silent_window_ticks_and_spike():
         model[2].weight.fill_(1.0)
         model[2].bias.fill_(0.0)
     x = torch.tensor([[0.6]])
-    snn = brianconv.convert(model, "tdsnn", calibration=torch.tensor([[1.0]]), L=L)
+    snn = brianconv.convert(model, "tdsnn", calibration=torch.tensor([[1.0]]), L=L, rounding=rounding)
     neuron = _hidden(snn)
     t_il, t_out = neuron.values["T_il"], neuron.values["T_out"]
     t_b = snn.description.state.t_bias
     result = snn.simulate(x, device="numpy", spikes=["input", neuron.name, f"tick_{neuron.name}"],
                           states={neuron.name: (["v"], [0])})
     v = result.states[neuron.name]["v"][0, :, 0] / float(mV)
-    t_x = int(spike_step(0.6, L))
+    t_x = int(spike_step(0.6, L, rounding=rounding))
     assert list(result.spikes["input"][2]) == [t_x]
+    r = np.exp(-ROUNDING_POINTS[rounding] / L)
     w, b = model[0].weight.item(), model[0].bias.item()
-    b_fold = b - w  # offset="fold": b - sum of the weights
+    b_fold = r * (b - w) + r - 1  # offset="fold": b - sum of the weights; then A' = r (A + 1) - 1
     d = np.exp(-1 / L)
     # silent window (Eq. 4): negated weights, each spike decaying by exp(-1/L) per step
     k = np.arange(t_il + 1)
-    expected = -(w * d ** (k - t_x) * (k >= t_x) + b_fold / np.exp(t_b / L) * d ** (k - t_b) * (k >= t_b))
+    expected = -(r * w * d ** (k - t_x) * (k >= t_x) + b_fold / np.exp(t_b / L) * d ** (k - t_b) * (k >= t_b))
     np.testing.assert_allclose(v[:t_il + 1], expected, rtol=1e-12, atol=0)
     a = w * (np.exp(t_x / L) - 1) + b
-    np.testing.assert_allclose(-v[t_il] * np.exp(t_il / L), a, rtol=1e-12)  # Eq. 8
+    np.testing.assert_allclose(-v[t_il] * np.exp(t_il / L), r * (a + 1) - 1, rtol=1e-12)  # Eq. 8
     # ticking phase: the tick fires T_out times from T_il + 1; the neuron fires T(A) steps after release
     assert list(result.spikes[f"tick_{neuron.name}"][2]) == list(range(t_il + 1, t_il + t_out + 1))
-    t_o = int(spike_step(a, L))
+    t_o = int(spike_step(a, L, rounding=rounding))
     assert list(result.spikes[neuron.name][2]) == [t_il + 1 + t_o]
     w_tick = (1 - d) * np.exp(-t_il / L)
     ticks = np.arange(1, t_o + 1)
@@ -145,14 +158,14 @@ def test_conv_and_maxpool_fire_with_the_latest_input():
 def test_code_window_covers_a_batchnorm_folded_layer_with_large_values():
     """A bias-free stride-2 conv folded with BatchNorm carries values above 10, whose code needs about
     ``L ln 12`` steps at L = 8: the layer's window ``T(lambda)`` (lambda: the largest calibrated value)
-    covers them, so every decoded value ``G(A) - 1`` lies in ``[ReLU(A), ReLU(A) + (ReLU(A) + 1)(e^(1/L) - 1))``
+    covers them, so every decoded value ``G(A) - 1`` lies within :func:`code_error_bounds` of ``ReLU(A)``
     (Eq. 10, 11). A window shorter than ``T(max A)`` (e.g. the input's) clips the largest values."""
     L8 = 8.0
     torch.manual_seed(7)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
                           nn.Flatten(), nn.Linear(16, 3)).eval()
     with torch.no_grad():
-        model[1].running_var.fill_(0.01)  # BatchNorm scales the conv by ~10
+        model[1].running_var.fill_(0.008)  # BatchNorm scales the conv by ~11
         model[1].bias.copy_(torch.tensor([0.5, -0.5, 1.0, 0.0]))
     x = torch.rand(6, 1, 9, 9)
     snn = brianconv.convert(model, "tdsnn", calibration=x, L=L8)
@@ -166,8 +179,33 @@ def test_code_window_covers_a_batchnorm_folded_layer_with_large_values():
     carried = snn.scheme.population_values(snn.description, result, conv.name)
     relu = np.maximum(a, 0)
     error = carried - relu
-    assert np.all(error >= -FLOAT_SLACK)
-    assert np.all(error < (relu + 1) * (np.exp(1 / L8) - 1) + FLOAT_SLACK)
+    low, high = code_error_bounds(relu, L8)
+    assert np.all(error >= low - FLOAT_SLACK)
+    assert np.all(error < high + FLOAT_SLACK)
+
+
+def test_gallery_resnet_stays_within_the_papers_bar_of_its_ann():
+    """The bundled ``resnet_bn`` (BatchNorm, three residual blocks, a strided projection shortcut) through
+    the coded network at the default L = 8, on the 1,000 bundled MNIST test images; the coded network is
+    what the SNN computes (the ResNet tests of test_resnet_fold.py compare its spikes exactly).
+
+    Every coded layer's error against ReLU of its torch forward pass is within the code's bound
+    (:func:`code_error_bounds`), so what remains is how the errors add up over nine coded layers. Rounded
+    up (Eq. 10) they all point one way: measured 96.5 % against the ANN's 99.3 %, 96.9 % agreement.
+    Rounded to the nearest step: 99.1 %, 99.6 % agreement. Asserted: the paper's bar, at most 0.5 pp
+    below the ANN, and at least 99 % agreement (the measured 99.6 % less 6 images of 1,000)."""
+    from brianconv import models
+    from brianconv.datasets import load_sample
+
+    x, y = load_sample("test")
+    calibration, _ = load_sample("train", limit=200)
+    snn = brianconv.convert(models.load("resnet_bn"), "tdsnn", calibration=calibration)
+    state = snn.description.state
+    coded, _ = emulate(snn.graph, x, state.options.L, t_out=state.t_out, rounding=state.options.rounding)
+    predicted = coded[snn.graph.output.name].reshape(len(x), -1).argmax(1)
+    ann = snn.graph.forward(x).argmax(1)
+    assert np.mean(ann == y) - np.mean(predicted == y) <= 0.005
+    assert np.mean(predicted == ann) >= 0.99
 
 
 def test_bias_neuron_carries_the_value_one():
@@ -221,18 +259,19 @@ def test_every_neuron_fires_once_and_helpers_are_counted(dense):
 def test_G_module_matches_the_network(dense):
     """TDSNNActivation reproduces the SNN's quantisation: per layer and at the output, both offsets."""
     model, x = dense
-    for offset, subtract_one in (("fold", True), ("keep", False)):
-        snn = brianconv.convert(model, "tdsnn", calibration=x, L=L, offset=offset)
+    for offset, subtract_one, rounding in (("fold", True, "nearest"), ("keep", False, "nearest"),
+                                           ("keep", False, "up")):
+        snn = brianconv.convert(model, "tdsnn", calibration=x, L=L, offset=offset, rounding=rounding)
         neuron = _hidden(snn)
         result = snn.simulate(x, device="numpy", spikes=[neuron.name])
         steps = _steps(result, neuron.name, len(x), 10, neuron.values["T_il"] + 1)
-        coded = tdsnn_model(model, L, subtract_one=subtract_one).double()
+        coded = tdsnn_model(model, L, subtract_one=subtract_one, rounding=rounding).double()
         with torch.no_grad():
             hidden = coded[1][1](coded[1][0](coded[0](x.double())))
             out = coded(x.double()).numpy()
         np.testing.assert_allclose(hidden.numpy(), code_value(steps, L, offset), rtol=0, atol=FLOAT_SLACK)
         np.testing.assert_allclose(result.outputs, out, rtol=0, atol=FLOAT_SLACK)
-        values, _ = emulate(snn.graph, x, L, offset, t_out=snn.description.state.t_out)
+        values, _ = emulate(snn.graph, x, L, offset, t_out=snn.description.state.t_out, rounding=rounding)
         np.testing.assert_allclose(result.outputs, values[snn.graph.output.name], rtol=0, atol=FLOAT_SLACK)
     # zero padding and average pooling (folded into the next projection) with the offset folded
     torch.manual_seed(6)
@@ -292,6 +331,10 @@ def test_options_and_inputs_are_checked(dense):
         brianconv.convert(model, "tdsnn", calibration=x, L=0)
     with pytest.raises(InvalidValueError, match="offset"):
         brianconv.convert(model, "tdsnn", calibration=x, offset="none")
+    with pytest.raises(InvalidValueError, match="rounding must be one of 'nearest', 'up'"):
+        brianconv.convert(model, "tdsnn", calibration=x, rounding="down")
+    with pytest.raises(ValueError, match="rounding"):
+        TDSNNActivation(L, rounding="down")
     snn = brianconv.convert(model, "tdsnn", calibration=x, L=L)
     with pytest.warns(AccuracyWarning, match="below the input's lower bound .* clipped"):  # calibrated on x >= 0
         snn.simulate(-x[:2], device="numpy")

@@ -10,7 +10,7 @@ B. ``rate``: the firing threshold ``v_th`` in millivolts (each spike carries it,
    output and the synaptic operations at every step (``trace=True``): low thresholds answer
    early but saturate and cost many spikes, high ones need longer.
 C. ``tdsnn``: the membrane leak constant ``L`` (in steps). The leak shapes the code itself
-   (spike times ``ceil(L ln(x + 1))``), so every value is a new conversion; longer ``L`` resolves
+   (spike times ``ceil(L ln(x + 1) - 1/2)``), so every value is a new conversion; longer ``L`` resolves
    values more finely at the price of longer windows.
 
     python tutorials/04_parameter_study.py [--images 200] [--model small_cnn] [--out figures]
