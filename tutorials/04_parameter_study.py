@@ -119,7 +119,8 @@ def main(out="figures", images=200, model="small_cnn", device="numpy", fast=Fals
     calibration, _ = datasets.load_sample("train")
     net = models.load(model)
     if fast:
-        ttfs_grid, thresholds, steps, leaks = dict(t_max=[4, 16], threshold_scale=[0.5, 1.0]), [0.5, 2.0], [5, 20], [4.0, 8.0]
+        ttfs_grid = dict(t_max=[4, 16], threshold_scale=[0.5, 1.0])
+        thresholds, steps, leaks = [0.5, 2.0], [5, 20], [4.0, 8.0]
     else:
         ttfs_grid, thresholds, steps, leaks = TTFS_GRID, RATE_THRESHOLDS, RATE_STEPS, LEAKS
     print("A. ttfs: t_max x threshold factor (one network, re-run per point)")
