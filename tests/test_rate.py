@@ -20,7 +20,7 @@ from brianconv.errors import AccuracyWarning, ConversionError, InvalidValueError
 from brianconv.schemes.rate import uniform_hash
 
 T = 64
-DEVICE = "runtime"   # Cython where a compiler exists (compiled once per code, then cached), else numpy
+DEVICE = "numpy"   # no code to compile: Cython caches per interpreter, so a fresh CI venv would compile every code object
 FLOAT_SLACK = 1e-9   # rounding of the membrane sums (a count can differ only at an exact tie)
 
 
