@@ -174,7 +174,9 @@ def test_workers_without_the_folder_unpack_it_once_and_run_it(network, reference
             assert np.array_equal(getattr(records, field), getattr(expected, field)), field
     counts = client.run(_builds).values()
     assert sum(compiles for compiles, _ in counts) == 0
-    assert sum(unpacks for _, unpacks in counts) == 1  # both workers share one machine's cache
+    # each worker unpacks at most once, for both of its tasks (4 without the cache); two workers that
+    # reach the empty folder at the same moment may both unpack (unpack_build: the rename's loser discards)
+    assert 1 <= sum(unpacks for _, unpacks in counts) <= 2
     assert bd.is_build(worker_root / program.directory.name, spec.fingerprint)
 
 
