@@ -42,7 +42,7 @@ def run_row(name, method, x, y, xc, args):
     model = models.load(name)
     inputs, calibration = models.model_inputs(name, x), models.model_inputs(name, xc)
     try:
-        snn = brianconv.convert(model, method, calibration=calibration, **METHODS[method])
+        snn = brianconv.convert(model, method, calibration=calibration, **args.options[method])
     except ConversionError as exc:
         return f"{name:<16} {method:<6} cannot convert: {exc}"
     started = time.perf_counter()
@@ -75,10 +75,10 @@ def main(argv=None):
     parser.add_argument("--rate-duration", type=int, default=METHODS["rate"]["duration"],
                         help="rate's image period in steps (the longer, the closer to the ANN)")
     args = parser.parse_args(argv)
-    METHODS["rate"]["duration"] = args.rate_duration
+    args.options = dict(METHODS, rate=dict(METHODS["rate"], duration=args.rate_duration))
     x, y, xc, source = load_data(args)
     lines = [header(__file__, argv), f"{len(x)} test images from the {source}; calibration on the "
-             f"last {len(xc)} training images; options {METHODS}", "", format_row(COLUMNS)]
+             f"last {len(xc)} training images; options {args.options}", "", format_row(COLUMNS)]
     print("\n".join(lines), flush=True)
     for name in args.models:
         for method in args.methods:

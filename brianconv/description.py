@@ -87,8 +87,20 @@ class Kind(str, Enum):
     UNITS = "units"
 
 
+class _DefaultsForLaterFields:
+    """Unpickling gives fields added since a network was saved (a population's ``regular``,
+    ``refractory``, ``membrane``, ``kind``; a projection's ``namespace``; a description's
+    ``perturbations``) their defaults, so every reader can use the attributes directly."""
+
+    def __setstate__(self, state):
+        for f in fields(self):
+            if f.name not in state:
+                state[f.name] = f.default_factory() if f.default is MISSING else f.default
+        self.__dict__.update(state)
+
+
 @dataclass
-class Population:
+class Population(_DefaultsForLaterFields):
     """A group of neurons: becomes one ``brian2.NeuronGroup``.
 
     Attributes
@@ -151,17 +163,9 @@ class Population:
     def full_equations(self):
         return TIME_AXIS_EQUATIONS + self.equations
 
-    def __setstate__(self, state):
-        """Unpickle, giving fields added since the network was saved (``regular``, ``refractory``,
-        ``membrane``, ``kind``) their defaults, so every reader can use the attributes directly."""
-        for f in fields(self):
-            if f.name not in state:
-                state[f.name] = f.default_factory() if f.default is MISSING else f.default
-        self.__dict__.update(state)
-
 
 @dataclass
-class Projection:
+class Projection(_DefaultsForLaterFields):
     """Synapses from one population to another: becomes one ``brian2.Synapses``.
 
     Attributes
@@ -199,7 +203,7 @@ class Projection:
 
 
 @dataclass
-class NetworkDescription:
+class NetworkDescription(_DefaultsForLaterFields):
     """Everything needed to build and read a converted network.
 
     Attributes
@@ -302,9 +306,8 @@ class NetworkDescription:
         for p in self.populations:
             digest.update(repr((p.name, p.size, p.equations, p.threshold, p.reset, sorted(p.events.items()),
                                 p.window_start, p.method, sorted(p.namespace))).encode())
-            regular = p.regular
-            if regular or p.refractory:  # only perturbed networks have these (unchanged fingerprints otherwise)
-                digest.update(repr((sorted(regular.items()), p.refractory)).encode())
+            if p.regular or p.refractory:  # only perturbed networks have these (unchanged fingerprints otherwise)
+                digest.update(repr((sorted(p.regular.items()), p.refractory)).encode())
             for key in sorted(p.values):
                 digest.update(key.encode() + _bytes(p.values[key]))
         for q in self.projections:

@@ -315,7 +315,7 @@ def _perturbed_projection(q, number, knobs):
     if "p_fail" in knobs:
         weight += (f" * int(perturb_normal(perturb_seed_post, {_STREAM['p_fail'] + number}, i, j, "
                    f"perturb_first_image_post * period_steps_post + t_in_timesteps) >= p_fail_z_post)")
-    namespace = dict(getattr(q, "namespace", {}), perturb_normal=perturb_normal)
+    namespace = dict(q.namespace, perturb_normal=perturb_normal)
     return replace(q, on_pre=word_substitute(q.on_pre, {"w": f"({weight})"}), namespace=namespace)
 
 
@@ -325,7 +325,7 @@ def _perturbed_projection(q, number, knobs):
 
 def check_run_parameters(scheme, description, parameters):
     """Raise for names that are neither run-time parameters of the scheme nor compiled knobs."""
-    compiled = set(getattr(description, "perturbations", ()))
+    compiled = set(description.perturbations)
     knobs = [name for name in parameters if name in KNOBS and name in compiled]
     _reject_not_implemented(parameters)
     stray = [name for name in parameters if name in KNOBS and name not in compiled
@@ -340,7 +340,7 @@ def check_run_parameters(scheme, description, parameters):
 def setup_run(scheme, description, parameters):
     """The scheme's :class:`~brianconv.schemes.RunSetup` for ``parameters``, plus the knobs' run values."""
     check_run_parameters(scheme, description, parameters)
-    compiled = tuple(getattr(description, "perturbations", ()))
+    compiled = tuple(description.perturbations)
     knobs = {k: parameters[k] for k in parameters if k in compiled}
     own = {k: v for k, v in parameters.items() if k not in knobs or _also_scheme_seed(scheme, description, k)}
     setup = scheme.setup(description, **own)

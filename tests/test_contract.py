@@ -60,19 +60,28 @@ def test_saved_networks_keep_options_state_and_kinds(networks, method, tmp_path)
     assert loaded.description.fingerprint(4) == snn.description.fingerprint(4)
 
 
-def test_networks_saved_before_later_population_fields_load_with_their_defaults(networks, tmp_path):
-    """A pickle written before ``regular``, ``refractory``, ``membrane`` and ``kind`` existed."""
+def _saved_without(obj, missing):
+    """``obj`` pickled and loaded as if written before its fields ``missing`` existed."""
+    old = object.__new__(type(obj))
+    old.__dict__.update({k: v for k, v in obj.__dict__.items() if k not in missing})
+    return pickle.loads(pickle.dumps(old))
+
+
+def test_networks_saved_before_later_fields_load_with_their_defaults(networks):
+    """Pickles written before a population's ``regular``, ``refractory``, ``membrane`` and ``kind``, a
+    projection's ``namespace`` and a description's ``perturbations`` existed."""
     snn = networks["rate"]
-    population = snn.description.populations[1]
-    state = {k: v for k, v in population.__dict__.items() if k not in ("regular", "refractory", "membrane", "kind")}
-    old = object.__new__(type(population))
-    old.__dict__.update(state)
-    loaded = pickle.loads(pickle.dumps(old))
+    population, projection = snn.description.populations[1], snn.description.projections[0]
+    loaded = _saved_without(population, ("regular", "refractory", "membrane", "kind"))
     assert (loaded.regular, loaded.refractory, loaded.membrane, loaded.kind) == ({}, None, None, None)
     assert loaded.equations == population.equations
+    assert _saved_without(projection, ("namespace",)).namespace == {}
     d = dataclasses.replace(snn.description, populations=[
         pickle.loads(pickle.dumps(p)) if p is not population else loaded for p in snn.description.populations])
     assert d.fingerprint(4) == snn.description.fingerprint(4)
+    old_description = _saved_without(d, ("perturbations",))
+    assert old_description.perturbations == () and old_description.fingerprint(4) == d.fingerprint(4)
+    old_description.population(old_description.input_population)  # the rest of the description is intact
 
 
 def test_the_fingerprint_ignores_the_state(networks):

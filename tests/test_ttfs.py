@@ -192,8 +192,6 @@ def test_small_cnn_on_bundled_mnist_matches_the_ann():
     assert np.all(result.synaptic_ops > 0)
 
 
-@needs_compiler
-@pytest.mark.standalone
 class _SkipNet(nn.Module):
     """Max and average pooling, a residual sum and a concatenation whose branches differ in depth
     (skip projections delayed by ``T`` per layer skipped): 1x12x12 -> 3."""
@@ -210,6 +208,8 @@ class _SkipNet(nn.Module):
         return self.l2(F.relu(self.l1(z.flatten(1))))
 
 
+@needs_compiler
+@pytest.mark.standalone
 def test_runtime_and_standalone_give_identical_spikes(build_root):
     """Also the builder's delayed skip projections (test_residual checks their values on numpy)."""
     torch.manual_seed(3)
@@ -281,23 +281,22 @@ def test_threshold_search_minimises_each_layers_quantisation_error():
     """threshold="search" picks, layer by layer, the candidate scale with the smallest RMSE."""
     from brianconv.calibration import activation_scale
 
-    quantise = _quantise  # the code of the module docstring, written here, not the library's
     torch.manual_seed(5)
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     x = torch.rand(200, 12) ** 3  # skewed activations: the maximum is a poor scale
     candidates = (90.0, 99.0, 100.0)
     snn = brianconv.convert(model, "ttfs", calibration=x, t_max=8, threshold="search", search_percentiles=candidates)
     _, exact = snn.graph.forward(x, record=True)
-    upstream = quantise(exact[snn.graph.input.name], snn.calibration.scales[snn.graph.input.name], 8)
+    upstream = _quantise(exact[snn.graph.input.name], snn.calibration.scales[snn.graph.input.name], 8)
     for layer in snn.graph.layers[1:-1]:
         with torch.no_grad():
             value = layer.forward(torch.as_tensor(upstream)).numpy()
-        errors = {p: np.sqrt(np.mean((quantise(value, activation_scale(exact[layer.name], p), 8)
+        errors = {p: np.sqrt(np.mean((_quantise(value, activation_scale(exact[layer.name], p), 8)
                                       - exact[layer.name]) ** 2)) for p in candidates}
         chosen = snn.calibration.scales[layer.name]
         best = min(errors, key=errors.get)
         assert chosen == pytest.approx(activation_scale(exact[layer.name], best))
-        upstream = quantise(value, chosen, 8)
+        upstream = _quantise(value, chosen, 8)
     # and the search is at least as good as the maximum on the network output
     by_max = brianconv.convert(model, "ttfs", calibration=x, t_max=8, threshold="max")
     error_search = np.sqrt(np.mean((snn.simulate(x, device="numpy").outputs - exact[snn.graph.output.name]) ** 2))
