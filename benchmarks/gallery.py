@@ -2,6 +2,7 @@
 
     python benchmarks/gallery.py                          # full MNIST test set if found, else the bundled 1,000
     python benchmarks/gallery.py --images 2000 --models resnet_bn functional_net --methods ttfs rate
+    python benchmarks/gallery.py --images 2000 --models mobilenet_relu6 --bias-correction 200
 
 For each (model, scheme): ANN accuracy, SNN accuracy, agreement (same argmax as the ANN), spikes
 per neuron, synaptic operations per image and their ratio to the ANN's MACs. A scheme that cannot
@@ -11,6 +12,8 @@ calibration and test, exactly as in training; the scheme folds the input's shift
 
 The full MNIST is looked up in ``--data``, ``$BRIANCONV_DATA`` or ``../shared/data/mnist``. Every
 number printed is measured in this run; the table goes to stdout and to ``--out`` if given.
+``--bias-correction IMAGES`` passes each converted network through ``brianconv.correct_biases`` on
+that many calibration images (never test images) before it is measured.
 """
 
 import argparse
@@ -45,6 +48,9 @@ def run_row(name, method, x, y, xc, args):
         snn = brianconv.convert(model, method, calibration=calibration, **args.options[method])
     except ConversionError as exc:
         return f"{name:<16} {method:<6} cannot convert: {exc}"
+    if args.bias_correction:
+        snn = brianconv.correct_biases(snn, calibration, images=args.bias_correction, n_workers=args.workers,
+                                       build_root=args.build_dir)
     started = time.perf_counter()
     result = snn.simulate(inputs, labels=y, n_workers=args.workers, batch_size=args.batch,
                           build_root=args.build_dir)
@@ -74,11 +80,15 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="also write the table to this file")
     parser.add_argument("--rate-duration", type=int, default=METHODS["rate"]["duration"],
                         help="rate's image period in steps (the longer, the closer to the ANN)")
+    parser.add_argument("--bias-correction", type=int, default=0, metavar="IMAGES",
+                        help="correct each layer's mean error per channel on this many of the calibration images "
+                             "(brianconv.correct_biases; default 0: off)")
     args = parser.parse_args(argv)
     args.options = dict(METHODS, rate=dict(METHODS["rate"], duration=args.rate_duration))
     x, y, xc, source = load_data(args)
     lines = [header(__file__, argv), f"{len(x)} test images from the {source}; calibration on the "
-             f"last {len(xc)} training images; options {args.options}", "", format_row(COLUMNS)]
+             f"last {len(xc)} training images; options {args.options}; bias correction on "
+             f"{args.bias_correction or 'no'} calibration images", "", format_row(COLUMNS)]
     print("\n".join(lines), flush=True)
     for name in args.models:
         for method in args.methods:

@@ -11,11 +11,12 @@ standalone) -> :class:`~brianconv.simulation.SimulationResult`.
 """
 
 from . import errors
+from .bias_correction import correct_biases
 from .errors import ConversionError
 from .schemes import available as available_methods
 from .simulation import SimulationResult, SpikingNetwork, convert, load_network
 from .sweep import SweepTable, sweep
 
 __version__ = "0.1.0"
-__all__ = ["convert", "load_network", "sweep", "SweepTable", "SpikingNetwork", "SimulationResult", "ConversionError", "errors", "available_methods",
-           "__version__"]
+__all__ = ["convert", "correct_biases", "load_network", "sweep", "SweepTable", "SpikingNetwork", "SimulationResult",
+           "ConversionError", "errors", "available_methods", "__version__"]

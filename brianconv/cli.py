@@ -33,6 +33,7 @@ def _parser():
                                          "program saved with torch.export.save) and save the converted network "
                                          "(layer graph, calibration, description) to a file.")
     _model_arguments(convert)
+    _device_arguments(convert)  # for --bias-correction, which simulates the calibration images
     convert.add_argument("--output", "-o", required=True, help="file to write (a pickle; load with brianconv.load_network)")
     convert.set_defaults(func=convert_command)
 
@@ -78,6 +79,9 @@ def _model_arguments(parser):
                         help="the model takes (x - MEAN) / STD of images x in [0, 1], as in its training "
                              "(default: a bundled model's recorded normalisation, none for a .pt2 program or "
                              "a saved network converted without one)")
+    parser.add_argument("--bias-correction", type=int, default=0, metavar="IMAGES",
+                        help="after converting, correct each layer's mean error per channel on this many of the "
+                             "calibration images (brianconv.correct_biases; default 0: off)")
 
 
 def _data_arguments(parser, default_images=1000):
@@ -224,6 +228,10 @@ def _convert(args):
     options = dict(_parse_assignment(text) for text in args.option)
     snn = brianconv.convert(model, method=args.method, calibration=_model_inputs(calibration, normalisation),
                             **options)
+    if args.bias_correction:
+        snn = brianconv.correct_biases(snn, _model_inputs(calibration, normalisation), images=args.bias_correction,
+                                       device=_usable_device(args.device), n_workers=args.workers,
+                                       build_root=args.build_dir)
     snn.input_normalisation = normalisation  # saved with the network, so 'simulate --network' feeds it alike
     return snn
 

@@ -13,7 +13,7 @@ from .folding import fold_affine_layers, fold_input_shift, input_shift_for, pool
 from .graph import trace
 from .network import SpikingNetwork
 
-__all__ = ["convert", "load_network"]
+__all__ = ["convert", "describe", "load_network"]
 
 
 def convert(model, method="ttfs", calibration=None, input_shape=None, input_range=None, perturbations=None,
@@ -78,9 +78,16 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
     described = fold_input_shift(graph, shift.low) if shift is not None else graph
     scheme.check_input(x)
     calibrated = scheme.calibrate(described, x)
-    description = knobs.compile_knobs(scheme.describe(described, calibrated), compiled_knobs)
-    description.precision = precision
+    description = describe(scheme, described, calibrated, compiled_knobs, precision)
     return SpikingNetwork(graph, scheme, calibrated, description, input_shift=shift, described_graph=described)
+
+
+def describe(scheme, graph, calibration, compiled_knobs=(), precision="float64"):
+    """The network description of a checked, calibrated ``graph``: the scheme's description with the
+    perturbation knobs ``compiled_knobs`` compiled in and the storage ``precision``."""
+    description = knobs.compile_knobs(scheme.describe(graph, calibration), compiled_knobs)
+    description.precision = precision
+    return description
 
 
 def load_network(path):

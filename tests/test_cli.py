@@ -16,7 +16,8 @@ FAST = ["--model", "mlp", "--device", "numpy"]
 @pytest.mark.parametrize("command, options", [
     ("demo", ["--model", "--method", "--option", "--checkpoint", "--images", "--device", "--workers", "--build-dir",
               "--out"]),
-    ("convert", ["--model", "--method", "--option", "--checkpoint", "--normalise", "--output"]),
+    ("convert", ["--model", "--method", "--option", "--checkpoint", "--normalise", "--bias-correction", "--device",
+                 "--output"]),
     ("simulate", ["--network", "--model", "--images", "--data", "--device", "--workers", "--report", "--plots"]),
     ("sweep", ["--network", "--model", "--param", "--images", "--data", "--device", "--output"]),
 ])
@@ -52,6 +53,15 @@ def test_convert_then_simulate_writes_a_consistent_json_report(tmp_path, capsys)
     assert sum(p["synaptic_ops_per_image"] for p in data["populations"].values()) == pytest.approx(
         data["synaptic_ops_per_image"])
     assert (plots / "raster.png").stat().st_size > 10_000
+
+
+def test_convert_corrects_biases_on_request(tmp_path):
+    network = tmp_path / "mlp.pkl"
+    assert main(["convert", *FAST, "--method", "rate", "--option", "duration=16", "--bias-correction", "20",
+                 "-o", str(network)]) == 0
+    snn = load_network(network)
+    assert list(snn.bias_corrections) == ["1"] and snn.bias_corrections["1"].shape == (128,)
+    assert np.any(snn.bias_corrections["1"] != 0)
 
 
 def test_sweep_writes_one_row_per_grid_point(tmp_path):
