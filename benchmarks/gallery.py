@@ -24,7 +24,7 @@ from provenance import header
 
 import brianconv
 from brianconv import datasets, models
-from brianconv.errors import ConversionError
+from brianconv.errors import ConversionError, InvalidValueError
 from brianconv.metrics import ann_cost
 
 GALLERY = ["resnet_bn", "inception_cat", "mobilenet_relu6", "functional_net"]
@@ -49,8 +49,11 @@ def run_row(name, method, x, y, xc, args):
     except ConversionError as exc:
         return f"{name:<16} {method:<6} cannot convert: {exc}"
     if args.bias_correction:
-        snn = brianconv.correct_biases(snn, calibration, images=args.bias_correction, n_workers=args.workers,
-                                       build_root=args.build_dir)
+        try:
+            snn = brianconv.correct_biases(snn, calibration, images=args.bias_correction, n_workers=args.workers,
+                                           build_root=args.build_dir)
+        except InvalidValueError as exc:  # e.g. amos: K neurons per unit, nothing decodes unit by unit
+            return f"{name:<16} {method:<6} no bias correction: {exc}"
     started = time.perf_counter()
     result = snn.simulate(inputs, labels=y, n_workers=args.workers, batch_size=args.batch,
                           build_root=args.build_dir)

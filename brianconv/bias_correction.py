@@ -28,10 +28,12 @@ corrected layers, each a simulation of the calibration images).
 """
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 
 from .errors import CalibrationError, InvalidValueError
+from .graph import LayerGraph
 
 __all__ = ["correct_biases", "correctable_layers"]
 
@@ -134,11 +136,8 @@ def _with_bias_change(snn, layer_name, change):
     layer = graph[layer_name]
     bias = np.zeros(layer.out_shape[0]) if layer.bias is None else layer.bias
     per_channel = change.reshape((-1,) + (1,) * (bias.ndim - 1))  # a per-neuron bias (C, H, W) shifts per channel
-    new_layer = copy.copy(layer)
-    new_layer.bias = bias + per_channel
-    new_graph = copy.copy(graph)
-    new_graph.layers = [new_layer if other.name == layer_name else other for other in graph.layers]
-    new_graph.by_name = {other.name: other for other in new_graph.layers}
+    new_layer = replace(layer, bias=bias + per_channel)
+    new_graph = LayerGraph([new_layer if other.name == layer_name else other for other in graph], head=graph.head)
     corrected = copy.copy(snn)
     corrected._described_graph = new_graph
     corrected.description = describe(snn.scheme, new_graph, snn.calibration, snn.description.perturbations,

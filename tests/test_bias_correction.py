@@ -1,8 +1,8 @@
 """Layer-wise bias correction (:mod:`brianconv.bias_correction`): the change it makes is the one derived
 from the rate code's exact first-layer counts, it touches nothing else, and it halves every rate layer's
 mean error. (ttfs and tdsnn round values to the nearest time step: a bias change below half a step moves
-no spike, so no fraction of their error can be promised; on a 3-layer MLP their second layer's summed
-mean error rose by 1-17 % with it. The gallery measures what it does for them on real models.)"""
+no spike, so no fraction of their error can be promised. The gallery measures what it does for them on
+real models.)"""
 
 import numpy as np
 import pytest
