@@ -70,7 +70,8 @@ def correct_biases(snn, x, images=None, iterations=2, device="cpp_standalone", n
         Corrections of each layer before the next (2). A correction also wakes or silences neurons near
         the ReLU's kink, so one step leaves part of the mean error; a second removes most of it.
     device, n_workers, batch_size, build_root
-        As in :meth:`~brianconv.SpikingNetwork.simulate`; one simulation per corrected layer.
+        As in :meth:`~brianconv.SpikingNetwork.simulate`; one build and simulation per corrected layer and
+        iteration.
 
     Returns
     -------
