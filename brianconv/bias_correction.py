@@ -27,13 +27,14 @@ structure are unchanged; only biases differ, so each step's network is built aga
 corrected layers, each a simulation of the calibration images).
 """
 
-import copy
 from dataclasses import replace
 
 import numpy as np
 
+from .conversion import describe
 from .errors import CalibrationError, InvalidValueError
 from .graph import LayerGraph
+from .network import SpikingNetwork
 
 __all__ = ["correct_biases", "correctable_layers"]
 
@@ -101,19 +102,17 @@ def correct_biases(snn, x, images=None, iterations=2, device="cpp_standalone", n
         raise InvalidValueError(f"The {snn.scheme.name} network has no hidden population that carries a Linear or "
                                 "Conv2d layer unit by unit: there is no bias to correct.")
     targets = _ann_targets(snn, x, [layer for _, layer in layers])
-    corrected, changes = snn, {}
+    corrected = snn
+    corrections = dict(getattr(snn, "bias_corrections", {}))  # a corrected network corrected again: they add up
     for population, layer in layers:
-        changes[layer] = 0.0
         for _ in range(iterations):
             result = corrected.simulate(x, device=device, n_workers=n_workers, batch_size=batch_size,
                                         build_root=build_root, spikes=[population])
             carried = corrected.values(result, population).reshape(targets[layer].shape)
             change = channel_means(targets[layer] - carried)
             corrected = _with_bias_change(corrected, layer, change)
-            changes[layer] = changes[layer] + change
-    corrected.bias_corrections = dict(getattr(snn, "bias_corrections", {}))
-    for layer, change in changes.items():  # a corrected network corrected again: the changes add up
-        corrected.bias_corrections[layer] = corrected.bias_corrections.get(layer, 0.0) + change
+            corrections[layer] = corrections.get(layer, 0.0) + change
+    corrected.bias_corrections = corrections
     return corrected
 
 
@@ -131,17 +130,13 @@ def _ann_targets(snn, x, layers):
 
 def _with_bias_change(snn, layer_name, change):
     """A copy of ``snn`` described again with ``change`` (per output channel) added to the bias of ``layer_name``."""
-    from .conversion import describe
-
     graph = snn.described_graph
     layer = graph[layer_name]
     bias = np.zeros(layer.out_shape[0]) if layer.bias is None else layer.bias
     per_channel = change.reshape((-1,) + (1,) * (bias.ndim - 1))  # a per-neuron bias (C, H, W) shifts per channel
     new_layer = replace(layer, bias=bias + per_channel)
     new_graph = LayerGraph([new_layer if other.name == layer_name else other for other in graph], head=graph.head)
-    corrected = copy.copy(snn)
-    corrected._described_graph = new_graph
-    corrected.description = describe(snn.scheme, new_graph, snn.calibration, snn.description.perturbations,
-                                      snn.description.precision)
-    corrected._programs, corrected._network = {}, None
-    return corrected
+    description = describe(snn.scheme, new_graph, snn.calibration, snn.description.perturbations,
+                           snn.description.precision)
+    return SpikingNetwork(snn.graph, snn.scheme, snn.calibration, description, input_shift=snn.input_shift,
+                          described_graph=new_graph)

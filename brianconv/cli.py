@@ -224,12 +224,12 @@ def _convert(args):
 
     model = _load_model(args)
     normalisation = _normalisation(args)
-    calibration, _ = datasets.load_sample("train")
+    images, _ = datasets.load_sample("train")
+    calibration = _model_inputs(images, normalisation)
     options = dict(_parse_assignment(text) for text in args.option)
-    snn = brianconv.convert(model, method=args.method, calibration=_model_inputs(calibration, normalisation),
-                            **options)
+    snn = brianconv.convert(model, method=args.method, calibration=calibration, **options)
     if args.bias_correction:
-        snn = brianconv.correct_biases(snn, _model_inputs(calibration, normalisation), images=args.bias_correction,
+        snn = brianconv.correct_biases(snn, calibration, images=args.bias_correction,
                                        device=_usable_device(args.device), n_workers=args.workers,
                                        build_root=args.build_dir)
     snn.input_normalisation = normalisation  # saved with the network, so 'simulate --network' feeds it alike
