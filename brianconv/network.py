@@ -76,9 +76,11 @@ class SpikingNetwork:
         """The Brian2 objects (runtime device, batches of one image): ``.groups``, ``.synapses``, monitors.
 
         Inspect equations, thresholds and weights here, e.g. ``snn.network.groups['conv_0'].equations``.
+        They are made with the numpy code generation target, so inspecting compiles nothing; simulate
+        with :meth:`simulate`.
         """
         if self._network is None:
-            self._network = RuntimeProgram(self.description, 1).objects
+            self._network = RuntimeProgram(self.description, 1, target="numpy").objects
         return self._network
 
     def program(self, device="cpp_standalone", batch_size=1, monitors=None, build_root=None):

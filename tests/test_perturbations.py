@@ -7,7 +7,8 @@ device/worker determinism check.
 import numpy as np
 import pytest
 import torch
-from brian2 import ms, mV
+from brian2 import Network, defaultclock, ms, mV
+from conftest import needs_compiler
 
 import brianconv
 from brianconv.errors import InvalidValueError
@@ -180,16 +181,43 @@ KNOBS_ON = dict(tau_m=20 * ms, sigma_v=0.05, sigma_th=0.1, p_fail=0.2, sigma_w=0
 
 
 def test_same_draws_on_every_device_worker_count_and_batch_size(data, tmp_path_factory):
-    """Runtime (Cython) = C++ standalone, 1 worker = 2 workers, batches of 4 = one batch of 12."""
+    """Runtime (numpy) = C++ standalone, 1 worker = 2 workers, batches of 4 = one batch of 12
+    (Cython's draws equal numpy's: test_cython_draws_equal_numpy_bit_for_bit)."""
     x, calibration = data
     snn = brianconv.convert(_net(), "rate", calibration=calibration, duration=30, perturbations="all")
     root = tmp_path_factory.mktemp("builds")
     one = snn.simulate(x, device="cpp_standalone", batch_size=4, n_workers=1, build_root=root, **KNOBS_ON)
     two = snn.simulate(x, device="cpp_standalone", batch_size=4, n_workers=2, build_root=root, **KNOBS_ON)
-    whole = snn.simulate(x, device="cython", batch_size=12, **KNOBS_ON)
+    whole = snn.simulate(x, device="numpy", batch_size=12, **KNOBS_ON)
     for other in (two, whole):
         np.testing.assert_array_equal(one.outputs, other.outputs)
         for name in one.spike_counts:
             np.testing.assert_array_equal(one.spike_counts[name], other.spike_counts[name])
-    clean = snn.simulate(x, device="cython", batch_size=12)
+    clean = snn.simulate(x, device="numpy", batch_size=12)
     assert not np.array_equal(clean.outputs, whole.outputs)  # the knobs did something
+
+
+@needs_compiler
+def test_cython_draws_equal_numpy_bit_for_bit():
+    """The Cython implementations of the three counter-based draws (one compiled code object)
+    return numpy's numbers exactly, negative and large counters included."""
+    from brian2 import NeuronGroup
+
+    from brianconv.builder.programs import _runtime_target
+    from brianconv.schemes.poisson import uniform_hash
+
+    n = 1000
+    with _runtime_target("cython"):
+        group = NeuronGroup(n, "u : 1\ng : 1\nh : 1\nk : integer")
+        group.k = "i * 7919 - 3000000"
+        group.run_regularly("u = perturb_uniform(5, k, i, -3, 2147483647)\n"
+                            "g = perturb_normal(-9, 1073741823, k, i, 12)\n"
+                            "h = uniform_hash(11, k, i, 4)", when="start")
+        Network(group).run(defaultclock.dt, namespace=dict(perturb_uniform=perturb_uniform,
+                                                           perturb_normal=perturb_normal, uniform_hash=uniform_hash))
+    assert type(group.contained_objects[-1].codeobj).__name__ == "CythonCodeObject"
+    i = np.arange(n)
+    k = i * 7919 - 3000000
+    np.testing.assert_array_equal(group.u[:], perturb_uniform(5, k, i, -3, 2147483647))
+    np.testing.assert_array_equal(group.g[:], perturb_normal(-9, 1073741823, k, i, 12))
+    np.testing.assert_array_equal(group.h[:], uniform_hash(11, k, i, 4))
