@@ -2,7 +2,7 @@
 
     python benchmarks/gallery.py                          # full MNIST test set if found, else the bundled 1,000
     python benchmarks/gallery.py --images 2000 --models resnet_bn functional_net --methods ttfs rate
-    python benchmarks/gallery.py --images 2000 --models mobilenet_relu6 --bias-correction 200
+    python benchmarks/gallery.py --models mobilenet_relu6 --defaults-only    # every row with the defaults
 
 For each (model, scheme): ANN accuracy, SNN accuracy, agreement (same argmax as the ANN), spikes
 per neuron, synaptic operations per image and their ratio to the ANN's MACs. A scheme that cannot
@@ -12,8 +12,9 @@ calibration and test, exactly as in training; the scheme folds the input's shift
 
 The full MNIST is looked up in ``--data``, ``$BRIANCONV_DATA`` or ``../shared/data/mnist``. Every
 number printed is measured in this run; the table goes to stdout and to ``--out`` if given.
-``--bias-correction IMAGES`` passes each converted network through ``brianconv.correct_biases`` on
-that many calibration images (never test images) before it is measured.
+Each row uses the scheme's defaults unless ``ROW_OPTIONS`` gives the model a finer code (the header
+prints every row's options). ``--bias-correction IMAGES`` passes every converted network through
+``brianconv.correct_biases`` on that many calibration images (never test images) before it is measured.
 """
 
 import argparse
@@ -30,6 +31,12 @@ from brianconv.metrics import ann_cost
 GALLERY = ["resnet_bn", "inception_cat", "mobilenet_relu6", "functional_net"]
 #: Scheme options of each row (the defaults, except amos's unit count documented in its class).
 METHODS = {"ttfs": {"integration": "event"}, "rate": {"duration": 100}, "tdsnn": {}, "amos": {}}
+#: Where a model needs a finer code than the defaults, its rows' options (printed in the header).
+#: mobilenet_relu6: BatchNorm folded into its depthwise 3x3 convolutions gives weights of high gain,
+#: so each layer amplifies the step error of the one before: a grid four times finer (t_max 128,
+#: L 32), and for rate 400 steps with bias correction on 200 calibration images.
+ROW_OPTIONS = {"mobilenet_relu6": {"ttfs": {"t_max": 128}, "tdsnn": {"L": 32},
+                                   "rate": {"duration": 400, "bias_correction": 200}}}
 COLUMNS = ("model", "scheme", "ANN %", "SNN %", "agree %", "spikes/neuron", "syn ops/image", "ops/MACs", "img/s")
 
 
@@ -44,13 +51,15 @@ def run_row(name, method, x, y, xc, args):
     """One table row (a tuple of cells), or the rejection message."""
     model = models.load(name)
     inputs, calibration = models.model_inputs(name, x), models.model_inputs(name, xc)
+    options = row_options(name, method, args)
+    images_for_correction = options.pop("bias_correction", 0)
     try:
-        snn = brianconv.convert(model, method, calibration=calibration, **args.options[method])
+        snn = brianconv.convert(model, method, calibration=calibration, **options)
     except ConversionError as exc:
         return f"{name:<16} {method:<6} cannot convert: {exc}"
-    if args.bias_correction:
+    if images_for_correction:
         try:
-            snn = brianconv.correct_biases(snn, calibration, images=args.bias_correction, n_workers=args.workers,
+            snn = brianconv.correct_biases(snn, calibration, images=images_for_correction, n_workers=args.workers,
                                            build_root=args.build_dir)
         except InvalidValueError as exc:  # e.g. amos: K neurons per unit, nothing decodes unit by unit
             return f"{name:<16} {method:<6} no bias correction: {exc}"
@@ -63,6 +72,19 @@ def run_row(name, method, x, y, xc, args):
     return (name, method, f"{100 * result.ann_accuracy:.2f}", f"{100 * result.accuracy:.2f}",
             f"{100 * result.agreement:.2f}", f"{result.spikes_per_neuron:.3f}", f"{ops:,.0f}",
             f"{ops / cost.macs:.2f}", f"{len(x) / elapsed:.0f}")
+
+
+def row_options(name, method, args):
+    """The options of one row: the scheme's, then the model's (``ROW_OPTIONS``), then the command line's
+    (``--rate-duration``, ``--bias-correction``, ``--defaults-only``); ``bias_correction`` is a number of images."""
+    options = dict(METHODS[method], bias_correction=0)
+    if not args.defaults_only:
+        options.update(ROW_OPTIONS.get(name, {}).get(method, {}))
+    if method == "rate" and args.rate_duration is not None:
+        options["duration"] = args.rate_duration
+    if args.bias_correction is not None:
+        options["bias_correction"] = args.bias_correction
+    return options
 
 
 def format_row(cells):
@@ -81,17 +103,20 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help="folder with the MNIST IDX files")
     parser.add_argument("--build-dir", default=None)
     parser.add_argument("--out", default=None, help="also write the table to this file")
-    parser.add_argument("--rate-duration", type=int, default=METHODS["rate"]["duration"],
-                        help="rate's image period in steps (the longer, the closer to the ANN)")
-    parser.add_argument("--bias-correction", type=int, default=0, metavar="IMAGES",
-                        help="correct each layer's mean error per channel on this many of the calibration images "
-                             "(brianconv.correct_biases; default 0: off)")
+    parser.add_argument("--rate-duration", type=int, default=None,
+                        help="rate's image period in steps, for every model (default: 100, or the model's; the "
+                             "longer, the closer to the ANN)")
+    parser.add_argument("--bias-correction", type=int, default=None, metavar="IMAGES",
+                        help="correct each layer's mean error per channel on this many of the calibration images, "
+                             "for every row (brianconv.correct_biases; default: the model's, else off; 0: off)")
+    parser.add_argument("--defaults-only", action="store_true",
+                        help="ignore the per-model options (ROW_OPTIONS): every row with the scheme's defaults")
     args = parser.parse_args(argv)
-    args.options = dict(METHODS, rate=dict(METHODS["rate"], duration=args.rate_duration))
     x, y, xc, source = load_data(args)
+    options = {f"{name} {method}": row_options(name, method, args) for name in args.models for method in args.methods}
     lines = [header(__file__, argv), f"{len(x)} test images from the {source}; calibration on the "
-             f"last {len(xc)} training images; options {args.options}; bias correction on "
-             f"{args.bias_correction or 'no'} calibration images", "", format_row(COLUMNS)]
+             f"last {len(xc)} training images; bias_correction is a number of calibration images (0: off)"]
+    lines += [f"  {row}: {values}" for row, values in options.items()] + ["", format_row(COLUMNS)]
     print("\n".join(lines), flush=True)
     for name in args.models:
         for method in args.methods:
