@@ -37,9 +37,10 @@ CSV = ROOT / "results" / "robustness.csv"
 SCHEMES = {"ttfs": dict(t_max=32), "amos": dict(K=10), "tdsnn": dict(L=8.0), "rate": dict(duration=100)}
 #: Knob -> values (the unperturbed point is run once per scheme and shared by every knob).
 #: sigma_v and sigma_th are fractions of the threshold (sigma_v per step); p_fail a probability per
-#: transmission; sigma_w a relative weight noise; tau_m and t_ref in ms; weight_bits in bits.
+#: transmission; sigma_w a relative weight noise; tau_m, t_ref and sigma_delay in ms (dt is 0.1 ms); weight_bits
+#: in bits.
 GRID = {"sigma_v": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "p_fail": [0.1, 0.3, 0.6, 0.9],
-        "sigma_w": [0.1, 0.3, 1.0, 3.0],
+        "sigma_w": [0.1, 0.3, 1.0, 3.0], "sigma_delay": [0.05, 0.1, 0.3, 1.0, 3.0],
         "sigma_th": [0.03, 0.1, 0.3, 1.0], "tau_m": [1000.0, 300.0, 100.0, 50.0, 30.0, 20.0, 10.0, 3.0],
         "t_ref": [1.0, 3.0, 10.0, 30.0], "weight_bits": [8, 6, 4, 3, 2]}
 #: Knobs that draw nothing: one seed is the whole answer.
@@ -103,7 +104,7 @@ def run_scheme(method, options, x, y, calibration, seeds, knobs, n_workers):
 
 def run_value(knob, value):
     """The grid value as ``simulate`` takes it (times in ms as Brian2 quantities, bits as int)."""
-    if knob in ("tau_m", "t_ref"):
+    if knob in ("tau_m", "t_ref", "sigma_delay"):
         return value * ms
     return int(value) if knob == "weight_bits" else value
 
@@ -141,7 +142,9 @@ def report(command):
              "sigma_v: white membrane noise per step as a fraction of the threshold; p_fail: probability that a "
              "transmission fails; sigma_w: multiplicative weight noise (fixed per synapse); sigma_th: threshold "
              "mismatch (fixed per neuron) as a fraction of the threshold; tau_m: membrane leak time constant; t_ref: "
-             "refractory period; weight_bits: weights rounded to 2^(bits-1)-1 levels per sign of the layer's largest "
+             "refractory period; sigma_delay: synaptic delay jitter, each synapse round(|g| sigma_delay / dt) steps "
+             "late (fixed per synapse; a spike pushed past its image's period is lost); "
+             "weight_bits: weights rounded to 2^(bits-1)-1 levels per sign of the layer's largest "
              "|w|. Mean +- std over seeds (tau_m, t_ref and weight_bits draw nothing: one seed).",
              ""]
     for scheme, options in SCHEMES.items():

@@ -42,7 +42,7 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
         to every scheme.
     perturbations : sequence of str or "all", optional
         Biophysical knobs to compile in (``tau_m``, ``t_ref``, ``sigma_v``, ``sigma_th``, ``p_fail``,
-        ``sigma_w``, ``weight_bits``, ``seed``; :mod:`brianconv.perturbations`); they become run-time
+        ``sigma_w``, ``sigma_delay``, ``weight_bits``, ``seed``; :mod:`brianconv.perturbations`); they become run-time
         parameters of ``simulate`` and ``sweep``. None (default): the unperturbed network.
     precision : {"float64", "float32"}
         Storage of the built network's floating-point state and weights (Brian2's

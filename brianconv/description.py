@@ -89,7 +89,7 @@ class Kind(str, Enum):
 
 class _DefaultsForLaterFields:
     """Unpickling gives fields added since a network was saved (a population's ``regular``,
-    ``refractory``, ``membrane``, ``kind``; a projection's ``namespace``; a description's
+    ``refractory``, ``membrane``, ``kind``; a projection's ``namespace``, ``before_run``; a description's
     ``perturbations``) their defaults, so every reader can use the attributes directly."""
 
     def __setstate__(self, state):
@@ -185,6 +185,10 @@ class Projection(_DefaultsForLaterFields):
         one for all synapses, or one per synapse (int array in the order of ``connections``).
     namespace : dict
         External functions used in ``on_pre`` (perturbed networks).
+    before_run : tuple
+        ``(variable, expression)`` pairs assigned on the synapses, in order, before every run and
+        after the run-time values are set (``sigma_delay``'s jitter: perturbed networks). A
+        projection with them stores its delays per synapse, reset to ``delay_steps`` first.
     """
 
     name: str
@@ -196,6 +200,7 @@ class Projection(_DefaultsForLaterFields):
     weight_unit: object = 1.0
     delay_steps: int = 0
     namespace: dict = field(default_factory=dict)
+    before_run: tuple = ()
 
     @property
     def n_synapses(self):
@@ -317,6 +322,8 @@ class NetworkDescription(_DefaultsForLaterFields):
             arrays = (q.connections.pre, q.connections.post, q.connections.weight)
             for array in arrays if np.isscalar(q.delay_steps) else arrays + (np.asarray(q.delay_steps, np.int64),):
                 digest.update(np.ascontiguousarray(array).tobytes())
+            if q.before_run:  # only perturbed networks have these (unchanged fingerprints otherwise)
+                digest.update(repr(q.before_run).encode())
         return digest.hexdigest()[:24]
 
     def summary(self):

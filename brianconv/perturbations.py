@@ -1,6 +1,6 @@
-"""Biophysical perturbations of a converted network: leak, noise, refractoriness, failures, mismatch.
+"""Biophysical perturbations of a converted network: leak, noise, refractoriness, failures, mismatch, delays.
 
-(Longer than the ~400 lines of a module, 433 lines of which 50 are this docstring: the knobs'
+(Longer than the ~400 lines of a module, most of it this docstring, the knobs'
 equations, their counter-based generator in three code targets (C++, Cython, numpy) and the run-
 value plumbing stay in one module, so that the one place that rewrites descriptions is read at
 once.)
@@ -37,6 +37,14 @@ projection with a weight ``w``:
 ``sigma_w`` (plain number)
     Multiplicative weight noise: synapse ``(i, j)`` transmits ``w (1 + sigma_w * g_ij)``, a fixed
     pattern for a given ``seed``.
+``sigma_delay`` (Brian2 time)
+    Synaptic delay jitter: synapse ``(i, j)`` transmits ``round(|g_ij| * sigma_delay / dt)`` steps
+    later than the scheme's own delay (half-normal, a fixed pattern for a given ``seed``: a delay
+    can only be longer; at most one image period). A spike that the jitter carries past the end of
+    its image's period at the target is lost, never added to the next image (so batching changes
+    nothing). The delays of a
+    projection with this knob are stored per synapse and set before every run from the run's
+    ``seed`` and ``sigma_delay`` (:attr:`~brianconv.description.Projection.before_run`).
 ``weight_bits`` (int or None)
     Weights rounded to ``2**(bits - 1) - 1`` levels of each projection's largest ``|w|`` (signed,
     symmetric); None: full precision.
@@ -68,24 +76,19 @@ __all__ = ["KNOBS", "DEFAULTS", "compile_knobs", "setup_run", "check_run_paramet
            "perturb_normal"]
 
 #: Knob -> default (the unperturbed network).
-DEFAULTS = dict(tau_m=None, t_ref=0 * ms, sigma_v=0.0, sigma_th=0.0, p_fail=0.0, sigma_w=0.0, weight_bits=None,
-                seed=0)
+DEFAULTS = dict(tau_m=None, t_ref=0 * ms, sigma_v=0.0, sigma_th=0.0, p_fail=0.0, sigma_w=0.0, sigma_delay=0 * ms,
+                weight_bits=None, seed=0)
 KNOBS = tuple(DEFAULTS)
 #: Knobs acting on neurons (need a Membrane) and on projections (need a weight ``w``).
 NEURON_KNOBS = ("tau_m", "t_ref", "sigma_v", "sigma_th")
-SYNAPSE_KNOBS = ("p_fail", "sigma_w", "weight_bits")
-#: Knobs of the study that this version does not have, with the reason (named when asked for).
-NOT_IMPLEMENTED = dict(sigma_delay="sigma_delay (synaptic delay jitter) is not implemented in this version: Brian2 "
-                                   "reads a projection's delays once, when its spike queue is built, so jittered "
-                                   "delays would have to be per-synapse values set before every run; use p_fail or "
-                                   "sigma_w for transmission noise.")
+SYNAPSE_KNOBS = ("p_fail", "sigma_w", "sigma_delay", "weight_bits")
 #: Stream ids: the knob in the high bits, the population/projection number in the low 24.
-_STREAM = dict(sigma_v=1 << 24, sigma_th=2 << 24, p_fail=3 << 24, sigma_w=4 << 24)
+_STREAM = dict(sigma_v=1 << 24, sigma_th=2 << 24, p_fail=3 << 24, sigma_w=4 << 24, sigma_delay=5 << 24)
 _SECOND_UNIFORM = 1 << 30   # the second uniform of a Box-Muller pair comes from stream | 2**30
 _SLOT = "before_thresholds"
 #: Run-time variable of a synapse knob: a transmission fails when its normal draw is below
 #: ``p_fail_z``, the ``p_fail`` quantile of the standard normal (one draw function in the code).
-_VARIABLE = dict(weight_bits="weight_levels", p_fail="p_fail_z")
+_VARIABLE = dict(weight_bits="weight_levels", p_fail="p_fail_z", sigma_delay="sigma_delay_steps")
 _NEVER = 1e300   # the quantile of p_fail = 0 (-) and 1 (+)
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +196,6 @@ def requested_knobs(scheme, perturbations):
     if perturbations == "all":
         return tuple(k for k in KNOBS if k not in unsupported)
     names = (perturbations,) if isinstance(perturbations, str) else tuple(perturbations)
-    _reject_not_implemented(names)
     unknown = [k for k in names if k not in KNOBS]
     if unknown:
         raise InvalidValueError(f"Unknown perturbation(s) {unknown}; the knobs are {', '.join(KNOBS)} (or 'all').")
@@ -202,12 +204,6 @@ def requested_knobs(scheme, perturbations):
         reasons = "; ".join(f"{k}: {reason}" for k, reason in rejected.items())
         raise InvalidValueError(f"Method {scheme.name!r} cannot take the perturbation(s) {sorted(rejected)}. {reasons}")
     return tuple(k for k in KNOBS if k in names or k == "seed")
-
-
-def _reject_not_implemented(names):
-    planned = [name for name in names if name in NOT_IMPLEMENTED]
-    if planned:
-        raise InvalidValueError(" ".join(NOT_IMPLEMENTED[name] for name in planned))
 
 
 def compile_knobs(description, knobs):
@@ -299,7 +295,7 @@ def _substitute_subexpressions(equations, threshold):
 
 
 def _perturbed_projection(q, number, knobs):
-    """Projection ``q`` whose ``w`` is quantised, noisy and may fail, per the knobs."""
+    """Projection ``q`` whose ``w`` is quantised, noisy and may fail, and whose delays jitter, per the knobs."""
     weight = "w"
     if "weight_bits" in knobs:
         scale = float(np.max(np.abs(q.connections.weight))) if len(q.connections) else 1.0
@@ -315,8 +311,19 @@ def _perturbed_projection(q, number, knobs):
     if "p_fail" in knobs:
         weight += (f" * int(perturb_normal(perturb_seed_post, {_STREAM['p_fail'] + number}, i, j, "
                    f"perturb_first_image_post * period_steps_post + t_in_timesteps) >= p_fail_z_post)")
+    model, before_run = q.model, q.before_run
+    if "sigma_delay" in knobs:
+        # the image whose window reads this transmission (one step after it arrives), with and without the jitter
+        weight += " * int(" + " == ".join(f"((t_in_timesteps + 1{late} - window_start_post) // period_steps_post)"
+                                          for late in ("", " - delay_jitter")) + ")"
+        model += "\ndelay_jitter : integer (constant)   # steps added to this synapse's delay (sigma_delay)\n"
+        jitter = (f"abs(sigma_delay_steps_post * perturb_normal(perturb_seed_post, {_STREAM['sigma_delay'] + number}, "
+                  "i, j, 0))")
+        before_run += (("delay_jitter", f"int(floor(clip({jitter}, 0, period_steps_post) + 0.5))"),
+                       ("delay", "delay + delay_jitter * dt"))
     namespace = dict(q.namespace, perturb_normal=perturb_normal)
-    return replace(q, on_pre=word_substitute(q.on_pre, {"w": f"({weight})"}), namespace=namespace)
+    return replace(q, model=model, on_pre=word_substitute(q.on_pre, {"w": f"({weight})"}), namespace=namespace,
+                   before_run=before_run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +334,6 @@ def check_run_parameters(scheme, description, parameters):
     """Raise for names that are neither run-time parameters of the scheme nor compiled knobs."""
     compiled = set(description.perturbations)
     knobs = [name for name in parameters if name in KNOBS and name in compiled]
-    _reject_not_implemented(parameters)
     stray = [name for name in parameters if name in KNOBS and name not in compiled
              and name not in (scheme.run_parameters() or ())]
     if stray:
@@ -370,6 +376,7 @@ def _check_values(v):
         _non_negative_quantity("sigma_v", v["sigma_v"], volt)
     elif v["sigma_v"] < 0:
         raise InvalidValueError(f"sigma_v must be >= 0 (a voltage or a fraction of the threshold), got {v['sigma_v']}.")
+    _non_negative_quantity("sigma_delay", v["sigma_delay"], second)
     for name in ("sigma_th", "sigma_w"):
         if not _is_number(v[name]) or v[name] < 0:
             raise InvalidValueError(f"{name} is a relative spread and must be a number >= 0, got {v[name]!r}.")
@@ -419,6 +426,8 @@ def _knob_values(description, setup, compiled, v):
             values[(p.name, "threshold_gain")] = np.maximum(1.0 + float(v["sigma_th"]) * draws, 0.0)
         if "sigma_w" in variables:
             values[(p.name, "sigma_w")] = float(v["sigma_w"])
+        if "sigma_delay_steps" in variables:
+            values[(p.name, "sigma_delay_steps")] = float(v["sigma_delay"] / dt)
         if "p_fail_z" in variables:
             values[(p.name, "p_fail_z")] = _normal_quantile(float(v["p_fail"]))
         if "weight_levels" in variables:

@@ -74,11 +74,11 @@ def test_schemes_reject_knobs_they_cannot_take_with_the_reason(data):
     plain = brianconv.convert(_net(), "rate", calibration=calibration, duration=30)
     with pytest.raises(InvalidValueError, match="perturbations=\\('p_fail',\\)"):
         plain.simulate(calibration[:2], device="numpy", p_fail=0.1)
-    # the knob of the study this version lacks is named with its reason, at conversion and at run time
-    with pytest.raises(InvalidValueError, match="sigma_delay .* not implemented.*spike queue"):
-        brianconv.convert(_net(), "rate", calibration=calibration, perturbations=("sigma_delay", "p_fail"))
-    with pytest.raises(InvalidValueError, match="sigma_delay .* not implemented"):
-        plain.simulate(calibration[:2], device="numpy", sigma_delay=0.1)
+    with pytest.raises(InvalidValueError, match="perturbations=\\('sigma_delay',\\)"):
+        plain.simulate(calibration[:2], device="numpy", sigma_delay=0.1 * ms)
+    delayed = brianconv.convert(_net(), "rate", calibration=calibration, duration=30, perturbations=("sigma_delay",))
+    with pytest.raises(InvalidValueError, match="sigma_delay must be a Brian2 quantity >= 0 in units of s, got 0.1"):
+        delayed.simulate(calibration[:2], device="numpy", sigma_delay=0.1)
 
 
 def _free_membrane(calibration, x, **knobs):
@@ -144,6 +144,28 @@ def test_transmission_failures_are_binomial(data):
     assert abs(delivered / sent - 0.7) < 5 * np.sqrt(0.3 * 0.7 / sent), (delivered, sent)
 
 
+def test_delay_jitter_delivers_exactly_the_spikes_that_stay_in_their_image(data):
+    """All output weights 1: the output counts delivered spikes. Hidden neuron ``i``'s synapse is
+    ``round(|g_i| sigma_delay / dt)`` steps late (``g_i`` the generator's draw for this projection), so a
+    spike sent at step ``k`` of a 30-step window is delivered iff ``k + jitter_i < 30`` (the reference is
+    counted here from the monitored spikes). Its delays are set afresh in every run (no accumulation)."""
+    x, calibration = data
+    net = _net(second_layer=np.ones((1, N_HIDDEN)), n_out=1)
+    snn = brianconv.convert(net, "rate", calibration=calibration, duration=30, perturbations=("sigma_delay",))
+    clean = snn.simulate(x, device="numpy")
+    per_spike = clean.outputs[:, 0] / clean.spike_counts["linear_0"]
+    number = [q.target for q in snn.description.projections].index(snn.description.output_population)
+    for seed in (5, 6):  # the second run starts from the scheme's delays again
+        jitter = np.floor(np.minimum(np.abs(perturb_normal(seed, (5 << 24) + number, np.arange(N_HIDDEN), 0, 0))
+                                     * 8.0, 30) + 0.5)
+        assert 0 < np.mean(jitter) < 10  # sigma_delay 8 steps: late spikes, and some lost
+        run = snn.simulate(x, device="numpy", spikes=["linear_0"], sigma_delay=8 * snn.description.dt, seed=seed)
+        image, neuron, step = run.spikes["linear_0"]
+        delivered = np.bincount(image, weights=step + jitter[neuron] < 30, minlength=len(x))
+        assert delivered.sum() < len(image)
+        np.testing.assert_allclose(run.outputs[:, 0], delivered * per_spike[0], rtol=1e-9, atol=1e-12)
+
+
 def test_two_bit_weights_round_to_sign_and_scale(data):
     """2 bits: weights 1 and 0.3 of the output become 1 and 0, as in the net whose 0.3 weights are zero."""
     x, calibration = data
@@ -177,7 +199,8 @@ def test_draws_are_uniform_and_normal():
     assert abs(g.mean()) < 5 / np.sqrt(20000) and abs(g.var() - 1) < 5 * np.sqrt(2 / 20000)
 
 
-KNOBS_ON = dict(tau_m=20 * ms, sigma_v=0.05, sigma_th=0.1, p_fail=0.2, sigma_w=0.2, weight_bits=6, seed=11)
+KNOBS_ON = dict(tau_m=20 * ms, sigma_v=0.05, sigma_th=0.1, p_fail=0.2, sigma_w=0.2, sigma_delay=0.4 * ms,
+                weight_bits=6, seed=11)
 
 
 def test_same_draws_on_every_device_worker_count_and_batch_size(data, tmp_path_factory):

@@ -26,7 +26,7 @@ from brian2.devices.device import get_device, reset_device, set_device
 from ..errors import BuildError
 from .generated import exact_spike_queue_capacity, streamline_makefile
 from .headers import precompiled_header_args
-from .objects import MonitorRequest, create_objects, float_precision
+from .objects import MonitorRequest, create_objects, float_precision, set_before_run
 from .programs import (
     COMPILE_ARGS,
     MANIFEST,
@@ -146,6 +146,9 @@ def _compile(description, batch_size, monitors, directory):
     with _standalone_device(directory) as device, float_precision(description.precision):
         synapse_files = SynapseFiles(device, directory)
         objects = create_objects(description, batch_size, monitors, connect=synapse_files)
+        if any(q.before_run for q in description.projections):
+            device.apply_run_args()  # the run values first: the statements read them
+            set_before_run(objects, description)
         n_steps = description.duration_steps(batch_size)
         objects.network.run(n_steps * description.dt, namespace={})
         synapse_files.release_after_run()

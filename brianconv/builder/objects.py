@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from brian2 import Clock, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray, prefs
 
-__all__ = ["MonitorRequest", "BrianObjects", "create_objects", "connect_in_python", "homogeneous_delay",
-           "float_precision", "stimulus_rows"]
+__all__ = ["MonitorRequest", "BrianObjects", "create_objects", "connect_in_python", "homogeneous_delay", "shared_delay",
+           "synapse_delays", "set_before_run", "float_precision", "stimulus_rows"]
 
 
 class _RoundingOnlyGridFilter(logging.Filter):
@@ -113,7 +113,7 @@ def create_objects(description, batch_size, monitors=None, connect=None):
         groups[p.name] = group
     synapses = {}
     for q in d.projections:
-        delay = homogeneous_delay(q.delay_steps)
+        delay = shared_delay(q)
         syn = Synapses(groups[q.source], groups[q.target], model=q.model, on_pre=q.on_pre, name=q.name,
                        clock=clock, delay=None if delay is None else delay * d.dt,
                        namespace=dict(q.namespace) or None)
@@ -174,10 +174,28 @@ def connect_in_python(syn, projection, order, dt):
     """``syn.connect`` with the projection's index arrays in ``order``, then its weights and delays."""
     c = projection.connections
     syn.connect(i=c.pre[order], j=c.post[order])
-    if homogeneous_delay(projection.delay_steps) is None:
-        syn.delay = np.asarray(projection.delay_steps)[order] * dt
+    if shared_delay(projection) is None:
+        syn.delay = synapse_delays(projection, order) * dt
     if "w" in syn.variables:
         syn.w = c.weight[order] * projection.weight_unit
+
+
+def set_before_run(objects, description):
+    """Assign each projection's ``before_run`` statements on its synapses, in order (after the run values)."""
+    for q in description.projections:
+        for variable, expression in q.before_run:
+            setattr(objects.synapses[q.name], variable, expression)
+
+
+def shared_delay(projection):
+    """The delay in steps of every synapse of ``projection`` (an int), or None where each synapse stores
+    its own: different delays, or delays that statements set before every run (``before_run``)."""
+    return None if projection.before_run else homogeneous_delay(projection.delay_steps)
+
+
+def synapse_delays(projection, order):
+    """Each synapse's delay in steps (``delay_steps`` broadcast over the synapses), in ``order``."""
+    return np.broadcast_to(np.asarray(projection.delay_steps), (len(projection.connections),))[order]
 
 
 def homogeneous_delay(delay_steps):

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from brian2 import prefs
+from brian2 import prefs, second
 
 from ..errors import BuildError
-from .objects import MonitorRequest, create_objects, float_precision, stimulus_rows
+from .objects import MonitorRequest, create_objects, float_precision, set_before_run, stimulus_rows
 
 __all__ = ["Records", "BuildInfo", "Program", "RuntimeProgram", "StandaloneProgram", "build_runtime",
            "find_compiler", "process_peak_mb", "COMPILE_ARGS", "MANIFEST"]
@@ -149,6 +149,9 @@ class RuntimeProgram(Program):
         with _runtime_target(target), float_precision(description.precision):
             self.objects = create_objects(description, batch_size, self.monitors)
             self.objects.network.store("initial")
+        # Network.restore leaves delays as they are: keep the ones that before_run statements change
+        self._initial_delays = {q.name: np.array(self.objects.synapses[q.name].delay_[:]) * second
+                                for q in description.projections if q.before_run}
         self.n_steps = description.duration_steps(batch_size)
 
     def start(self, stimulus, values=None):
@@ -159,6 +162,9 @@ class RuntimeProgram(Program):
             o.stimulus.values[:] = stimulus_rows(stimulus, self.batch_size, self.description.n_inputs)
             for (population, variable), value in (values or {}).items():
                 setattr(o.groups[population], variable, value)
+            for name, delays in self._initial_delays.items():
+                o.synapses[name].delay = delays
+            set_before_run(o, self.description)
             o.network.run(self.n_steps * self.description.dt, namespace={})
         dt = float(self.description.dt)
         return Records(

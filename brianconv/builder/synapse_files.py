@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from brian2.devices.cpp_standalone.codeobject import c_data_type
 
-from .objects import homogeneous_delay
+from .objects import shared_delay, synapse_delays
 
 __all__ = ["SynapseFiles"]
 
@@ -59,8 +59,8 @@ class SynapseFiles:
         vectors = {"_synaptic_pre": lambda: c.pre[order], "_synaptic_post": lambda: c.post[order]}
         if "w" in syn.variables:
             vectors["w"] = lambda: c.weight[order] * float(projection.weight_unit)
-        if homogeneous_delay(projection.delay_steps) is None:
-            vectors["delay"] = lambda: np.asarray(projection.delay_steps)[order] * float(dt)
+        if shared_delay(projection) is None:
+            vectors["delay"] = lambda: synapse_delays(projection, order) * float(dt)
         lines = [f"// brianconv: {n} synapses of {syn.name} read from static_arrays/{PREFIX}{syn.name}_*", "{"]
         for variable in syn._registered_variables:
             lines.append(f"    {self._name(variable)}.resize({n});")
