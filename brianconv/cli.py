@@ -42,6 +42,10 @@ def _parser():
                                 "on MNIST test images; write a JSON report and plots.")
     _data_arguments(simulate)
     _device_arguments(simulate)
+    simulate.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="a run-time parameter of the simulation (repeatable), e.g. --param threshold_scale=0.8, "
+                               "or a perturbation knob compiled in with --option perturbations=...: "
+                               "--param 'sigma_delay=0.3*ms' --param seed=1")
     simulate.add_argument("--report", default="brianconv-report.json", help="JSON report (default: %(default)s)")
     simulate.add_argument("--plots", default=None, help="folder for a raster plot of the first image")
     simulate.set_defaults(func=simulate_command)
@@ -158,13 +162,17 @@ def convert_command(args):
 def simulate_command(args):
     import json
 
+    from .perturbations import check_run_parameters
+
+    parameters = dict(_parse_assignment(text) for text in args.param)
     snn = _network(args)
+    check_run_parameters(snn.scheme, snn.description, parameters)  # before loading data
     x, y, source = _test_data(args, snn)
     device = _usable_device(args.device)
     spiking = [p.name for p in snn.description.populations if p.threshold] if args.plots else ()
     print(f"simulating {len(x)} images from the {source} on {device}")
     result = snn.simulate(x, labels=y, device=device, n_workers=args.workers, build_root=args.build_dir,
-                          spikes=spiking, progress=_progress(len(x)))
+                          spikes=spiking, progress=_progress(len(x)), **parameters)
     cost = ann_cost_of(snn, x)
     _report(result, cost)
     report = dict(
@@ -190,11 +198,12 @@ def simulate_command(args):
 
 
 def sweep_command(args):
+    from .perturbations import check_run_parameters
     from .sweep import sweep
 
     grid = dict(_parse_assignment(text, many=True) for text in args.param)
     snn = _network(args)
-    snn.scheme.check_run_parameters(grid)   # before loading data: names the valid --param names
+    check_run_parameters(snn.scheme, snn.description, grid)  # before loading data: names the valid --param names
     x, y, source = _test_data(args, snn)
     print(f"sweeping {grid} on {len(x)} images from the {source}")
     table = sweep(snn, x, grid, labels=y, device=_usable_device(args.device), n_workers=args.workers,

@@ -90,13 +90,48 @@ class Kind(str, Enum):
 class _DefaultsForLaterFields:
     """Unpickling gives fields added since a network was saved (a population's ``regular``,
     ``refractory``, ``membrane``, ``kind``; a projection's ``namespace``, ``before_run``; a description's
-    ``perturbations``) their defaults, so every reader can use the attributes directly."""
+    ``perturbations``) their defaults, so every reader can use the attributes directly.
+
+    Brian2 functions in a ``namespace`` (the counter-based draws) cannot be pickled: they are
+    saved as the module and name they are defined under, and looked up again when loaded.
+    """
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state.get("namespace"):
+            state["namespace"] = {key: _FunctionReference.of(value) for key, value in state["namespace"].items()}
+        return state
 
     def __setstate__(self, state):
         for f in fields(self):
             if f.name not in state:
                 state[f.name] = f.default_factory() if f.default is MISSING else f.default
+        if state.get("namespace"):
+            state["namespace"] = {key: value.resolve() if isinstance(value, _FunctionReference) else value
+                                  for key, value in state["namespace"].items()}
         self.__dict__.update(state)
+
+
+@dataclass(frozen=True)
+class _FunctionReference:
+    """A module-level Brian2 ``Function`` by its module and name (what a pickle stores instead)."""
+
+    module: str
+    name: str
+
+    @classmethod
+    def of(cls, value):
+        """The reference of ``value`` if it is a Brian2 function defined in a module, else ``value``."""
+        python = getattr(value, "pyfunc", None)
+        if python is None or getattr(value, "implementations", None) is None:
+            return value
+        python = getattr(python, "_orig_func", python)  # under Brian2's check_units wrapper
+        return cls(python.__module__, python.__name__)
+
+    def resolve(self):
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name)
 
 
 @dataclass

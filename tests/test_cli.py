@@ -18,7 +18,8 @@ FAST = ["--model", "mlp", "--device", "numpy"]
               "--out"]),
     ("convert", ["--model", "--method", "--option", "--checkpoint", "--normalise", "--bias-correction", "--device",
                  "--output"]),
-    ("simulate", ["--network", "--model", "--images", "--data", "--device", "--workers", "--report", "--plots"]),
+    ("simulate", ["--network", "--model", "--param", "--images", "--data", "--device", "--workers", "--report",
+                  "--plots"]),
     ("sweep", ["--network", "--model", "--param", "--images", "--data", "--device", "--output"]),
 ])
 def test_help_lists_every_option(capsys, command, options):
@@ -73,6 +74,27 @@ def test_sweep_writes_one_row_per_grid_point(tmp_path):
     assert [(row["t_max"], row["threshold_scale"]) for row in rows] == [("4", "0.5"), ("4", "1"), ("8", "0.5"),
                                                                         ("8", "1")]
     assert {"accuracy", "agreement", "spikes_per_neuron", "synaptic_ops", "rmse"} <= set(rows[0])
+
+
+def test_perturbation_knobs_reach_simulate_and_sweep(tmp_path):
+    """A knob compiled in with --option perturbations=... is a --param of simulate and sweep, as in the API."""
+    network, reports = tmp_path / "mlp.pkl", [tmp_path / "plain.json", tmp_path / "perturbed.json"]
+    assert main(["convert", "--model", "mlp", "--option", "t_max=16", "--option",
+                 "perturbations=('sigma_delay','p_fail')", "-o", str(network)]) == 0
+    common = ["simulate", "--network", str(network), "--images", "20", "--device", "numpy", "--report"]
+    assert main([*common, str(reports[0])]) == 0
+    assert main([*common, str(reports[1]), "--param", "sigma_delay=0.5*ms", "--param", "p_fail=0.3",
+                 "--param", "seed=3"]) == 0
+    plain, perturbed = (json.loads(report.read_text()) for report in reports)
+    assert perturbed["parameters"]["p_fail"] == 0.3 and perturbed["parameters"]["seed"] == 3
+    assert perturbed["spikes_per_neuron"] != plain["spikes_per_neuron"]
+    table = tmp_path / "sweep.csv"
+    assert main(["sweep", "--network", str(network), "--device", "numpy", "--images", "10", "--param",
+                 "sigma_delay=0*ms,2*ms", "-o", str(table)]) == 0
+    with open(table) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and rows[0]["rmse"] != rows[1]["rmse"]
+    assert main(["simulate", "--network", str(network), "--device", "numpy", "--param", "sigma_v=0.1"]) == 2
 
 
 @pytest.mark.parametrize("argv, message", [

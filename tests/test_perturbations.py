@@ -192,6 +192,18 @@ def test_threshold_mismatch_and_weight_noise_are_fixed_patterns(data):
     assert not np.array_equal(a.outputs, c.outputs)
 
 
+def test_a_perturbed_network_saves_and_loads_with_its_draws(data, tmp_path):
+    """The counter-based draw functions in the namespaces are saved by reference and found again."""
+    x, calibration = data
+    snn = brianconv.convert(_net(), "rate", calibration=calibration, duration=30, perturbations="all")
+    snn.save(tmp_path / "perturbed.pkl")
+    loaded = brianconv.load_network(tmp_path / "perturbed.pkl")
+    assert loaded.description.fingerprint(4) == snn.description.fingerprint(4)
+    knobs = dict(sigma_v=0.05, p_fail=0.2, sigma_w=0.2, sigma_delay=0.4 * ms, seed=4)
+    np.testing.assert_array_equal(loaded.simulate(x, device="numpy", **knobs).outputs,
+                                  snn.simulate(x, device="numpy", **knobs).outputs)
+
+
 def test_draws_are_uniform_and_normal():
     u = perturb_uniform(5, 1 << 24, np.arange(20000), 3, 11)
     g = perturb_normal(5, 1 << 24, np.arange(20000), 3, 11)
