@@ -47,6 +47,8 @@ GRID = {"sigma_v": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "p_fail": [0.1, 0.3, 0.
 DETERMINISTIC = ("tau_m", "t_ref", "weight_bits")
 #: Knob -> (x-axis label, raw value -> x) where the raw value does not grow with the perturbation.
 AXIS = {"tau_m": ("leak rate 1/tau_m (1/ms)", lambda tau: 1.0 / tau),
+        "t_ref": ("refractory period t_ref (ms)", lambda t: t),
+        "sigma_delay": ("synaptic delay jitter sigma_delay (ms; dt = 0.1 ms)", lambda t: t),
         "weight_bits": ("weight step, fraction of the layer's largest |w|", lambda bits: 1.0 / (2 ** (bits - 1) - 1))}
 FIELDS = ["scheme", "knob", "value", "seed", "accuracy", "agreement", "spikes_per_neuron", "synaptic_ops",
           "ann_accuracy"]
@@ -171,6 +173,7 @@ def report(command):
         lines.append("")
         fig = plot.robustness_curves(by_scheme, knob, chance=0.1)
         fig.axes[0].set_xscale("symlog", linthresh=min(v for v in values if v > 0))
+        fig.axes[0].set_xlim(left=0)
         fig.axes[0].set_ylabel("accuracy")
         fig.axes[0].set_xlabel(AXIS[knob][0] if knob in AXIS else knob)
         fig.savefig(ROOT / "figures" / f"robustness_{knob}.png", dpi=120)
