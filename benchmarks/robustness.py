@@ -37,10 +37,10 @@ CSV = ROOT / "results" / "robustness.csv"
 SCHEMES = {"ttfs": dict(t_max=32), "amos": dict(K=10), "tdsnn": dict(L=8.0), "rate": dict(duration=100)}
 #: Knob -> values (the unperturbed point is run once per scheme and shared by every knob).
 #: sigma_v and sigma_th are fractions of the threshold (sigma_v per step); p_fail a probability per
-#: transmission; sigma_w a relative weight noise; tau_m, t_ref and sigma_delay in ms (dt is 0.1 ms); weight_bits
-#: in bits.
-GRID = {"sigma_v": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3], "p_fail": [0.1, 0.3, 0.6, 0.9],
-        "sigma_w": [0.1, 0.3, 1.0, 3.0], "sigma_delay": [0.05, 0.1, 0.3, 1.0, 3.0],
+#: transmission; sigma_w a relative weight noise; tau_m, t_ref and sigma_delay in ms (dt: 1 ms for rate, 0.1 ms
+#: for the others); weight_bits in bits.
+GRID = {"sigma_v": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], "p_fail": [0.1, 0.3, 0.6, 0.9],
+        "sigma_w": [0.1, 0.3, 1.0, 3.0], "sigma_delay": [0.05, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
         "sigma_th": [0.03, 0.1, 0.3, 1.0], "tau_m": [1000.0, 300.0, 100.0, 50.0, 30.0, 20.0, 10.0, 3.0],
         "t_ref": [1.0, 3.0, 10.0, 30.0], "weight_bits": [8, 6, 4, 3, 2]}
 #: Knobs that draw nothing: one seed is the whole answer.
@@ -48,7 +48,7 @@ DETERMINISTIC = ("tau_m", "t_ref", "weight_bits")
 #: Knob -> (x-axis label, raw value -> x) where the raw value does not grow with the perturbation.
 AXIS = {"tau_m": ("leak rate 1/tau_m (1/ms)", lambda tau: 1.0 / tau),
         "t_ref": ("refractory period t_ref (ms)", lambda t: t),
-        "sigma_delay": ("synaptic delay jitter sigma_delay (ms; dt = 0.1 ms)", lambda t: t),
+        "sigma_delay": ("synaptic delay jitter sigma_delay (ms; dt: rate 1 ms, others 0.1 ms)", lambda t: t),
         "weight_bits": ("weight step, fraction of the layer's largest |w|", lambda bits: 1.0 / (2 ** (bits - 1) - 1))}
 FIELDS = ["scheme", "knob", "value", "seed", "accuracy", "agreement", "spikes_per_neuron", "synaptic_ops",
           "ann_accuracy"]
