@@ -20,7 +20,6 @@ prints every row's options). ``--bias-correction IMAGES`` passes every converted
 """
 
 import argparse
-import ast
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from provenance import header
 
 import brianconv
 from brianconv import datasets, models
+from brianconv.cli import _parse_assignment
 from brianconv.errors import ConversionError, InvalidValueError
 from brianconv.metrics import ann_cost
 
@@ -100,19 +100,21 @@ def row_options(name, method, args):
         options["duration"] = args.rate_duration
     if args.bias_correction is not None:
         options["bias_correction"] = args.bias_correction
-    for text in args.option:
-        target, value = text.split("=", 1)
-        scheme, name = target.split(".", 1)
-        if scheme == method:
-            options[name] = _literal(value)
+    options.update({option: value for scheme, option, value in args.option if scheme == method})
     return options
 
 
-def _literal(text):
+def scheme_option(text):
+    """``METHOD.NAME=VALUE`` as ``(method, name, value)``; values as the CLI's ``--option`` reads them
+    (numbers, booleans, strings, Brian2 quantities such as ``0.5*ms``)."""
+    method, dot, assignment = text.partition(".")
+    if not dot or method not in METHODS:
+        raise argparse.ArgumentTypeError(f"expected METHOD.NAME=VALUE with METHOD one of {list(METHODS)}, got {text!r}")
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+        name, value = _parse_assignment(assignment)
+    except InvalidValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return method, name, value
 
 
 def format_row(cells):
@@ -137,7 +139,7 @@ def main(argv=None):
     parser.add_argument("--bias-correction", type=int, default=None, metavar="IMAGES",
                         help="correct each layer's mean error per channel on this many of the calibration images, "
                              "for every row (brianconv.correct_biases; default: the model's, else off; 0: off)")
-    parser.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
+    parser.add_argument("--option", action="append", default=[], type=scheme_option, metavar="METHOD.NAME=VALUE",
                         help="a scheme option for every row of that scheme, after the model's (repeatable), "
                              "e.g. --option ttfs.t_max=64")
     parser.add_argument("--split", choices=("test", "train"), default="test",

@@ -42,9 +42,9 @@ projection with a weight ``w``:
     later than the scheme's own delay (half-normal, a fixed pattern for a given ``seed``: a delay
     can only be longer; at most one image period). A spike that the jitter carries past the end of
     its image's period at the target is lost, never added to the next image (so batching changes
-    nothing). The delays of a
-    projection with this knob are stored per synapse and set before every run from the run's
-    ``seed`` and ``sigma_delay`` (:attr:`~brianconv.description.Projection.before_run`).
+    nothing). The delays of a projection with this knob are stored per synapse and set before
+    every run from the run's ``seed`` and ``sigma_delay``
+    (:attr:`~brianconv.description.Projection.before_run`).
 ``weight_bits`` (int or None)
     Weights rounded to ``2**(bits - 1) - 1`` levels of each projection's largest ``|w|`` (signed,
     symmetric); None: full precision.
