@@ -24,7 +24,7 @@ from brian2.codegen.cpp_prefs import get_compiler_and_args
 from brian2.devices.device import get_device, reset_device, set_device
 
 from ..errors import BuildError
-from .generated import exact_spike_queue_capacity, streamline_makefile
+from .generated import exact_spike_queue_capacity, spike_queues_hold_sources, streamline_makefile
 from .headers import precompiled_header_args
 from .objects import MonitorRequest, create_objects, float_precision, set_before_run
 from .programs import (
@@ -39,7 +39,7 @@ from .synapse_files import SynapseFiles
 __all__ = ["build_standalone", "build_key", "default_build_root", "BUILD_FORMAT"]
 
 #: Changes whenever the builder lays out the same description differently (part of the cache key).
-BUILD_FORMAT = "synapses-from-files-1"
+BUILD_FORMAT = "queues-of-sources-1"
 
 
 def default_build_root():
@@ -154,8 +154,9 @@ def _compile(description, batch_size, monitors, directory):
         synapse_files.release_after_run()
         try:
             device.build(directory=str(directory), compile=False, run=False, with_output=False)
-            streamline_makefile(directory)
             exact_spike_queue_capacity(directory)
+            spike_queues_hold_sources(directory)
+            streamline_makefile(directory)  # last: it marks the dependency list newer than every source
             device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
         except (RuntimeError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
