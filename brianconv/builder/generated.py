@@ -97,6 +97,10 @@ def exact_spike_queue_capacity(directory):
 
 
 # -- spike queues that hold source neurons (the module docstring's "Speed and memory") ---------
+#: Whether standalone builds apply :func:`spike_queues_hold_sources` (part of the build key);
+#: ``benchmarks/queues.py`` turns it off to measure Brian2's own queues beside it in one run.
+HOLD_SOURCES = True
+
 _QUEUE_MEMBERS = "    vector< vector<int> > synapses;\n"
 _QUEUE_MEMBERS_WITH_RANGES = _QUEUE_MEMBERS + """\
     // brianconv: source k's synapses are first_synapse[k]..first_synapse[k+1]-1 when the sources
