@@ -250,7 +250,10 @@ def test_a_standalone_sweep_compiles_once_and_matches_the_runtime_at_every_point
     folder = next(tmp_path.rglob(builder.MANIFEST)).parent  # the edits of builder.generated were made
     assert (folder / "make.deps").read_text() == ""
     assert "objects.o: CXXFLAGS += -O1" in (folder / "makefile").read_text()
-    assert "synapses[k].reserve(per_source[k])" in (folder / "brianlib" / "spikequeue.h").read_text()
+    queue = (folder / "brianlib" / "spikequeue.h").read_text()
+    assert "synapses[k].reserve(per_source[k])" in queue and "holds_sources = wants_sources;" in queue
+    expanding = [p for p in (folder / "code_objects").glob("*.cpp") if "_brianconv_entry" in p.read_text()]
+    assert expanding and all("_pre_codeobject" in p.name for p in expanding)
     for row in table:
         point = {name: row[name] for name in grid}
         reference = tiny.simulate(x, device="numpy", **point)

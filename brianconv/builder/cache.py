@@ -24,7 +24,8 @@ from brian2.codegen.cpp_prefs import get_compiler_and_args
 from brian2.devices.device import get_device, reset_device, set_device
 
 from ..errors import BuildError
-from .generated import exact_spike_queue_capacity, streamline_makefile
+from . import generated
+from .generated import exact_spike_queue_capacity, spike_queues_hold_sources, streamline_makefile
 from .headers import precompiled_header_args
 from .objects import MonitorRequest, create_objects, float_precision, set_before_run
 from .programs import (
@@ -39,7 +40,7 @@ from .synapse_files import SynapseFiles
 __all__ = ["build_standalone", "build_key", "default_build_root", "BUILD_FORMAT"]
 
 #: Changes whenever the builder lays out the same description differently (part of the cache key).
-BUILD_FORMAT = "synapses-from-files-1"
+BUILD_FORMAT = "queues-of-sources-1"
 
 
 def default_build_root():
@@ -51,7 +52,8 @@ def default_build_root():
 def build_key(description, batch_size, monitors):
     """Name of the build folder: the description's fingerprint, the monitors, Brian2's version and
     the builder's layout (:data:`BUILD_FORMAT`)."""
-    return description.fingerprint(batch_size) + "-" + _short_hash(monitors.key() + brian2.__version__ + BUILD_FORMAT)
+    layout = BUILD_FORMAT + ("" if generated.HOLD_SOURCES else "-brian2-queues")
+    return description.fingerprint(batch_size) + "-" + _short_hash(monitors.key() + brian2.__version__ + layout)
 
 
 def build_standalone(description, batch_size, monitors=None, build_root=None):
@@ -154,8 +156,10 @@ def _compile(description, batch_size, monitors, directory):
         synapse_files.release_after_run()
         try:
             device.build(directory=str(directory), compile=False, run=False, with_output=False)
-            streamline_makefile(directory)
             exact_spike_queue_capacity(directory)
+            if generated.HOLD_SOURCES:
+                spike_queues_hold_sources(directory)
+            streamline_makefile(directory)  # last: it marks the dependency list newer than every source
             device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
         except (RuntimeError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:

@@ -23,12 +23,22 @@ ends with a capacity of the next power of two, up to twice its length: a conv ne
 targets holds 512 slots, 7.1 bytes per synapse instead of 4, on top of the 16 of the synapse's own
 ``pre``, ``post`` and ``w``. Counting the synapses of each source first and reserving exactly that
 many gives the same lists, in the same order, at 4 bytes per synapse.
+
+Speed and memory (:func:`spike_queues_hold_sources`): for every spike, Brian2's queue copies the
+indices of all the synapses it drives into the slot of its delay, the pathway copies that slot
+again (``peek``), and the synapse code reads each index back to find ``post`` and ``w``. brianconv
+stores a projection's synapses source by source, so a source's synapses are one range of indices:
+the queue keeps an offset per source instead of the per-source lists (0 bytes per synapse instead
+of 4) and, where every synapse has the same delay, queues the spiking source neurons themselves;
+the synapse code walks each one's range. The synapses are visited in the same order, so every sum
+is the same bit for bit; projections stored in another order keep Brian2's lists.
 """
 
 import logging
+import re
 from pathlib import Path
 
-__all__ = ["streamline_makefile", "exact_spike_queue_capacity"]
+__all__ = ["streamline_makefile", "exact_spike_queue_capacity", "spike_queues_hold_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +94,155 @@ def exact_spike_queue_capacity(directory):
         return False
     header.write_text(text.replace(_FILL_LOOP, _RESERVE_THEN_FILL))
     return True
+
+
+# -- spike queues that hold source neurons (the module docstring's "Speed and memory") ---------
+#: Whether standalone builds apply :func:`spike_queues_hold_sources` (part of the build key);
+#: ``benchmarks/queues.py`` turns it off to measure Brian2's own queues beside it in one run.
+HOLD_SOURCES = True
+
+_QUEUE_MEMBERS = "    vector< vector<int> > synapses;\n"
+_QUEUE_MEMBERS_WITH_RANGES = _QUEUE_MEMBERS + """\
+    // brianconv: source k's synapses are first_synapse[k]..first_synapse[k+1]-1 when the sources
+    // array is sorted (no per-source lists then); holds_sources: the queue holds source neurons.
+    vector<int32_t> first_synapse;
+    bool holds_sources;
+"""
+_QUEUE_CONSTRUCTOR = "        openmp_padding = 0;\n        scalar_delay = 0;\n"
+_QUEUE_CONSTRUCTOR_WITH_RANGES = _QUEUE_CONSTRUCTOR + "        holds_sources = false;\n"
+_RANGES_OR_LISTS = """        first_synapse.clear();
+        bool sorted_sources = true;
+        for (int i=1; i<n_synapses && sorted_sources; i++)
+            sorted_sources = sources[i] >= sources[i-1];
+        if (sorted_sources)
+        {   // brianconv: offsets instead of per-source lists
+            first_synapse.assign(source_end - source_start + 1, openmp_padding);
+            for (int i=0; i<n_synapses; i++)
+                first_synapse[sources[i] - source_start + 1]++;
+            for (size_t k=1; k<first_synapse.size(); k++)
+                first_synapse[k] += first_synapse[k-1] - openmp_padding;
+        }
+        else
+        {
+""" + _RESERVE_THEN_FILL + "        }\n"
+_QUEUE_DELAY_KIND = "        scalar_delay = (min_delay == max_delay);\n"
+_QUEUE_DELAY_KIND_WITH_RANGES = _QUEUE_DELAY_KIND + """\
+        // brianconv: hold source neurons where the ranges exist and one delay serves all; spikes
+        // still queued as sources from an earlier run are expanded first if that changes
+        bool wants_sources = !first_synapse.empty() && scalar_delay;
+        if (holds_sources && !wants_sources)
+            for (size_t slot=0; slot<queue.size(); slot++)
+            {
+                vector<int32_t> entries;
+                entries.swap(queue[slot]);
+                for (size_t e=0; e<entries.size(); e++)
+                    for (int32_t k=first_synapse[entries[e]]; k<first_synapse[entries[e]+1]; k++)
+                        queue[slot].push_back(k);
+            }
+        else if (!holds_sources && wants_sources)
+            for (size_t slot=0; slot<queue.size(); slot++)
+                wants_sources = wants_sources && queue[slot].empty();  // synapse entries pending: keep them
+        holds_sources = wants_sources;
+"""
+_QUEUE_PUSH = "        const int32_t * __restrict rspikes = spikes;\n"
+_QUEUE_PUSH_WITH_RANGES = _QUEUE_PUSH + """\
+        if (!first_synapse.empty())
+        {   // brianconv: sources with synapses (holds_sources), or each source's range of synapses
+            const int32_t * __restrict first = &first_synapse[0];
+            for(int idx_spike=start; idx_spike<stop; idx_spike++)
+            {
+                const int idx_neuron = rspikes[idx_spike] - source_start;
+                if (first[idx_neuron+1] == first[idx_neuron]) continue;
+                if (holds_sources)
+                {
+                    queue[(offset+delays[0])%queue.size()].push_back(idx_neuron);
+                    continue;
+                }
+                for (int32_t k=first[idx_neuron]; k<first[idx_neuron+1]; k++)
+                {
+                    const int delay = scalar_delay ? delays[0] : delays[k - openmp_padding];
+                    queue[(offset+delay)%queue.size()].push_back(k);
+                }
+            }
+            return;
+        }
+"""
+_QUEUE_EDITS = [(_QUEUE_MEMBERS, _QUEUE_MEMBERS_WITH_RANGES), (_QUEUE_CONSTRUCTOR, _QUEUE_CONSTRUCTOR_WITH_RANGES),
+                (_RESERVE_THEN_FILL, _RANGES_OR_LISTS), (_QUEUE_DELAY_KIND, _QUEUE_DELAY_KIND_WITH_RANGES),
+                (_QUEUE_PUSH, _QUEUE_PUSH_WITH_RANGES)]
+
+#: The lines of Brian2's ``synapses.cpp`` template (2.9) that the expansion replaces.
+_PEEK = re.compile(r"std::vector<int> \*_spiking_synapses = (\w+)\.peek\(\);\n(\s*)const int _num_spiking_synapses "
+                   r"= _spiking_synapses->size\(\);\n")
+_LOOP = "for(int _spiking_synapse_idx=0;"
+_ENTRY = "const size_t _idx = (*_spiking_synapses)[_spiking_synapse_idx];"
+_ENTRY_AS_RANGE = ("const int32_t _brianconv_entry = (*_spiking_synapses)[_spiking_synapse_idx];\n"
+                   "for (size_t _idx = _brianconv_sources ? _brianconv_first[_brianconv_entry] : _brianconv_entry; "
+                   "_idx < (_brianconv_sources ? _brianconv_first[_brianconv_entry + 1] : _brianconv_entry + 1); "
+                   "_idx++)\n{")
+
+
+def spike_queues_hold_sources(directory):
+    """Make the spike queues of build folder ``directory`` hold source neurons where they can, and
+    every synapse code object expand them (the module docstring's "Speed and memory").
+
+    Run after :func:`exact_spike_queue_capacity`, whose exact lists stay for unsorted projections.
+
+    Returns
+    -------
+    bool
+        Whether the build was changed (False, and a debug message, where Brian2's files differ from
+        the 2.9 text these edits expect: then nothing is changed).
+    """
+    directory = Path(directory)
+    header = directory / "brianlib" / "spikequeue.h"
+    text = header.read_text() if header.is_file() else ""
+    code_objects = {path: _expanded_synapse_loop(path.read_text()) for path in _synapse_code_objects(directory)}
+    if any(text.count(old) != 1 for old, _ in _QUEUE_EDITS) or None in code_objects.values():
+        logger.debug("spikequeue.h or a synapse code object differs from Brian2 2.9's text; queues left as written")
+        return False
+    for old, new in _QUEUE_EDITS:
+        text = text.replace(old, new)
+    header.write_text(text)
+    for path, code in code_objects.items():
+        path.write_text(code)
+    return True
+
+
+def _synapse_code_objects(directory):
+    """The generated sources that read a spike queue (Brian2's ``synapses.cpp`` template)."""
+    return [path for path in sorted((directory / "code_objects").glob("*.cpp")) if ".peek();" in path.read_text()]
+
+
+def _expanded_synapse_loop(code):
+    """``code`` with its loop over queued synapses turned into a loop over queue entries, each a
+    source's range of synapses (``holds_sources``) or one synapse; None if the loop is not found."""
+    peek = _PEEK.search(code)
+    if peek is None or code.count(_LOOP) != 1 or code.count(_ENTRY) != 1:
+        return None
+    pathway, indent = peek.group(1), peek.group(2)
+    flags = (f"{indent}const bool _brianconv_sources = {pathway}.queue[0]->holds_sources;\n"
+             f"{indent}const int32_t * const _brianconv_first = _brianconv_sources ? "
+             f"&({pathway}.queue[0]->first_synapse[0]) : 0;\n")
+    code = code[:peek.end()] + flags + code[peek.end():]
+    body_end = _closing_brace(code, code.index("{", code.index(_LOOP)))
+    code = code[:body_end] + "}\n" + code[body_end:]
+    return code.replace(_ENTRY, _ENTRY_AS_RANGE)
+
+
+def _closing_brace(code, opening):
+    """Index of the brace that closes the one at ``opening`` (generated code: no braces in strings;
+    ``//`` comments are skipped)."""
+    depth = 0
+    position = opening
+    while position < len(code):
+        if code.startswith("//", position):
+            position = code.find("\n", position)
+            if position < 0:
+                break
+            continue
+        depth += {"{": 1, "}": -1}.get(code[position], 0)
+        if depth == 0:
+            return position
+        position += 1
+    raise ValueError("unbalanced braces in a generated code object")
