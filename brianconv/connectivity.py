@@ -118,17 +118,22 @@ def conv2d(weight, in_shape, out_shape, stride=(1, 1), padding=(0, 0), dilation=
         raise ConversionError(f"Conv2d weight {weight.shape} with groups={groups} does not fit an input "
                               f"with {c_in} channels.")
     out_per_group = c_out // groups
-    co = np.arange(c_out)
+    co = np.arange(c_out, dtype=np.int64)
     ci = (co // out_per_group)[:, None] * c_in_group + np.arange(c_in_group)[None, :]  # (C_out, C_in/g)
-    pres, posts, weights = [], [], []
-    for ky, kx, out_flat, in_flat in _window_indices((hi, wi), (ho, wo), (kh, kw), stride, padding, dilation):
-        # shape (C_out, C_in/g, n_valid)
-        pres.append((ci[:, :, None] * (hi * wi) + in_flat[None, None, :]).ravel())
-        posts.append(np.broadcast_to(co[:, None, None] * (ho * wo) + out_flat[None, None, :],
-                                     (c_out, c_in_group, len(out_flat))).ravel())
-        weights.append(np.broadcast_to(weight[:, :, ky, kx][:, :, None], (c_out, c_in_group, len(out_flat))).ravel())
-    return make_connections(np.concatenate(pres), np.concatenate(posts), np.concatenate(weights),
-                 c_in * hi * wi, c_out * ho * wo)
+    windows = list(_window_indices((hi, wi), (ho, wo), (kh, kw), stride, padding, dilation))
+    total = sum(c_out * c_in_group * len(out_flat) for _, _, out_flat, _ in windows)
+    # filled offset by offset, so that only one kernel offset's temporaries exist at a time
+    pre, post = np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int32)
+    weights = np.empty(total, dtype=np.float64)
+    start = 0
+    for ky, kx, out_flat, in_flat in windows:
+        block = (c_out, c_in_group, len(out_flat))  # synapses of this offset, in this order
+        stop = start + int(np.prod(block))
+        pre[start:stop].reshape(block)[...] = ci[:, :, None] * (hi * wi) + in_flat[None, None, :]
+        post[start:stop].reshape(block)[...] = co[:, None, None] * (ho * wo) + out_flat[None, None, :]
+        weights[start:stop].reshape(block)[...] = weight[:, :, ky, kx][:, :, None]
+        start = stop
+    return make_connections(pre, post, weights, c_in * hi * wi, c_out * ho * wo)
 
 
 def pool2d(in_shape, out_shape, kernel_size, stride, padding=(0, 0), average=True, count_include_pad=True):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from brian2.devices.cpp_standalone.codeobject import c_data_type
 
-from .objects import shared_delay, synapse_delays
+from .objects import shared_delay
 
 __all__ = ["SynapseFiles"]
 
@@ -56,11 +56,13 @@ class SynapseFiles:
         the order ``order`` (int array over its synapses) with its weights and per-synapse delays."""
         c = projection.connections
         n = len(order)
-        vectors = {"_synaptic_pre": lambda: c.pre[order], "_synaptic_post": lambda: c.post[order]}
+        # each takes the values of the synapses at the given positions (a slice of ``order``)
+        vectors = {"_synaptic_pre": lambda at: c.pre[at], "_synaptic_post": lambda at: c.post[at]}
         if "w" in syn.variables:
-            vectors["w"] = lambda: c.weight[order] * float(projection.weight_unit)
+            vectors["w"] = lambda at: c.weight[at] * float(projection.weight_unit)
         if shared_delay(projection) is None:
-            vectors["delay"] = lambda: synapse_delays(projection, order) * float(dt)
+            seconds = np.broadcast_to(np.asarray(projection.delay_steps) * float(dt), (n,))  # no copy if shared
+            vectors["delay"] = lambda at: seconds[at]
         lines = [f"// brianconv: {n} synapses of {syn.name} read from static_arrays/{PREFIX}{syn.name}_*", "{"]
         for variable in syn._registered_variables:
             lines.append(f"    {self._name(variable)}.resize({n});")
@@ -68,7 +70,7 @@ class SynapseFiles:
             # a per-synapse delay belongs to the "pre" pathway (Brian2 registers it with the synapses)
             variable = syn.pre.variables["delay"] if key == "delay" else syn.variables[key]
             path = self.folder / f"{PREFIX}{syn.name}_{key.strip('_')}"
-            np.ascontiguousarray(values(), dtype=variable.dtype).tofile(path)
+            _write_in_chunks(path, order, values, variable.dtype)
             if n:
                 lines.append(_read_file_code(self._name(variable), f"static_arrays/{path.name}", n))
         pre, post = self._name(syn.variables["_synaptic_pre"]), self._name(syn.variables["_synaptic_post"])
@@ -92,6 +94,17 @@ class SynapseFiles:
 
     def _name(self, variable):
         return self.device.get_array_name(variable, access_data=False)
+
+
+#: Synapses written per chunk: the Python process holds one chunk's reordered copy, not a projection's.
+CHUNK = 1 << 22
+
+
+def _write_in_chunks(path, order, values, dtype):
+    """Write ``values(order[k:k + CHUNK])`` for consecutive chunks to ``path`` as raw ``dtype``."""
+    with open(path, "wb") as handle:
+        for start in range(0, len(order), CHUNK):
+            np.ascontiguousarray(values(order[start:start + CHUNK]), dtype=dtype).tofile(handle)
 
 
 def _read_file_code(vector, path, n):
