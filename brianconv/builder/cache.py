@@ -40,7 +40,7 @@ from .synapse_files import SynapseFiles
 __all__ = ["build_standalone", "build_key", "default_build_root", "BUILD_FORMAT"]
 
 #: Changes whenever the builder lays out the same description differently (part of the cache key).
-BUILD_FORMAT = "queues-of-sources-1"
+BUILD_FORMAT = "queues-of-sources-2"
 
 
 def default_build_root():

@@ -110,7 +110,19 @@ _QUEUE_MEMBERS_WITH_RANGES = _QUEUE_MEMBERS + """\
 """
 _QUEUE_CONSTRUCTOR = "        openmp_padding = 0;\n        scalar_delay = 0;\n"
 _QUEUE_CONSTRUCTOR_WITH_RANGES = _QUEUE_CONSTRUCTOR + "        holds_sources = false;\n"
-_RANGES_OR_LISTS = """        first_synapse.clear();
+_RANGES_OR_LISTS = """        if (holds_sources)
+        {   // brianconv: sources queued by an earlier run become their synapses (with their offsets)
+            for (size_t slot=0; slot<queue.size(); slot++)
+            {
+                vector<int32_t> entries;
+                entries.swap(queue[slot]);
+                for (size_t e=0; e<entries.size(); e++)
+                    for (int32_t k=first_synapse[entries[e]]; k<first_synapse[entries[e]+1]; k++)
+                        queue[slot].push_back(k);
+            }
+            holds_sources = false;
+        }
+        first_synapse.clear();
         bool sorted_sources = true;
         for (int i=1; i<n_synapses && sorted_sources; i++)
             sorted_sources = sources[i] >= sources[i-1];
@@ -127,21 +139,11 @@ _RANGES_OR_LISTS = """        first_synapse.clear();
 """ + _RESERVE_THEN_FILL + "        }\n"
 _QUEUE_DELAY_KIND = "        scalar_delay = (min_delay == max_delay);\n"
 _QUEUE_DELAY_KIND_WITH_RANGES = _QUEUE_DELAY_KIND + """\
-        // brianconv: hold source neurons where the ranges exist and one delay serves all; spikes
-        // still queued as sources from an earlier run are expanded first if that changes
+        // brianconv: hold source neurons where the ranges exist, one delay serves all and no
+        // synapse entries are pending from an earlier run
         bool wants_sources = !first_synapse.empty() && scalar_delay;
-        if (holds_sources && !wants_sources)
-            for (size_t slot=0; slot<queue.size(); slot++)
-            {
-                vector<int32_t> entries;
-                entries.swap(queue[slot]);
-                for (size_t e=0; e<entries.size(); e++)
-                    for (int32_t k=first_synapse[entries[e]]; k<first_synapse[entries[e]+1]; k++)
-                        queue[slot].push_back(k);
-            }
-        else if (!holds_sources && wants_sources)
-            for (size_t slot=0; slot<queue.size(); slot++)
-                wants_sources = wants_sources && queue[slot].empty();  // synapse entries pending: keep them
+        for (size_t slot=0; slot<queue.size() && wants_sources; slot++)
+            wants_sources = queue[slot].empty();
         holds_sources = wants_sources;
 """
 _QUEUE_PUSH = "        const int32_t * __restrict rspikes = spikes;\n"
