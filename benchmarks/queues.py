@@ -52,7 +52,6 @@ def measure(label, scheme, options, model_name, x, y, calibration, repeats, buil
     # one converted network per variant: a network keeps the program it compiled first
     snns = {variant: brianconv.convert(models.load(model_name), scheme, calibration=calibration, **options)
             for variant in VARIANTS}
-    snn = snns[next(iter(VARIANTS))]
     batch = len(x)
     results, cpu, peak, build = {}, {v: [] for v in VARIANTS}, {}, {}
     for variant, hold in VARIANTS.items():  # compile both first: builds are not timed here
@@ -66,7 +65,7 @@ def measure(label, scheme, options, model_name, x, y, calibration, repeats, buil
             peak[variant] = results[variant].timing["peak_memory_mb"]
     old, new = VARIANTS
     same = _same_run(results[old], results[new])
-    print(f"\n{model_name}, {label} {options}: {len(x)} images, {snn.description.n_synapses:,} synapses, "
+    print(f"\n{model_name}, {label} {options}: {len(x)} images, {snns[new].description.n_synapses:,} synapses, "
           f"{np.mean(results[new].synaptic_ops):,.0f} synaptic ops per image; identical outputs, spikes and "
           f"synaptic ops: {same}")
     for variant in VARIANTS:

@@ -3,7 +3,7 @@ what it computes: a plain Brian2 network, built with the edits, gives the numpy 
 
 import numpy as np
 import pytest
-from brian2 import Network, NeuronGroup, SpikeGeneratorGroup, StateMonitor, Synapses, ms
+from brian2 import Network, NeuronGroup, SpikeGeneratorGroup, StateMonitor, Synapses, ms, prefs
 from brian2.codegen.cpp_prefs import get_compiler_and_args
 from brian2.devices.device import get_device, reset_device, set_device
 from conftest import needs_compiler
@@ -57,11 +57,13 @@ def _two_runs(order, rng):
 
 def _run_numpy(order, runs):
     set_device("runtime")
-    from brian2 import prefs
-
+    target = prefs.codegen.target
     prefs.codegen.target = "numpy"
-    monitor = runs(order, np.random.default_rng(1))
-    return monitor.fixed_in[:].copy(), monitor.spread_in[:].copy()
+    try:
+        monitor = runs(order, np.random.default_rng(1))
+        return monitor.fixed_in[:].copy(), monitor.spread_in[:].copy()
+    finally:
+        prefs.codegen.target = target  # other tests in this process keep their target
 
 
 def _one_run(order, rng):

@@ -151,13 +151,14 @@ _QUEUE_PUSH_WITH_RANGES = _QUEUE_PUSH + """\
         if (!first_synapse.empty())
         {   // brianconv: sources with synapses (holds_sources), or each source's range of synapses
             const int32_t * __restrict first = &first_synapse[0];
+            vector<int32_t> &homog_queue = queue[(offset+delays[0])%queue.size()];
             for(int idx_spike=start; idx_spike<stop; idx_spike++)
             {
                 const int idx_neuron = rspikes[idx_spike] - source_start;
                 if (first[idx_neuron+1] == first[idx_neuron]) continue;
                 if (holds_sources)
                 {
-                    queue[(offset+delays[0])%queue.size()].push_back(idx_neuron);
+                    homog_queue.push_back(idx_neuron);
                     continue;
                 }
                 for (int32_t k=first[idx_neuron]; k<first[idx_neuron+1]; k++)
@@ -199,7 +200,7 @@ def spike_queues_hold_sources(directory):
     directory = Path(directory)
     header = directory / "brianlib" / "spikequeue.h"
     text = header.read_text() if header.is_file() else ""
-    code_objects = {path: _expanded_synapse_loop(path.read_text()) for path in _synapse_code_objects(directory)}
+    code_objects = {path: _expanded_synapse_loop(code) for path, code in _synapse_code_objects(directory)}
     if any(text.count(old) != 1 for old, _ in _QUEUE_EDITS) or None in code_objects.values():
         logger.debug("spikequeue.h or a synapse code object differs from Brian2 2.9's text; queues left as written")
         return False
@@ -212,8 +213,9 @@ def spike_queues_hold_sources(directory):
 
 
 def _synapse_code_objects(directory):
-    """The generated sources that read a spike queue (Brian2's ``synapses.cpp`` template)."""
-    return [path for path in sorted((directory / "code_objects").glob("*.cpp")) if ".peek();" in path.read_text()]
+    """``(path, text)`` of the generated sources that read a spike queue (Brian2's ``synapses.cpp``)."""
+    sources = ((path, path.read_text()) for path in sorted((directory / "code_objects").glob("*.cpp")))
+    return [(path, code) for path, code in sources if ".peek();" in code]
 
 
 def _expanded_synapse_loop(code):

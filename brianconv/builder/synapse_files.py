@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from brian2.devices.cpp_standalone.codeobject import c_data_type
 
-from .objects import shared_delay
+from .objects import shared_delay, synapse_delays
 
 __all__ = ["SynapseFiles"]
 
@@ -61,8 +61,7 @@ class SynapseFiles:
         if "w" in syn.variables:
             vectors["w"] = lambda at: c.weight[at] * float(projection.weight_unit)
         if shared_delay(projection) is None:
-            seconds = np.broadcast_to(np.asarray(projection.delay_steps) * float(dt), (n,))  # no copy if shared
-            vectors["delay"] = lambda at: seconds[at]
+            vectors["delay"] = lambda at: synapse_delays(projection, at) * float(dt)
         lines = [f"// brianconv: {n} synapses of {syn.name} read from static_arrays/{PREFIX}{syn.name}_*", "{"]
         for variable in syn._registered_variables:
             lines.append(f"    {self._name(variable)}.resize({n});")
