@@ -16,7 +16,9 @@ snntoolbox's examples) the same MNIST test images go through
   processes running one compiled program; on a model with average pooling twice, with the pools
   folded into their readers (``avgpool="fold"``) and as IF populations (``rate-pooled``,
   ``avgpool="population"``);
-* ``ttfs-event``: brianconv ``ttfs`` with ``integration="event"`` (``t_max=32``), likewise.
+* ``ttfs-event``: brianconv ``ttfs`` with ``integration="event"`` (``t_max=32``), likewise;
+  ``ttfs-event-f32`` the same network stored in float32 (``precision="float32"``: 8 instead of 12
+  bytes read per synaptic event).
 
 Printed per row: images per second (wall clock), accuracy, agreement with the ANN's
 predictions (the same torch predictions for every row), synaptic events per image for brianconv,
@@ -49,6 +51,7 @@ BRIANCONV_ROWS = {
     "rate": lambda steps: ("rate", dict(duration=steps, avgpool="fold")),
     "rate-pooled": lambda steps: ("rate", dict(duration=steps, avgpool="population")),
     "ttfs-event": lambda steps: ("ttfs", dict(t_max=32, integration="event")),
+    "ttfs-event-f32": lambda steps: ("ttfs", dict(t_max=32, integration="event", precision="float32")),
 }
 
 
@@ -186,7 +189,8 @@ def measure_model(name, x, labels, calibration, args, lines):
             f"rate-pooled / rate = {rows['rate-pooled']['events'] / rows['rate']['events']:.2f}")
     say(f"  ratios: rate / sinabs = {speed['rate'] / speed['sinabs']:.2f} (target >= 1.0); "
         f"ttfs-event / torch ANN = {speed['ttfs-event'] / speed['torch']:.4f} (target >= 1/16 = 0.0625); "
-        f"ttfs-event {speed['ttfs-event']:.0f} images/s (target >= 1,000 on lopez_randulfe_cnn)")
+        f"ttfs-event {speed['ttfs-event']:.0f} images/s, float32 {speed['ttfs-event-f32']:.0f} "
+        "(target >= 1,000 on lopez_randulfe_cnn)")
     return {key: dict(images_per_second=speed[key], accuracy=float(row["accuracy"])) for key, row in rows.items()}
 
 

@@ -63,11 +63,14 @@ def _peak_mb():
 #: simulate by default. Each reaches the ANN's accuracy on the López-Randulfe CNN (rate: 20 steps
 #: give 99.61 % in ``results/rate_mnist.txt``; amos: the dendrite wiring needed for max-pooling).
 #: amos takes a new image every step but needs 53 steps to fill its pipeline: 200 runtime images
-#: keep the filling from dominating (b).
+#: keep the filling from dominating (b). ``ttfs-event-f32`` is ttfs-event stored in float32
+#: (``precision="float32"``): 8 bytes read per synaptic event instead of 12.
 SCHEMES = {
     "ttfs": dict(method="ttfs", options=dict(t_max=32), runtime_images=20, parallel_images=10000),
     "ttfs-event": dict(method="ttfs", options=dict(t_max=32, integration="event"), runtime_images=20,
                        parallel_images=10000),
+    "ttfs-event-f32": dict(method="ttfs", options=dict(t_max=32, integration="event", precision="float32"),
+                           runtime_images=20, parallel_images=10000),
     "rate": dict(method="rate", options=dict(duration=20), runtime_images=20, parallel_images=2000),
     "tdsnn": dict(method="tdsnn", options=dict(L=8.0), runtime_images=20, parallel_images=2000),
     "amos": dict(method="amos", options=dict(wiring="dendrite"), runtime_images=200, parallel_images=2000),

@@ -16,8 +16,12 @@ def _run_batches(program, batches, batch_values, n_workers, progress):
     records = [None] * len(batches)
     running = []
     for index, (batch, values) in enumerate(zip(batches, batch_values)):
+        if program.parallel and len(running) == in_flight:
+            # every slot is busy: once the oldest run ends, start this batch on the freed core and only
+            # then read the oldest run's results, so the core does not wait for Python
+            program.wait(running[0][2])
         running.append((index, len(batch), program.start(batch, values)))
-        if len(running) >= in_flight:
+        if len(running) > in_flight or not program.parallel:
             _finish_first(program, running, records, progress)
     while running:
         _finish_first(program, running, records, progress)

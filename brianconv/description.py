@@ -25,7 +25,7 @@ from enum import Enum
 import numpy as np
 from brian2 import Quantity, second
 
-__all__ = ["Population", "Projection", "NetworkDescription", "Kind", "Membrane", "TIME_AXIS_EQUATIONS"]
+__all__ = ["Population", "Projection", "NetworkDescription", "Kind", "Membrane", "SpikeSchedule", "TIME_AXIS_EQUATIONS"]
 
 #: Shared time-axis variables added to every population's equations (integers, no units):
 #: ``window_start`` (step where this population's window for image 0 begins),
@@ -37,6 +37,31 @@ period_steps : integer (constant, shared)
 local_step = (t_in_timesteps - window_start) % period_steps : integer (shared)
 started = int(t_in_timesteps >= window_start) : integer (shared)
 """
+
+
+@dataclass(frozen=True)
+class SpikeSchedule:
+    """A population whose neurons fire at a step computed in advance (closed-form spike times).
+
+    Within local steps ``first <= local_step < last`` of each window the population's threshold is
+    true exactly where ``local_step == variable`` (besides conditions shared by all its neurons), and
+    nothing writes ``variable`` in those steps. C++ standalone builds then sort the neurons by their
+    step once per window instead of testing every neuron at every step
+    (:func:`brianconv.builder.generated.scheduled_thresholds`); the spikes are the same, in the same
+    order. The runtime device ignores it and tests the threshold as written.
+
+    Attributes
+    ----------
+    variable : str
+        Integer per-neuron variable: the local step of the neuron's spike (outside the range: none).
+    first, last : str
+        Shared integer expressions of the population's variables (e.g. ``"T_steps"``): the steps
+        of the window in which the schedule holds.
+    """
+
+    variable: str
+    first: str
+    last: str
 
 
 @dataclass(frozen=True)
@@ -174,6 +199,8 @@ class Population(_DefaultsForLaterFields):
         Brian2 refractoriness (an expression giving the refractory period).
     kind : Kind or None
         What the population computes (:class:`Kind`; None where a scheme does not say).
+    spike_schedule : SpikeSchedule or None
+        Set where the threshold compares the step with a spike step computed in advance.
     """
 
     name: str
@@ -193,6 +220,7 @@ class Population(_DefaultsForLaterFields):
     regular: dict = field(default_factory=dict)
     refractory: str = None
     kind: Kind = None
+    spike_schedule: SpikeSchedule = None
 
     @property
     def full_equations(self):
@@ -348,6 +376,8 @@ class NetworkDescription(_DefaultsForLaterFields):
                                 p.window_start, p.method, sorted(p.namespace))).encode())
             if p.regular or p.refractory:  # only perturbed networks have these (unchanged fingerprints otherwise)
                 digest.update(repr((sorted(p.regular.items()), p.refractory)).encode())
+            if p.spike_schedule is not None:  # the standalone build sorts these neurons by spike step
+                digest.update(repr(p.spike_schedule).encode())
             for key in sorted(p.values):
                 digest.update(key.encode() + _bytes(p.values[key]))
         for q in self.projections:

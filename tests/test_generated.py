@@ -3,12 +3,19 @@ what it computes: a plain Brian2 network, built with the edits, gives the numpy 
 
 import numpy as np
 import pytest
-from brian2 import Network, NeuronGroup, SpikeGeneratorGroup, StateMonitor, Synapses, ms, prefs
+from brian2 import Network, NeuronGroup, SpikeGeneratorGroup, SpikeMonitor, StateMonitor, Synapses, ms, prefs
 from brian2.codegen.cpp_prefs import get_compiler_and_args
 from brian2.devices.device import get_device, reset_device, set_device
 from conftest import needs_compiler
 
-from brianconv.builder.generated import _closing_brace, exact_spike_queue_capacity, spike_queues_hold_sources
+from brianconv.builder.generated import (
+    _closing_brace,
+    _edited_threshold,
+    exact_spike_queue_capacity,
+    scheduled_thresholds,
+    spike_queues_hold_sources,
+)
+from brianconv.description import SpikeSchedule
 
 DT = 0.1 * ms
 STEPS = 40
@@ -118,3 +125,102 @@ def test_closing_brace_skips_comments_and_nesting():
     assert code[_closing_brace(code, code.index("{")):] == "}\nrest"
     with pytest.raises(ValueError, match="unbalanced"):
         _closing_brace("{ {", 0)
+
+
+# -- threshold tests: skipped where shared terms fail, scheduled spikes ------------------------------
+#: A window of PERIOD steps: every neuron plans its spike at step STAGE - 1 (at steps STAGE - 1 to
+#: 2 STAGE + 1, so some before or after the scheduled steps STAGE..2 STAGE - 1), fires where
+#: ``local_step == fire_step`` from step STAGE on, and forgets its plan when the window opens.
+#: Steps 2 STAGE..PERIOD - 1 lie outside the schedule: there the neuron loop finds the later spikes.
+STAGE, PERIOD = 5, 13
+SCHEDULED_EQUATIONS = """
+T_steps : integer (constant, shared)
+local_step = t_in_timesteps % 13 : integer (shared)
+fire_step : integer
+"""
+SCHEDULE = SpikeSchedule("fire_step", first="T_steps", last="2 * T_steps")
+
+
+def _scheduled_network():
+    group = NeuronGroup(23, SCHEDULED_EQUATIONS, threshold="local_step >= T_steps and local_step == fire_step",
+                        reset="", events={"plan": "local_step == T_steps - 1", "open": "local_step == 0"}, dt=DT,
+                        name="group")
+    group.run_on_event("plan", "fire_step = T_steps - 1 + (i * 7 + t_in_timesteps // 13) % (T_steps + 3)")
+    group.run_on_event("open", "fire_step = -1")
+    group.T_steps = STAGE
+    group.fire_step = -1
+    monitor = SpikeMonitor(group, name="spikes")
+    Network(group, monitor).run(4 * PERIOD * DT)
+    return monitor
+
+
+def _scheduled_spikes(device_name, directory=None):
+    """``(neuron, step)`` pairs in the order recorded, and the populations read from a schedule."""
+    if device_name == "numpy":
+        target = prefs.codegen.target
+        prefs.codegen.target = "numpy"
+        try:
+            monitor = _scheduled_network()
+            return list(zip(monitor.i[:].tolist(), np.round(monitor.t[:] / DT).astype(int).tolist())), None
+        finally:
+            prefs.codegen.target = target
+    set_device("cpp_standalone", build_on_run=False, directory=str(directory))
+    device = get_device()
+    try:
+        monitor = _scheduled_network()
+        device.build(directory=str(directory), compile=False, run=False, with_output=False)
+        scheduled = scheduled_thresholds(directory, {"group": SCHEDULE})
+        device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
+        device.run(str(directory), with_output=False, run_args=[])
+        return list(zip(monitor.i[:].tolist(), np.round(monitor.t[:] / DT).astype(int).tolist())), scheduled
+    finally:
+        device.reinit()
+        device.activate(build_on_run=False)
+        reset_device("runtime")
+
+
+@needs_compiler
+@pytest.mark.standalone
+def test_scheduled_thresholds_fire_the_neurons_brian2_fires(tmp_path):
+    """Same spikes, steps and order within each step as the numpy target, in four windows."""
+    expected, _ = _scheduled_spikes("numpy")
+    got, scheduled = _scheduled_spikes("cpp_standalone", tmp_path / "build")
+    steps = {step % PERIOD for _, step in expected}
+    assert steps == set(range(STAGE, 2 * STAGE + 2)) and len(expected) > 40  # schedule and loop both fire
+    assert scheduled == ["group"]
+    assert got == expected
+
+
+LOOP = """    long _count = 0;
+    for(size_t _idx=0; _idx<N; _idx++)
+    {
+        const size_t _vectorisation_idx = _idx;
+        const int32_t fire_step = _ptr_array_g_fire_step[_idx];
+        const char _cond = CONDITION;
+
+        if(_cond) {
+            _ptr_array_g__spikespace[_count++] = _idx;
+            _ptr_array_g_not_refractory[_idx] = false;
+        }
+    }
+"""
+SCALARS = "    const int64_t t_in_timesteps = 1;\n    const int32_t local_step = 2;\n    const int32_t T_steps = 3;\n"
+
+
+@pytest.mark.parametrize("condition, skip, scheduled", [
+    ("_lio_1 && _lio_2 && (local_step == fire_step)", "if (_lio_1 && _lio_2)", True),
+    ("_lio_1 && (fire_step == local_step)", "if (_lio_1)", True),
+    ("_lio_1 && (local_step == fire_step) && (v > 0)", "if (_lio_1)", False),  # not the schedule's test
+    ("_lio_1 && (local_step == fire_step) || _lio_2", None, False),  # `||`: the shared term decides nothing
+    ("(local_step == fire_step)", None, True),
+    ("_lio_1 && _lio_2", "if (_lio_1 && _lio_2)", False),  # all shared (an event's test)
+])
+def test_threshold_edit_depends_on_the_generated_condition(condition, skip, scheduled):
+    code = SCALARS + LOOP.replace("CONDITION", condition)
+    edited, reads = _edited_threshold(code, SCHEDULE)
+    assert reads == scheduled
+    assert (skip + "\n    for(size_t _idx=0;" in edited) if skip else ("if (_lio" not in edited)
+    if scheduled:  # the spike's whole body runs for each scheduled neuron, then the loop for other steps
+        assert edited.count("_ptr_array_g_not_refractory[_idx] = false;") == 2
+        assert "const int64_t _step = _ptr_array_g_fire_step[_idx];" in edited
+    assert _edited_threshold(code.replace("const int64_t t_in_timesteps", "int64_t t"), SCHEDULE)[1] is False

@@ -248,6 +248,10 @@ def test_runtime_and_standalone_give_identical_spikes(build_root):
         np.testing.assert_allclose(b.outputs, a.outputs, rtol=0, atol=1e-12)
         for name in names:
             np.testing.assert_array_equal(a.synaptic_ops_per_population[name], b.synaptic_ops_per_population[name])
+    # those spikes came from the schedule of every hidden two-stage population (not a full scan)
+    hidden = [p.name for p in event.description.populations if p.kind.value == "neuron"]
+    program = event.program("cpp_standalone", 4, build_root=build_root)
+    assert hidden and sorted(program.manifest["scheduled_thresholds"]) == sorted(hidden)
 
 
 def _spike_sets(result, names):

@@ -25,7 +25,12 @@ from brian2.devices.device import get_device, reset_device, set_device
 
 from ..errors import BuildError
 from . import generated
-from .generated import exact_spike_queue_capacity, spike_queues_hold_sources, streamline_makefile
+from .generated import (
+    exact_spike_queue_capacity,
+    scheduled_thresholds,
+    spike_queues_hold_sources,
+    streamline_makefile,
+)
 from .headers import precompiled_header_args
 from .objects import MonitorRequest, create_objects, float_precision, set_before_run
 from .programs import (
@@ -40,7 +45,7 @@ from .synapse_files import SynapseFiles
 __all__ = ["build_standalone", "build_key", "default_build_root", "BUILD_FORMAT"]
 
 #: Changes whenever the builder lays out the same description differently (part of the cache key).
-BUILD_FORMAT = "queues-of-sources-2"
+BUILD_FORMAT = "scheduled-thresholds-1"
 
 
 def default_build_root():
@@ -52,7 +57,8 @@ def default_build_root():
 def build_key(description, batch_size, monitors):
     """Name of the build folder: the description's fingerprint, the monitors, Brian2's version and
     the builder's layout (:data:`BUILD_FORMAT`)."""
-    layout = BUILD_FORMAT + ("" if generated.HOLD_SOURCES else "-brian2-queues")
+    layout = (BUILD_FORMAT + ("" if generated.HOLD_SOURCES else "-brian2-queues")
+              + ("" if generated.SCHEDULE_THRESHOLDS else "-every-neuron-tested"))
     return description.fingerprint(batch_size) + "-" + _short_hash(monitors.key() + brian2.__version__ + layout)
 
 
@@ -159,6 +165,9 @@ def _compile(description, batch_size, monitors, directory):
             exact_spike_queue_capacity(directory)
             if generated.HOLD_SOURCES:
                 spike_queues_hold_sources(directory)
+            scheduled = (scheduled_thresholds(directory, {p.name: p.spike_schedule for p in description.populations
+                                                          if p.spike_schedule is not None})
+                         if generated.SCHEDULE_THRESHOLDS else [])
             streamline_makefile(directory)  # last: it marks the dependency list newer than every source
             device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
         except (RuntimeError, OSError) as exc:
@@ -168,7 +177,8 @@ def _compile(description, batch_size, monitors, directory):
                              "Check the compiler installation, or simulate with device='runtime'.") from exc
         if not (directory / "main").is_file():
             raise BuildError(f"C++ compilation produced no binary in {directory}; see the compiler output above.")
-        return _manifest(device, objects, description, batch_size, monitors, n_steps)
+        return dict(_manifest(device, objects, description, batch_size, monitors, n_steps),
+                    scheduled_thresholds=scheduled)
 
 
 def _manifest(device, o, description, batch_size, monitors, n_steps):

@@ -36,9 +36,10 @@ is the same bit for bit; projections stored in another order keep Brian2's lists
 
 import logging
 import re
+import textwrap
 from pathlib import Path
 
-__all__ = ["streamline_makefile", "exact_spike_queue_capacity", "spike_queues_hold_sources"]
+__all__ = ["streamline_makefile", "exact_spike_queue_capacity", "spike_queues_hold_sources", "scheduled_thresholds"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,3 +251,142 @@ def _closing_brace(code, opening):
             return position
         position += 1
     raise ValueError("unbalanced braces in a generated code object")
+
+
+# -- threshold tests: skipped in closed windows, scheduled spikes sorted once per window ---------------
+#: Whether standalone builds apply :func:`scheduled_thresholds` (part of the build key);
+#: ``benchmarks/queues.py`` turns it off to measure the scan of every neuron beside it in one run.
+SCHEDULE_THRESHOLDS = True
+
+#: The neuron loop of Brian2's ``threshold.cpp`` template (2.9).
+_THRESHOLD_LOOP = "    long _count = 0;\n    for(size_t _idx=0; _idx<N; _idx++)\n"
+_CONDITION = re.compile(r"const char _cond = (?P<shared>(?:_lio_\d+ && )*)(?P<rest>[^;\n]+);\n")
+_SPIKE_BODY = re.compile(r"if\(_cond\) \{")
+_SPIKE_THRESHOLDER = re.compile(r"(\w+?)_spike_thresholder_codeobject(?:_\d+)?\.cpp")
+_SCHEDULED = """    // brianconv: scheduled spikes (brianconv.description.SpikeSchedule). In steps {first}..{last}-1 of
+    // the window a neuron fires where {variable} equals the step, and nothing writes {variable} in
+    // those steps: the neurons are sorted by it once per window (in index order, as the loop below
+    // would find them) instead of testing every neuron at every step.
+    static std::vector<int32_t> _brianconv_bucket_first, _brianconv_bucket_neurons, _brianconv_next;
+    static int64_t _brianconv_sorted_for = -1;
+    const int64_t _brianconv_first = ({first}), _brianconv_last = ({last});
+    if (local_step >= _brianconv_first && local_step < _brianconv_last)
+    {{
+        if ({shared})
+        {{
+            const int64_t _brianconv_range_start = t_in_timesteps - (local_step - _brianconv_first);
+            if (_brianconv_range_start != _brianconv_sorted_for)
+            {{
+                const int64_t _brianconv_steps = _brianconv_last - _brianconv_first;
+                _brianconv_bucket_first.assign(_brianconv_steps + 1, 0);
+                for (size_t _idx=0; _idx<N; _idx++)
+                {{
+                    const int64_t _step = {array}[_idx];
+                    if (_step >= _brianconv_first && _step < _brianconv_last)
+                        _brianconv_bucket_first[_step - _brianconv_first + 1]++;
+                }}
+                for (int64_t _k=1; _k<=_brianconv_steps; _k++)
+                    _brianconv_bucket_first[_k] += _brianconv_bucket_first[_k-1];
+                _brianconv_bucket_neurons.resize(_brianconv_bucket_first[_brianconv_steps]);
+                _brianconv_next.assign(_brianconv_bucket_first.begin(), _brianconv_bucket_first.end() - 1);
+                for (size_t _idx=0; _idx<N; _idx++)
+                {{
+                    const int64_t _step = {array}[_idx];
+                    if (_step >= _brianconv_first && _step < _brianconv_last)
+                        _brianconv_bucket_neurons[_brianconv_next[_step - _brianconv_first]++] = _idx;
+                }}
+                _brianconv_sorted_for = _brianconv_range_start;
+            }}
+            const int32_t * const _brianconv_bucket = &_brianconv_bucket_first[local_step - _brianconv_first];
+            for (int32_t _k=_brianconv_bucket[0]; _k<_brianconv_bucket[1]; _k++)
+            {{
+                const size_t _idx = _brianconv_bucket_neurons[_k];
+{body}
+            }}
+        }}
+    }}
+    else
+"""
+
+
+def scheduled_thresholds(directory, schedules=None):
+    """Edit the threshold tests of build folder ``directory``: each neuron loop is skipped in steps
+    where a condition shared by all neurons is false, and populations with a spike schedule sort
+    their neurons by spike step once per window.
+
+    Parameters
+    ----------
+    directory : path
+        A C++ standalone project written by ``device.build(compile=False)``.
+    schedules : dict, optional
+        ``population name -> SpikeSchedule`` (:class:`brianconv.description.SpikeSchedule`).
+
+    Returns
+    -------
+    list of str
+        The populations whose spike thresholder now reads a schedule. A population whose
+        generated test does not have the form the schedule states (``local_step == variable`` after
+        shared conditions) keeps its loop, with a debug message.
+    """
+    directory = Path(directory)
+    scheduled = []
+    for path in sorted((directory / "code_objects").glob("*thresholder_codeobject*.cpp")):
+        code = path.read_text()
+        spike_test = _SPIKE_THRESHOLDER.fullmatch(path.name)  # Brian2 numbers repeated names: ..._codeobject_4
+        name = spike_test.group(1) if spike_test else None
+        schedule = (schedules or {}).get(name)
+        edited, reads_schedule = _edited_threshold(code, schedule)
+        if reads_schedule:
+            scheduled.append(name)
+        elif schedule is not None:
+            logger.debug("the spike threshold of %s does not match its schedule; it tests every neuron", name)
+        if edited != code:
+            path.write_text(edited)
+    return scheduled
+
+
+def _shared_and_rest(code):
+    """``(shared, rest)`` of a threshold's condition ``_cond = shared && rest``: ``shared`` the
+    conjunction of loop-invariant terms (``"true"`` if none), ``rest`` the per-neuron part (None if
+    none); None if ``code`` has no neuron loop and condition of that form."""
+    found = _CONDITION.findall(code)
+    if code.count(_THRESHOLD_LOOP) != 1 or len(found) != 1:
+        return None
+    shared, rest = found[0]
+    terms = [term for term in shared.split(" && ") if term]
+    if re.fullmatch(r"_lio_\d+", rest):
+        terms, rest = terms + [rest], None
+    elif "||" in rest or "?" in rest:  # `a && b || c`: the leading terms alone do not decide it
+        terms = []
+    return " && ".join(terms) or "true", rest
+
+
+def _edited_threshold(code, schedule):
+    """``(code, reads_schedule)``: ``code`` whose neuron loop runs only where the condition's shared
+    terms hold, preceded, where ``schedule`` matches the condition, by the code that reads it."""
+    parts = _shared_and_rest(code)
+    if parts is None:
+        return code, False
+    shared, rest = parts
+    scheduled = _scheduled_spikes(code, schedule, shared, rest) if schedule is not None else ""
+    skip = f"    if ({shared})\n" if shared != "true" else ""
+    loop = code.index(_THRESHOLD_LOOP) + len("    long _count = 0;\n")
+    edited = code[:loop] + scheduled + skip + code[loop:]
+    return ("#include <vector>\n" if scheduled else "") + edited, bool(scheduled)
+
+
+def _scheduled_spikes(code, schedule, shared, rest):
+    """The code that reads ``schedule`` in its steps (ending in ``else``, before the neuron loop);
+    empty if the condition is not ``shared && (local_step == variable)``."""
+    variable = schedule.variable
+    if rest not in (f"(local_step == {variable})", f"({variable} == local_step)"):
+        return ""
+    array = re.search(rf"const \w+ {variable} = (\w+)\[_idx\];", code)
+    names = set(re.findall(r"[A-Za-z_]\w*", schedule.first + " " + schedule.last)) | {"t_in_timesteps", "local_step"}
+    spike = _SPIKE_BODY.search(code)
+    if array is None or spike is None or not all(re.search(rf"const \w+ {n} = ", code) for n in names):
+        return ""
+    opening = spike.end() - 1
+    body = textwrap.dedent(code[opening + 1:_closing_brace(code, opening)].strip("\n"))
+    return _SCHEDULED.format(first=schedule.first, last=schedule.last, variable=variable, shared=shared,
+                             array=array.group(1), body=textwrap.indent(body, " " * 16))

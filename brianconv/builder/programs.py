@@ -123,6 +123,10 @@ class Program(abc.ABC):
     def finish(self, handle):
         """Wait for the run started as ``handle`` and return its :class:`Records`."""
 
+    def wait(self, handle):
+        """Block until the run started as ``handle`` stops computing, without reading its results
+        (nothing to wait for where :attr:`parallel` is False)."""
+
     def run(self, stimulus, values=None):
         """Simulate one batch and return its :class:`Records` (:meth:`start`, then :meth:`finish`)."""
         return self.finish(self.start(stimulus, values))
@@ -271,6 +275,9 @@ class StandaloneProgram(Program):
             raise
         return _StandaloneRun(process, results, _MemoryWatch(process.pid))
 
+    def wait(self, handle):
+        handle.process.wait()
+
     def finish(self, handle):
         """Wait for a run started by :meth:`start` and read its results (the folder is removed).
 
@@ -355,11 +362,12 @@ class _MemoryWatch:
 
         self.path = Path(f"/proc/{pid}/status")
         self.peak_kb = None
+        self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
 
     def _watch(self):
-        while True:
+        while not self.stopped.is_set():
             try:
                 text = self.path.read_text()
             except OSError:
@@ -369,9 +377,11 @@ class _MemoryWatch:
                 self.peak_kb = max(self.peak_kb or 0, int(peak_kb))
             if "Z" in (_status_field(text, "State") or ""):
                 return
-            time.sleep(0.05)
+            self.stopped.wait(0.05)
 
     def peak_mb(self):
+        """The peak (MB) once the process has exited (the watch stops at once instead of finishing its sleep)."""
+        self.stopped.set()
         self.thread.join(timeout=1.0)
         return None if self.peak_kb is None else self.peak_kb / 1024.0
 

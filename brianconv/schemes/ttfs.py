@@ -81,7 +81,7 @@ import numpy as np
 from brian2 import ms
 
 from ..calibration import activation_scale, calibrate
-from ..description import Kind, Membrane, NetworkDescription, Population, Projection
+from ..description import Kind, Membrane, NetworkDescription, Population, Projection, SpikeSchedule
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from .base import RunSetup, Scheme, check_branch_activations, limit_scales_to_clips, register
 from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
@@ -99,13 +99,15 @@ v_th : volt (constant, shared)        # threshold = activation scale lambda * v_
 
 #: Input neurons: pixel ``x`` of the current image (from the TimedArray ``stimulus``) becomes one
 #: spike at step ``T - q`` of the window, ``q = round(x / x_max * T)``; ``x = 0`` sends no spike.
+#: The shared test ``local_step < T_steps`` (implied by the others) comes first: Brian2 hoists it, and
+#: C++ standalone builds skip the neuron loop in the other steps (:mod:`brianconv.builder.generated`).
 INPUT_EQUATIONS = _COMMON + """
 image = (t_in_timesteps - window_start) // period_steps : integer (shared)
 x = stimulus(image * period_steps * dt, i) : 1    # input value, in [0, x_max]
 q = clip(int(x / x_max * T_steps + 0.5), 0, T_steps) : integer
 x_max : 1 (constant, shared)
 """
-INPUT_THRESHOLD = "started == 1 and local_step == T_steps - q and q > 0"
+INPUT_THRESHOLD = "started == 1 and local_step < T_steps and local_step == T_steps - q and q > 0"
 
 #: Two-stage neuron. Silent stage: steps 1..T of the window integrate the input and bias
 #: currents. Spiking stage: steps T+1..2T integrate the charging current ``v_th / t_max``
@@ -164,6 +166,9 @@ SCHEDULE_SPIKE = "fire_step = int(ramp_steps < T_steps) * (T_steps + int(clip(ra
 #: spiking stage; ``period_steps``: none).
 FIRE_IN_SPIKING_STAGE = "started == 1 and local_step >= T_steps and local_step == fire_step"
 FIRE_IN_POOL_WINDOW = "started == 1 and local_step <= T_steps and local_step == fire_step"
+#: A hidden neuron's ``fire_step`` is written when its window opens and at the end of its silent
+#: stage, never in the spiking stage: C++ standalone builds sort the neurons by it once per window.
+SPIKING_STAGE_SCHEDULE = SpikeSchedule("fire_step", first="T_steps", last="2 * T_steps")
 
 #: ``integration="event"``: output neuron, read at the end of its silent stage.
 OUTPUT_EVENT_EQUATIONS = _COMMON + """
@@ -395,7 +400,7 @@ class TTFS(Scheme):
 
 #: Each layer's neuron model, by integration and kind of layer: equations, threshold, reset, the
 #: code run when a window opens, other events, initial values besides ``T_steps``, ``v_th`` and
-#: ``b``, and the ``on_pre`` of the projection into it.
+#: ``b``, the ``on_pre`` of the projection into it and the spike schedule, if any.
 _CLEAR_CURRENT = "v = 0 * volt\nI_syn = 0 * volt / second"
 _MODELS = {
     ("clock", "maxpool"): dict(equations=MAXPOOL_EQUATIONS, threshold=MAXPOOL_THRESHOLD, reset="fired = 1",
@@ -410,7 +415,7 @@ _MODELS = {
     ("event", "neuron"): dict(equations=NEURON_EVENT_EQUATIONS, threshold=FIRE_IN_SPIKING_STAGE, reset="",
                               window_start="v = b * v_unit\nfire_step = -1", initial=dict(fire_step=-1),
                               events={"stage_end": (STAGE_END, SCHEDULE_SPIKE, "after_synapses")},
-                              on_pre=ON_PRE_EVENT),
+                              on_pre=ON_PRE_EVENT, schedule=SPIKING_STAGE_SCHEDULE),
     ("event", "output"): dict(equations=OUTPUT_EVENT_EQUATIONS, threshold=None, reset=None,
                               window_start="v = b * v_unit", on_pre=ON_PRE_EVENT),
 }
@@ -428,7 +433,8 @@ def _layer_population(integration, kind, name, layer, v_th, T, v_unit):
         values=values, layer=layer.name, shape=layer.out_shape, role="output" if kind == "output" else "hidden",
         kind=Kind(kind),
         namespace={} if kind == "maxpool" else {"v_unit": v_unit},
-        membrane=Membrane("v", "v_th") if (integration, kind) == ("clock", "neuron") else None)
+        membrane=Membrane("v", "v_th") if (integration, kind) == ("clock", "neuron") else None,
+        spike_schedule=model.get("schedule"))
     return population, model["on_pre"]
 
 
