@@ -1,14 +1,17 @@
-"""Spike queues that hold source neurons against Brian2's own queues, side by side in one run.
+"""The edits of brianconv's standalone builds against Brian2's own code, side by side in one run.
 
-Builds each network twice, with and without :func:`brianconv.builder.generated.spike_queues_hold_sources`
-(``generated.HOLD_SOURCES``), runs the same images through both in turns (one process each, so the
-run process's CPU time and peak memory are its own), checks that outputs, spike counts and synaptic
-operations are identical, and prints the ratios::
+Builds each network three times: as Brian2 writes it, with spike queues that hold source neurons
+(:func:`brianconv.builder.generated.spike_queues_hold_sources`, ``generated.HOLD_SOURCES``), and
+also with the threshold edits (:func:`brianconv.builder.generated.scheduled_thresholds`,
+``generated.SCHEDULE_THRESHOLDS``: neuron loops skipped where a shared term is false, scheduled
+spikes sorted once per window). It runs the same images through all of them in turns (one process
+each, so the run process's CPU time and peak memory are its own), checks that outputs, spike counts
+and synaptic operations are identical, and prints the ratios::
 
     python benchmarks/queues.py --images 500 --repeats 2
 
 CPU seconds of the run processes, not wall time, are compared: they do not grow when other jobs
-share the cores (the two variants alternate, so both see the same load).
+share the cores (the variants alternate, so all see the same load).
 """
 
 import argparse
@@ -26,7 +29,8 @@ from brianconv import datasets, models
 from brianconv.builder import generated
 
 SCHEMES = {"rate": ("rate", {"duration": 100}), "ttfs-event": ("ttfs", {"t_max": 32, "integration": "event"})}
-VARIANTS = {"Brian2's queues": False, "queues of sources": True}
+#: variant -> (generated.HOLD_SOURCES, generated.SCHEDULE_THRESHOLDS)
+VARIANTS = {"Brian2's code": (False, False), "queues of sources": (True, False), "+ threshold edits": (True, True)}
 
 
 def _children_cpu_seconds():
@@ -34,9 +38,9 @@ def _children_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def _simulate(snn, x, y, hold_sources, build_root, batch):
+def _simulate(snn, x, y, edits, build_root, batch):
     """One simulation in one standalone process: (result, CPU seconds of that process)."""
-    generated.HOLD_SOURCES = hold_sources
+    generated.HOLD_SOURCES, generated.SCHEDULE_THRESHOLDS = edits
     before = _children_cpu_seconds()
     result = snn.simulate(x, labels=y, device="cpp_standalone", batch_size=batch, n_workers=1, build_root=build_root)
     return result, _children_cpu_seconds() - before
@@ -54,17 +58,18 @@ def measure(label, scheme, options, model_name, x, y, calibration, repeats, buil
             for variant in VARIANTS}
     batch = len(x)
     results, cpu, peak, build = {}, {v: [] for v in VARIANTS}, {}, {}
-    for variant, hold in VARIANTS.items():  # compile both first: builds are not timed here
+    for variant, edits in VARIANTS.items():  # compile all first: builds are not timed here
         start = time.perf_counter()
-        results[variant], _ = _simulate(snns[variant], x[:2], y[:2], hold, build_root, batch)
+        results[variant], _ = _simulate(snns[variant], x[:2], y[:2], edits, build_root, batch)
         build[variant] = time.perf_counter() - start
     for _ in range(repeats):
-        for variant, hold in VARIANTS.items():
-            results[variant], seconds = _simulate(snns[variant], x, y, hold, build_root, batch)
+        for variant, edits in VARIANTS.items():
+            results[variant], seconds = _simulate(snns[variant], x, y, edits, build_root, batch)
             cpu[variant].append(seconds)
             peak[variant] = results[variant].timing["peak_memory_mb"]
-    old, new = VARIANTS
-    same = _same_run(results[old], results[new])
+    names = list(VARIANTS)
+    old, new = names[0], names[-1]
+    same = all(_same_run(results[old], results[name]) for name in names[1:])
     print(f"\n{model_name}, {label} {options}: {len(x)} images, {snns[new].description.n_synapses:,} synapses, "
           f"{np.mean(results[new].synaptic_ops):,.0f} synaptic ops per image; identical outputs, spikes and "
           f"synaptic ops: {same}")
@@ -73,8 +78,10 @@ def measure(label, scheme, options, model_name, x, y, calibration, repeats, buil
         print(f"  {variant:<18} {len(x) / best:8.1f} images per CPU-second (best of {repeats}: "
               f"{', '.join(f'{s:.1f}' for s in cpu[variant])} s), run process peak {peak[variant]:6.1f} MB, "
               f"build {build[variant]:.0f} s")
-    speedup = min(cpu[old]) / min(cpu[new])
-    print(f"  ratios, queues of sources / Brian2's: images per CPU-second {speedup:.2f}, "
+    for before, after in zip(names, names[1:]):
+        print(f"  ratios, {after} / {before}: images per CPU-second {min(cpu[before]) / min(cpu[after]):.2f}, "
+              f"peak memory {peak[after] / peak[before]:.2f}")
+    print(f"  ratios, all edits / Brian2's code: images per CPU-second {min(cpu[old]) / min(cpu[new]):.2f}, "
           f"peak memory {peak[new] / peak[old]:.2f}")
     return same
 

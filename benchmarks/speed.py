@@ -182,7 +182,7 @@ def _print_ratios(rows, cores):
 
 def _print_summary(table):
     print("\nsummary (wall clock; steps and microseconds per simulated step from (c))")
-    print(f"  {'scheme':<10} {'steps/image':>11} {'us/step':>8} {'(b) img/s':>10} {'(c) img/s':>10} {'(d) img/s':>10} "
+    print(f"  {'scheme':<14} {'steps/image':>11} {'us/step':>8} {'(b) img/s':>10} {'(c) img/s':>10} {'(d) img/s':>10} "
           f"{'(c)/(b)':>8} {'(c)/(a)':>8} {'peak MB':>8} {'SNN %':>7} {'ANN %':>7}")
     for method, rows in table.items():
         speed = _images_per_second(rows)
@@ -190,7 +190,7 @@ def _print_summary(table):
         best = rows.get("parallel") or c
         ratio = {pair: speed[pair[0]] / speed[pair[1]] if set(pair) <= set(speed) else None
                  for pair in (("standalone", "runtime"), ("standalone", "torch"))}
-        print(f"  {method:<10} {_cell(c['steps'] / c['images'] if c else None, '11.1f')} "
+        print(f"  {method:<14} {_cell(c['steps'] / c['images'] if c else None, '11.1f')} "
               f"{_cell(1e6 * c['seconds'] / c['steps'] if c else None, '8.1f')} "
               f"{_cell(speed.get('runtime'), '10.1f')} {_cell(speed.get('standalone'), '10.1f')} "
               f"{_cell(speed.get('parallel'), '10.1f')} {_cell(ratio['standalone', 'runtime'], '8.2f')} "

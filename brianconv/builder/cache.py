@@ -25,12 +25,6 @@ from brian2.devices.device import get_device, reset_device, set_device
 
 from ..errors import BuildError
 from . import generated
-from .generated import (
-    exact_spike_queue_capacity,
-    scheduled_thresholds,
-    spike_queues_hold_sources,
-    streamline_makefile,
-)
 from .headers import precompiled_header_args
 from .objects import MonitorRequest, create_objects, float_precision, set_before_run
 from .programs import (
@@ -162,13 +156,7 @@ def _compile(description, batch_size, monitors, directory):
         synapse_files.release_after_run()
         try:
             device.build(directory=str(directory), compile=False, run=False, with_output=False)
-            exact_spike_queue_capacity(directory)
-            if generated.HOLD_SOURCES:
-                spike_queues_hold_sources(directory)
-            scheduled = (scheduled_thresholds(directory, {p.name: p.spike_schedule for p in description.populations
-                                                          if p.spike_schedule is not None})
-                         if generated.SCHEDULE_THRESHOLDS else [])
-            streamline_makefile(directory)  # last: it marks the dependency list newer than every source
+            scheduled = generated.edit_build(directory, description)
             device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
         except (RuntimeError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
