@@ -326,18 +326,3 @@ def test_the_precompiled_header_is_built_once_and_compiles_the_same_object_code(
         subprocess.run([compiler, "-c", *flags, *extra, str(source), "-o", str(target)], check=True)
         objects.append(target.read_bytes())
     assert objects[0] == objects[1]
-
-
-@pytest.mark.parametrize("high", [7, 5000, 2**40])  # 2**40: pre, post and index need > 64 bits (lexsort)
-def test_source_major_order_is_lexsorts_stable_order(high, monkeypatch):
-    """The packed-key sort gives np.lexsort's order, ties (repeated pre/post pairs) in stored order."""
-    from brianconv.builder import objects
-    from brianconv.connectivity import Connections
-
-    monkeypatch.setattr(objects, "_KEY_CHUNK", 64)  # several chunks
-    rng = np.random.default_rng(2)
-    pre, post = rng.integers(0, high, size=(2, 1000))
-    connections = Connections(pre, post, rng.random(1000), int(pre.max()) + 1, int(post.max()) + 1)
-    order = objects._source_major(connections)
-    np.testing.assert_array_equal(order, np.lexsort((post, pre)))
-    assert high > 7 or len(np.unique(pre * high + post)) < 1000  # the small range has ties to keep in order

@@ -213,31 +213,5 @@ def _source_major(connections):
     from consecutive memory instead of one cache line per synapse (conv layers list synapses by
     kernel offset). Each synapse keeps its own weight, and the order of the spikes is unchanged,
     so the simulated values are the same.
-
-    Where ``pre``, ``post`` and the synapse index fit together in 64 bits, they are packed into one
-    key per synapse (filled chunk by chunk) and sorted in place: the same order as
-    ``np.lexsort((post, pre))`` (the index in the low bits keeps it stable), with the 8 bytes per
-    synapse of the result at the peak instead of lexsort's buffers besides it
-    (tests/test_builder.py compares the two).
     """
-    pre, post = connections.pre, connections.post
-    n = len(pre)
-    if n == 0 or min(np.min(pre), np.min(post)) < 0:
-        return np.lexsort((post, pre))
-    post_bits, index_bits = max(int(np.max(post)), 1).bit_length(), max(n - 1, 1).bit_length()
-    if max(int(np.max(pre)), 1).bit_length() + post_bits + index_bits > 64:
-        return np.lexsort((post, pre))
-    key = np.empty(n, dtype=np.uint64)
-    for start in range(0, n, _KEY_CHUNK):
-        chunk = slice(start, min(n, start + _KEY_CHUNK))
-        part = pre[chunk].astype(np.uint64) << np.uint64(post_bits + index_bits)
-        part |= post[chunk].astype(np.uint64) << np.uint64(index_bits)
-        part |= np.arange(chunk.start, chunk.stop, dtype=np.uint64)
-        key[chunk] = part
-    key.sort()
-    key &= np.uint64((1 << index_bits) - 1)
-    return key.view(np.int64)
-
-
-#: Synapses packed per step of :func:`_source_major` (its temporaries: 16 bytes each).
-_KEY_CHUNK = 1 << 22
+    return np.lexsort((connections.post, connections.pre))
