@@ -4,17 +4,18 @@
     python benchmarks/profile_standalone.py --option integration=event
     python benchmarks/profile_standalone.py --method rate --option duration=20
 
-Builds the converted network once with ``profile=True`` (its own build folder, with the edits
-of :mod:`brianconv.builder.generated` and the compiler flags of brianconv's standalone programs), runs ``--images`` MNIST test images pipelined in one run and
-prints, per code object and summed by kind, the CPU time per simulated step: neuron updates
-(state updaters, threshold tests, resets and window events), synaptic propagation (queueing the
-spikes and applying ``on_pre``), and bookkeeping (spike/operation counters and monitors). The
-profile's clock calls cost time of their own, so the profiled total is a little above an
-unprofiled run. This is what bounds ``(c) / (b)`` in ``speed.py``: the runtime device runs the
-same compiled kernels plus its Python work per step.
+Builds the converted network once with ``profile=True`` (its own build folder, with the edits of
+:mod:`brianconv.builder.generated` and the compiler flags of brianconv's standalone programs), runs
+``--images`` MNIST test images pipelined in one run and prints, per code object and summed by kind,
+the CPU time per simulated step: neuron updates (state updaters, threshold tests, resets and window
+events), synaptic propagation (queueing the spikes and applying ``on_pre``), and bookkeeping
+(spike/operation counters and monitors). The profile's clock calls cost time of their own, so the
+profiled total is a little above an unprofiled run. This is what bounds ``(c) / (b)`` in
+``speed.py``: the runtime device runs the same compiled kernels plus its Python work per step.
 """
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ def main():
     x, _ = _images(args.images)
     directory = Path(args.build_dir or tempfile.mkdtemp(prefix="brianconv-profile-"))
     brian2.prefs.codegen.cpp.extra_compile_args_gcc = builder.COMPILE_ARGS
+    brian2.prefs.devices.cpp_standalone.extra_make_args_unix = [f"-j{os.cpu_count() or 1}"]  # as the builder
     set_device("cpp_standalone", build_on_run=False, directory=str(directory))
     objects = builder.create_objects(d, args.images)
     steps = d.duration_steps(args.images)
