@@ -62,15 +62,42 @@ def _two_runs(order, rng):
     return monitor
 
 
-def _run_numpy(order, runs):
+def _on_numpy(simulate):
+    """``simulate()`` on Brian2's numpy target (other tests in this process keep their target)."""
     set_device("runtime")
     target = prefs.codegen.target
     prefs.codegen.target = "numpy"
     try:
-        monitor = runs(order, np.random.default_rng(1))
-        return monitor.fixed_in[:].copy(), monitor.spread_in[:].copy()
+        return simulate()
     finally:
-        prefs.codegen.target = target  # other tests in this process keep their target
+        prefs.codegen.target = target
+
+
+def _on_edited_standalone(directory, simulate, edit):
+    """``simulate()`` built as C++ standalone in ``directory``, edited by ``edit(directory)`` before
+    compiling: ``(simulate's result once run, edit's result)``; ``simulate`` returns a function
+    reading its monitors."""
+    set_device("cpp_standalone", build_on_run=False, directory=str(directory))
+    device = get_device()
+    try:
+        read = simulate()
+        device.build(directory=str(directory), compile=False, run=False, with_output=False)
+        edited = edit(directory)
+        device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
+        device.run(str(directory), with_output=False, run_args=[])
+        return read(), edited
+    finally:
+        device.reinit()
+        device.activate(build_on_run=False)
+        reset_device("runtime")
+
+
+def _inputs(monitor):
+    return lambda: (monitor.fixed_in[:].copy(), monitor.spread_in[:].copy())
+
+
+def _run_numpy(order, runs):
+    return _on_numpy(lambda: _inputs(runs(order, np.random.default_rng(1))))()
 
 
 def _one_run(order, rng):
@@ -79,20 +106,15 @@ def _one_run(order, rng):
     return monitor
 
 
+def _queue_edits(directory):
+    return exact_spike_queue_capacity(directory) and spike_queues_hold_sources(directory)
+
+
 def _run_edited_standalone(order, directory, runs):
-    set_device("cpp_standalone", build_on_run=False, directory=str(directory))
-    device = get_device()
-    try:
-        monitor = runs(order, np.random.default_rng(1))
-        device.build(directory=str(directory), compile=False, run=False, with_output=False)
-        assert exact_spike_queue_capacity(directory) and spike_queues_hold_sources(directory)
-        device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
-        device.run(str(directory), with_output=False, run_args=[])
-        return monitor.fixed_in[:].copy(), monitor.spread_in[:].copy()
-    finally:
-        device.reinit()
-        device.activate(build_on_run=False)
-        reset_device("runtime")
+    simulate = lambda: _inputs(runs(order, np.random.default_rng(1)))  # noqa: E731
+    inputs, edited = _on_edited_standalone(directory, simulate, _queue_edits)
+    assert edited
+    return inputs
 
 
 @needs_compiler
@@ -142,6 +164,7 @@ SCHEDULE = SpikeSchedule("fire_step", first="T_steps", last="2 * T_steps")
 
 
 def _scheduled_network():
+    """Runs the network; returns a function reading its spikes as ``(neuron, step)`` pairs in the order recorded."""
     group = NeuronGroup(23, SCHEDULED_EQUATIONS, threshold="local_step >= T_steps and local_step == fire_step",
                         reset="", events={"plan": "local_step == T_steps - 1", "open": "local_step == 0"}, dt=DT,
                         name="group")
@@ -151,40 +174,16 @@ def _scheduled_network():
     group.fire_step = -1
     monitor = SpikeMonitor(group, name="spikes")
     Network(group, monitor).run(4 * PERIOD * DT)
-    return monitor
-
-
-def _scheduled_spikes(device_name, directory=None):
-    """``(neuron, step)`` pairs in the order recorded, and the populations read from a schedule."""
-    if device_name == "numpy":
-        target = prefs.codegen.target
-        prefs.codegen.target = "numpy"
-        try:
-            monitor = _scheduled_network()
-            return list(zip(monitor.i[:].tolist(), np.round(monitor.t[:] / DT).astype(int).tolist())), None
-        finally:
-            prefs.codegen.target = target
-    set_device("cpp_standalone", build_on_run=False, directory=str(directory))
-    device = get_device()
-    try:
-        monitor = _scheduled_network()
-        device.build(directory=str(directory), compile=False, run=False, with_output=False)
-        scheduled = scheduled_thresholds(directory, {"group": SCHEDULE})
-        device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
-        device.run(str(directory), with_output=False, run_args=[])
-        return list(zip(monitor.i[:].tolist(), np.round(monitor.t[:] / DT).astype(int).tolist())), scheduled
-    finally:
-        device.reinit()
-        device.activate(build_on_run=False)
-        reset_device("runtime")
+    return lambda: list(zip(monitor.i[:].tolist(), np.round(monitor.t[:] / DT).astype(int).tolist()))
 
 
 @needs_compiler
 @pytest.mark.standalone
 def test_scheduled_thresholds_fire_the_neurons_brian2_fires(tmp_path):
     """Same spikes, steps and order within each step as the numpy target, in four windows."""
-    expected, _ = _scheduled_spikes("numpy")
-    got, scheduled = _scheduled_spikes("cpp_standalone", tmp_path / "build")
+    expected = _on_numpy(_scheduled_network)()
+    got, scheduled = _on_edited_standalone(tmp_path / "build", _scheduled_network,
+                                           lambda d: scheduled_thresholds(d, {"group": SCHEDULE}))
     steps = {step % PERIOD for _, step in expected}
     assert steps == set(range(STAGE, 2 * STAGE + 2)) and len(expected) > 40  # schedule and loop both fire
     assert scheduled == ["group"]
