@@ -38,9 +38,9 @@ step, also where a term shared by all of them is false (brianconv's windows: a t
 fire only in its spiking stage); the loop is now skipped in those steps. A population whose spike
 steps are computed in advance (:class:`~brianconv.description.SpikeSchedule`, ttfs with
 ``integration="event"``) has its neurons sorted by spike step once per window, and each step
-copies its own neurons to the spike list, in index order as the loop would. On the López-Randulfe
-CNN this took the threshold tests from 40 % to 14 % of the run process's time (``perf``), with the
-same spikes (``tests/test_generated.py``, and the runtime-versus-standalone tests of ttfs).
+copies its own neurons to the spike list, in index order as the loop would: the same spikes
+(``tests/test_generated.py``, and the standalone tests of ttfs), 1.28 times as many images per
+CPU-second for ttfs with events on the López-Randulfe CNN (``benchmarks/queues.py``).
 """
 
 import logging
