@@ -312,7 +312,7 @@ def figure(rows, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    print(f"\nsaved {path}")
+    print(f"\nsaved {_shown(path)}")
 
 
 def parse_args():
@@ -336,6 +336,12 @@ def parse_args():
     return parser.parse_args()
 
 
+def _shown(path):
+    """``path`` relative to the repository where it lies inside it, else its name: no machine's absolute path."""
+    path = Path(path).resolve()
+    return str(path.relative_to(HERE.parent)) if path.is_relative_to(HERE.parent) else path.name
+
+
 def main():
     args = parse_args()
     print(header(__file__), flush=True)
@@ -346,7 +352,7 @@ def main():
     print(f"data: {source}\nsimulating the first {len(x)} test images, calibration on the last {len(calibration)} "
           f"training images, {args.duration} steps of 1 ms, cpp_standalone, {args.workers} worker(s), "
           f"batches of {args.batch}\ntraining: {args.epochs} epoch(s) of Adam (one-cycle, peak lr {args.lr:g}, "
-          f"batch {args.train_batch}), seed {args.seed}, weights cached in {args.out}\n")
+          f"batch {args.train_batch}), seed {args.seed}, weights cached in --out\n")
     print_report_check()
     rows = []
     for name in args.nets:
