@@ -15,7 +15,6 @@ profiled total is a little above an unprofiled run. This is what bounds ``(c) / 
 """
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -59,14 +58,13 @@ def main():
     args = parser.parse_args()
     print(header(__file__), flush=True)
 
-    import brian2
-    from brian2 import device, set_device
     from brian2.codegen.cpp_prefs import get_compiler_and_args
     from speed import _images
 
     import brianconv
     from brianconv import builder, datasets, models
     from brianconv.builder import generated
+    from brianconv.builder.objects import float_precision
 
     options = dict(parse_option(text) for text in args.option)
     calibration, _ = datasets.load_sample("train")
@@ -74,22 +72,21 @@ def main():
     d = snn.description
     x, _ = _images(args.images)
     directory = Path(args.build_dir or tempfile.mkdtemp(prefix="brianconv-profile-"))
-    brian2.prefs.codegen.cpp.extra_compile_args_gcc = builder.COMPILE_ARGS
-    brian2.prefs.devices.cpp_standalone.extra_make_args_unix = [f"-j{os.cpu_count() or 1}"]  # as the builder
-    set_device("cpp_standalone", build_on_run=False, directory=str(directory))
-    objects = builder.create_objects(d, args.images)
-    steps = d.duration_steps(args.images)
-    objects.network.run(steps * d.dt, namespace={}, profile=True)
-    start = time.perf_counter()
-    device.build(directory=str(directory), compile=False, run=False, with_output=False)
-    generated.edit_build(directory, d)  # the edits every brianconv build gets: profile the code that runs
-    device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
-    build = time.perf_counter() - start
-    rows = builder.stimulus_rows(x.reshape(len(x), -1), args.images, d.n_inputs)
-    start = time.perf_counter()
-    device.run(run_args={objects.stimulus: rows})
-    wall = time.perf_counter() - start
-    profile = [(name, float(seconds)) for name, seconds in objects.network.profiling_info]
+    # the builder's device, flags and edits: the profile measures the code that brianconv runs
+    with builder.standalone_device(directory) as device, float_precision(d.precision):
+        objects = builder.create_objects(d, args.images)
+        steps = d.duration_steps(args.images)
+        objects.network.run(steps * d.dt, namespace={}, profile=True)
+        start = time.perf_counter()
+        device.build(directory=str(directory), compile=False, run=False, with_output=False)
+        generated.edit_build(directory, d)
+        device.compile_source(str(directory), get_compiler_and_args()[0], debug=False, clean=False)
+        build = time.perf_counter() - start
+        rows = builder.stimulus_rows(x.reshape(len(x), -1), args.images, d.n_inputs)
+        start = time.perf_counter()
+        device.run(run_args={objects.stimulus: rows})
+        wall = time.perf_counter() - start
+        profile = [(name, float(seconds)) for name, seconds in objects.network.profiling_info]
     total = sum(seconds for _, seconds in profile)
 
     print(f"{args.method} {options} on {args.model}: {d.n_neurons} neurons, {d.n_synapses} synapses, "

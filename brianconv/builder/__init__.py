@@ -14,7 +14,7 @@ building it cost.
 """
 
 from ..errors import InvalidValueError
-from .cache import BUILD_FORMAT, build_key, build_standalone, default_build_root
+from .cache import BUILD_FORMAT, build_key, build_standalone, default_build_root, standalone_device
 from .objects import BrianObjects, MonitorRequest, create_objects, stimulus_rows
 from .programs import (
     COMPILE_ARGS,
@@ -30,7 +30,7 @@ from .programs import (
 
 __all__ = ["build", "DEVICES", "Program", "BuildInfo", "Records", "MonitorRequest", "BrianObjects", "create_objects",
            "stimulus_rows", "RuntimeProgram", "StandaloneProgram", "build_standalone", "build_runtime", "build_key",
-           "default_build_root", "find_compiler", "COMPILE_ARGS", "MANIFEST", "BUILD_FORMAT"]
+           "default_build_root", "standalone_device", "find_compiler", "COMPILE_ARGS", "MANIFEST", "BUILD_FORMAT"]
 
 #: ``cpp_standalone``; ``runtime`` (Brian2's runtime device, Cython where a compiler exists, else
 #: numpy); ``cython`` and ``numpy`` choose the runtime code generation target explicitly.

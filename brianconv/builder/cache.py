@@ -36,7 +36,7 @@ from .programs import (
 )
 from .synapse_files import SynapseFiles
 
-__all__ = ["build_standalone", "build_key", "default_build_root", "BUILD_FORMAT"]
+__all__ = ["build_standalone", "build_key", "default_build_root", "standalone_device", "BUILD_FORMAT"]
 
 #: Changes whenever the builder lays out the same description differently (part of the cache key).
 BUILD_FORMAT = "scheduled-thresholds-1"
@@ -121,7 +121,10 @@ def _short_hash(text):
 
 
 @contextlib.contextmanager
-def _standalone_device(directory):
+def standalone_device(directory):
+    """Brian2's C++ standalone device writing to ``directory``, with brianconv's compiler flags (a
+    precompiled header, :data:`~.programs.COMPILE_ARGS`) and one compiler per core; every
+    preference and the previous device are restored on exit."""
     previous = get_device()
     old_args = prefs.codegen.cpp.extra_compile_args_gcc
     old_make = prefs.devices.cpp_standalone.extra_make_args_unix
@@ -145,7 +148,7 @@ def _standalone_device(directory):
 
 
 def _compile(description, batch_size, monitors, directory):
-    with _standalone_device(directory) as device, float_precision(description.precision):
+    with standalone_device(directory) as device, float_precision(description.precision):
         synapse_files = SynapseFiles(device, directory)
         objects = create_objects(description, batch_size, monitors, connect=synapse_files)
         if any(q.before_run for q in description.projections):
