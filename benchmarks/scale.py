@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import command_line, machine_line, versions_line
+
 #: Named sizes (synapses) accepted by ``--sizes``.
 SIZES = {"10M": 10e6, "30M": 30e6, "100M": 100e6, "300M": 300e6}
 INPUT_SHAPE = (3, 32, 32)
@@ -189,17 +191,13 @@ def plot(rows, fitted, path):
 
 
 def write_results(rows, fitted, args, path):
-    import brianconv
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    memory_gb = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
     lines = ["# benchmarks/scale.py: memory, build time and throughput against the synapse count",
-             f"# command: python benchmarks/scale.py {' '.join(args.argv)}",
+             "# " + command_line(__file__, args.argv),
              "# data: seeded uniform random 3x32x32 images (16 for calibration, --images for the runs); "
              "seeded random weights, no accuracy claimed",
-             f"# brianconv {brianconv.__version__} (commit {commit}), precision {args.precision}",
-             f"# machine: {os.cpu_count()} cores shared with other jobs, "
-             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB", HEADER]
+             f"# {versions_line()}; precision {args.precision}",
+             f"# {args.machine}, {memory_gb:.0f} GB", HEADER]
     lines += [table_line(row) for row in rows]
     lines.append("# slopes of log(figure) against log(synapses):")
     for scheme, values in fitted.items():
@@ -223,6 +221,7 @@ def main(argv=None):
     parser.add_argument("--child", nargs=2, metavar=("SCHEME", "WIDTH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = argv
+    args.machine = machine_line()  # the load before this run's own work
     if args.child:
         row = measure(args.child[0], int(args.child[1]), args.images, args.workers, args.precision, args.profile)
         print(json.dumps(row))

@@ -386,7 +386,7 @@ class NetworkDescription(_DefaultsForLaterFields):
                                 delay)).encode())
             arrays = (q.connections.pre, q.connections.post, q.connections.weight)
             for array in arrays if np.isscalar(q.delay_steps) else arrays + (np.asarray(q.delay_steps, np.int64),):
-                digest.update(np.ascontiguousarray(array).tobytes())
+                digest.update(np.ascontiguousarray(array).data)  # the same bytes, without a copy
             if q.before_run:  # only perturbed networks have these (unchanged fingerprints otherwise)
                 digest.update(repr(q.before_run).encode())
         return digest.hexdigest()[:24]

@@ -326,3 +326,25 @@ def test_the_precompiled_header_is_built_once_and_compiles_the_same_object_code(
         subprocess.run([compiler, "-c", *flags, *extra, str(source), "-o", str(target)], check=True)
         objects.append(target.read_bytes())
     assert objects[0] == objects[1]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+def test_source_major_chunks_join_to_the_stable_source_then_target_order(chunk):
+    """The pieces the standalone build writes, joined, are every synapse once, sorted by (source,
+    target, position) — checked against Python's sort of those tuples — with no piece over
+    ``chunk`` synapses unless one source alone has more (source 4 has 9 here; 2 and 6 have none)."""
+    from brianconv.builder.objects import _positions_of_sources, source_major_chunks, source_major_order
+    from brianconv.connectivity import make_connections
+
+    rng = np.random.default_rng(1)
+    pre = np.concatenate([rng.choice([0, 1, 3, 5, 7], 30), np.full(9, 4)])
+    post = rng.integers(0, 4, len(pre))  # repeated (pre, post) pairs: ties keep their positions
+    connections = make_connections(pre, post, rng.random(len(pre)), 8, 4)
+    pieces = list(source_major_chunks(connections, chunk))
+    expected = [k for _, _, k in sorted(zip(pre, post, range(len(pre))))]
+    assert np.concatenate(pieces).tolist() == expected == source_major_order(connections).tolist()
+    for piece in pieces:
+        assert len(piece) <= chunk or len(np.unique(pre[piece])) == 1
+    assert list(source_major_chunks(make_connections([], [], [], 3, 2), chunk)) == []
+    scanned = _positions_of_sources(connections.pre, 3, 5, block=chunk)  # the scan, block by block
+    assert scanned.tolist() == [k for k, source in enumerate(pre) if 3 <= source < 5]

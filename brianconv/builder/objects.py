@@ -15,7 +15,8 @@ import numpy as np
 from brian2 import Clock, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray, prefs
 
 __all__ = ["MonitorRequest", "BrianObjects", "create_objects", "connect_in_python", "homogeneous_delay", "shared_delay",
-           "synapse_delays", "set_before_run", "float_precision", "stimulus_rows"]
+           "synapse_delays", "set_before_run", "float_precision", "stimulus_rows", "source_major_order",
+           "source_major_chunks"]
 
 
 class _RoundingOnlyGridFilter(logging.Filter):
@@ -79,8 +80,8 @@ class BrianObjects:
 def create_objects(description, batch_size, monitors=None, connect=None):
     """Create the Brian2 objects of ``description`` for batches of ``batch_size`` images.
 
-    ``connect(syn, projection, order, dt)`` creates the synapses of each projection (default
-    :func:`connect_in_python`; the standalone build passes
+    ``connect(syn, projection, dt)`` creates the synapses of each projection in source-major order
+    (:func:`source_major_order`; default :func:`connect_in_python`; the standalone build passes
     :class:`~brianconv.builder.synapse_files.SynapseFiles`). A delay that is the same for every
     synapse of a projection is one scalar of its pathway, never a per-synapse array.
 
@@ -117,7 +118,7 @@ def create_objects(description, batch_size, monitors=None, connect=None):
         syn = Synapses(groups[q.source], groups[q.target], model=q.model, on_pre=q.on_pre, name=q.name,
                        clock=clock, delay=None if delay is None else delay * d.dt,
                        namespace=dict(q.namespace) or None)
-        (connect or connect_in_python)(syn, q, _source_major(q.connections), d.dt)
+        (connect or connect_in_python)(syn, q, d.dt)
         synapses[q.name] = syn
     counter = NeuronGroup(len(d.populations), "spikes : 1\nsynops : 1", name="spike_counter", clock=clock)
     counter_synapses = {}
@@ -170,9 +171,10 @@ def stimulus_rows(stimulus, batch_size, n_inputs):
     return values
 
 
-def connect_in_python(syn, projection, order, dt):
-    """``syn.connect`` with the projection's index arrays in ``order``, then its weights and delays."""
+def connect_in_python(syn, projection, dt):
+    """``syn.connect`` with the projection's index arrays in source-major order, then its weights and delays."""
     c = projection.connections
+    order = source_major_order(c)
     syn.connect(i=c.pre[order], j=c.post[order])
     if shared_delay(projection) is None:
         syn.delay = synapse_delays(projection, order) * dt
@@ -206,8 +208,8 @@ def homogeneous_delay(delay_steps):
     return int(steps[0]) if len(steps) and np.all(steps == steps[0]) else None
 
 
-def _source_major(connections):
-    """Synapse order grouped by source neuron (then target), stable.
+def source_major_order(connections):
+    """Synapse order grouped by source neuron (then target), stable: int64 array over the synapses.
 
     A spike walks its source's synapses: stored contiguously, their weights and targets are read
     from consecutive memory instead of one cache line per synapse (conv layers list synapses by
@@ -215,3 +217,31 @@ def _source_major(connections):
     so the simulated values are the same.
     """
     return np.lexsort((connections.post, connections.pre))
+
+
+def source_major_chunks(connections, chunk):
+    """:func:`source_major_order` in consecutive pieces of about ``chunk`` synapses (int64 arrays).
+
+    Each piece holds the synapses of a range of source neurons (at most ``chunk`` synapses, or one
+    source's, if it alone has more), found by a scan of ``pre`` and sorted on their own, so the
+    pieces joined are the whole order while no array over all synapses is made (the whole order
+    and ``np.lexsort``'s work arrays would take 12 bytes per synapse). A piece and its sort take
+    about 30 bytes per synapse of the piece; each piece scans the projection once.
+    """
+    ends = np.cumsum(np.bincount(connections.pre, minlength=connections.n_pre))
+    first = 0
+    while first < connections.n_pre:
+        done = ends[first - 1] if first else 0
+        last = max(int(np.searchsorted(ends, done + chunk, side="right")), first + 1)  # sources [first, last)
+        if ends[last - 1] > done:
+            at = _positions_of_sources(connections.pre, first, last)
+            yield at[np.lexsort((connections.post[at], connections.pre[at]))]
+        first = last
+
+
+def _positions_of_sources(pre, first, last, block=1 << 22):
+    """Ascending positions (int64) of the synapses whose source is in ``[first, last)``, found
+    ``block`` synapses at a time (so the scan's masks take 3 bytes per synapse of a block)."""
+    return np.concatenate([np.flatnonzero((part >= first) & (part < last)) + start
+                           for start, part in ((start, pre[start:start + block])
+                                               for start in range(0, len(pre), block))])

@@ -9,9 +9,11 @@ folder. For a network with tens of millions of synapses that is most of the memo
 
 :class:`SynapseFiles` replaces those calls for the projections of a description. For each one it
 
-* writes ``pre``, ``post``, ``w`` (and per-synapse ``delay``) in source-major order to
+* writes ``pre``, ``post``, ``w`` (and per-synapse ``delay``) in source-major order, a range of
+  source neurons at a time, to
   ``static_arrays/brianconv_<projection>_<array>`` of the build folder as soon as the projection
-  is created, so the Python process holds one projection's arrays at a time;
+  is created, so the Python process holds a chunk's copies at a time, never an array over all
+  synapses of a projection (not even the order: :func:`~.objects.source_major_chunks`);
 * inserts C++ code in ``main`` that reads them directly into the synapses' vectors (sized once),
   counts ``N_incoming``/``N_outgoing``, sets ``N`` and sizes the other per-synapse variables —
   what Brian2's ``synapses_create_array`` template does, without the intermediate copies;
@@ -21,12 +23,13 @@ folder. For a network with tens of millions of synapses that is most of the memo
 The synapses, their order and their values are the same as with ``connect``: spikes are unchanged.
 """
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 from brian2.devices.cpp_standalone.codeobject import c_data_type
 
-from .objects import shared_delay, synapse_delays
+from .objects import shared_delay, source_major_chunks, synapse_delays
 
 __all__ = ["SynapseFiles"]
 
@@ -51,27 +54,27 @@ class SynapseFiles:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.connected = []
 
-    def __call__(self, syn, projection, order, dt):
+    def __call__(self, syn, projection, dt):
         """Create the synapses of ``projection`` (a :class:`~brianconv.description.Projection`) in
-        the order ``order`` (int array over its synapses) with its weights and per-synapse delays."""
+        source-major order with its weights and per-synapse delays."""
         c = projection.connections
-        n = len(order)
-        # each takes the values of the synapses at the given positions (a slice of ``order``)
+        n = len(c)
+        # each takes the values of the synapses at the given positions (a piece of the order)
         vectors = {"_synaptic_pre": lambda at: c.pre[at], "_synaptic_post": lambda at: c.post[at]}
         if "w" in syn.variables:
             vectors["w"] = lambda at: c.weight[at] * float(projection.weight_unit)
         if shared_delay(projection) is None:
             vectors["delay"] = lambda at: synapse_delays(projection, at) * float(dt)
+        # a per-synapse delay belongs to the "pre" pathway (Brian2 registers it with the synapses)
+        variables = {key: syn.pre.variables["delay"] if key == "delay" else syn.variables[key] for key in vectors}
+        paths = {key: self.folder / f"{PREFIX}{syn.name}_{key.strip('_')}" for key in vectors}
+        _write_in_chunks(paths, c, vectors, {key: variable.dtype for key, variable in variables.items()})
         lines = [f"// brianconv: {n} synapses of {syn.name} read from static_arrays/{PREFIX}{syn.name}_*", "{"]
         for variable in syn._registered_variables:
             lines.append(f"    {self._name(variable)}.resize({n});")
-        for key, values in vectors.items():  # one array at a time
-            # a per-synapse delay belongs to the "pre" pathway (Brian2 registers it with the synapses)
-            variable = syn.pre.variables["delay"] if key == "delay" else syn.variables[key]
-            path = self.folder / f"{PREFIX}{syn.name}_{key.strip('_')}"
-            _write_in_chunks(path, order, values, variable.dtype)
-            if n:
-                lines.append(_read_file_code(self._name(variable), f"static_arrays/{path.name}", n))
+        if n:
+            lines += [_read_file_code(self._name(variables[key]), f"static_arrays/{paths[key].name}", n)
+                      for key in vectors]
         pre, post = self._name(syn.variables["_synaptic_pre"]), self._name(syn.variables["_synaptic_post"])
         for counts, size, index in (("N_outgoing", c.n_pre, pre), ("N_incoming", c.n_post, post)):
             name = self._name(syn.variables[counts])
@@ -95,15 +98,19 @@ class SynapseFiles:
         return self.device.get_array_name(variable, access_data=False)
 
 
-#: Synapses written per chunk: the Python process holds one chunk's reordered copy, not a projection's.
-CHUNK = 1 << 22
+#: Synapses written per chunk: the Python process holds one chunk's copies and order (about 30
+#: bytes per synapse of the chunk, 60 MB), not a projection's.
+CHUNK = 1 << 21
 
 
-def _write_in_chunks(path, order, values, dtype):
-    """Write ``values(order[k:k + CHUNK])`` for consecutive chunks to ``path`` as raw ``dtype``."""
-    with open(path, "wb") as handle:
-        for start in range(0, len(order), CHUNK):
-            np.ascontiguousarray(values(order[start:start + CHUNK]), dtype=dtype).tofile(handle)
+def _write_in_chunks(paths, connections, vectors, dtypes):
+    """Write ``vectors[key](piece)`` to ``paths[key]`` as raw ``dtypes[key]`` for consecutive pieces of
+    the source-major order (:func:`~.objects.source_major_chunks`), every file in one pass."""
+    with contextlib.ExitStack() as stack:
+        handles = {key: stack.enter_context(open(path, "wb")) for key, path in paths.items()}
+        for at in source_major_chunks(connections, CHUNK):
+            for key, values in vectors.items():
+                np.ascontiguousarray(values(at), dtype=dtypes[key]).tofile(handles[key])
 
 
 def _read_file_code(vector, path, n):
