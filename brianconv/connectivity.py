@@ -47,11 +47,11 @@ class Connections:
 
     def fan_out(self):
         """Number of outgoing synapses of every source neuron, shape (n_pre,)."""
-        return np.bincount(self.pre, minlength=self.n_pre)
+        return _count(self.pre, self.n_pre)
 
     def fan_in(self):
         """Number of incoming synapses of every target neuron, shape (n_post,)."""
-        return np.bincount(self.post, minlength=self.n_post)
+        return _count(self.post, self.n_post)
 
     def dense(self):
         """The equivalent ``(n_post, n_pre)`` weight matrix (for tests on small layers)."""
@@ -67,6 +67,15 @@ class Connections:
             sl = slice(start, start + (1 << 22))
             np.add.at(y.T, self.post[sl], (x[:, self.pre[sl]] * self.weight[sl]).T)
         return y
+
+
+def _count(indices, size, block=1 << 20):
+    """``np.bincount(indices, minlength=size)`` (int64), counted ``block`` indices at a time: bincount
+    copies its input to int64, 8 bytes per synapse of a whole projection at once."""
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, len(indices), block):
+        counts += np.bincount(indices[start:start + block], minlength=size)
+    return counts
 
 
 def make_connections(pre, post, weight, n_pre, n_post):

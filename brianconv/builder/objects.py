@@ -228,7 +228,7 @@ def source_major_chunks(connections, chunk):
     and ``np.lexsort``'s work arrays would take 12 bytes per synapse). A piece and its sort take
     about 30 bytes per synapse of the piece; each piece scans the projection once.
     """
-    ends = np.cumsum(np.bincount(connections.pre, minlength=connections.n_pre))
+    ends = np.cumsum(connections.fan_out())
     first = 0
     while first < connections.n_pre:
         done = ends[first - 1] if first else 0
@@ -239,7 +239,7 @@ def source_major_chunks(connections, chunk):
         first = last
 
 
-def _positions_of_sources(pre, first, last, block=1 << 22):
+def _positions_of_sources(pre, first, last, block=1 << 20):
     """Ascending positions (int64) of the synapses whose source is in ``[first, last)``, found
     ``block`` synapses at a time (so the scan's masks take 3 bytes per synapse of a block)."""
     return np.concatenate([np.flatnonzero((part >= first) & (part < last)) + start

@@ -98,9 +98,10 @@ class SynapseFiles:
         return self.device.get_array_name(variable, access_data=False)
 
 
-#: Synapses written per chunk: the Python process holds one chunk's copies and order (about 30
-#: bytes per synapse of the chunk, 60 MB), not a projection's.
-CHUNK = 1 << 21
+#: Synapses written per chunk: the Python process holds one chunk's copies and order (about 40
+#: bytes per synapse of the chunk, 40 MB), not a projection's. Sorting 70 M random synapses takes
+#: 22 s in pieces of 1 M, 21 s in pieces of 2 M and 35 s at once (np.lexsort).
+CHUNK = 1 << 20
 
 
 def _write_in_chunks(paths, connections, vectors, dtypes):
