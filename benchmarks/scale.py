@@ -196,7 +196,7 @@ def write_results(rows, fitted, args, path):
              "# " + command_line(__file__, args.argv),
              "# data: seeded uniform random 3x32x32 images (16 for calibration, --images for the runs); "
              "seeded random weights, no accuracy claimed",
-             f"# {versions_line()}; precision {args.precision}",
+             f"# {args.versions}; precision {args.precision}",
              f"# {args.machine}, {memory_gb:.0f} GB", HEADER]
     lines += [table_line(row) for row in rows]
     lines.append("# slopes of log(figure) against log(synapses):")
@@ -222,6 +222,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.argv = argv
     args.machine = machine_line()  # the load before this run's own work
+    args.versions = versions_line()  # the checkout as run (before this run writes its results)
     if args.child:
         row = measure(args.child[0], int(args.child[1]), args.images, args.workers, args.precision, args.profile)
         print(json.dumps(row))
