@@ -19,9 +19,9 @@ def command_line(script, argv=None):
     return f"$ python benchmarks/{Path(script).name} {shlex.join(arguments)}".rstrip()
 
 
-def _git_commit():
-    """The checkout's short commit, with ``+modified`` when tracked files differ from it; None outside git."""
-    repository = Path(__file__).resolve().parent.parent
+def _git_commit(repository):
+    """The short commit of the checkout ``repository``, with ``+modified`` when tracked files differ from
+    it; None outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repository, capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -40,8 +40,12 @@ def versions_line():
 
     import brianconv
 
-    commit = _git_commit()
-    where = f" (commit {commit})" if commit else ""
+    # the checkout brianconv was imported from (an installed copy or PYTHONPATH may differ from this script's)
+    imported_from = Path(brianconv.__file__).resolve().parent.parent
+    commit = _git_commit(imported_from)
+    where = f" (commit {commit})" if commit else " (not from a git checkout)"
+    if imported_from != Path(__file__).resolve().parent.parent:
+        where += ", imported from another checkout than this script's"
     return (f"brianconv {brianconv.__version__}{where}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"Brian2 {brian2.__version__}, numpy {numpy.__version__}")
 
