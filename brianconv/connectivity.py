@@ -31,7 +31,8 @@ class Connections:
     pre, post : np.ndarray of int32, shape (n_synapses,)
         Source and target neuron indices.
     weight : np.ndarray of float64, shape (n_synapses,)
-        The layer's weight on each synapse (1 for max-pooling).
+        The layer's weight on each synapse (1 for max-pooling); float32 in a description made with
+        ``precision="float32"``, which stores them so in both processes.
     n_pre, n_post : int
         Sizes of the source and target populations.
     """

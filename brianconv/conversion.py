@@ -4,6 +4,8 @@
 into a layer graph, check it against the scheme, calibrate, describe.
 """
 
+import dataclasses
+
 import numpy as np
 
 from . import perturbations as knobs
@@ -87,6 +89,10 @@ def describe(scheme, graph, calibration, compiled_knobs=(), precision="float64")
     perturbation knobs ``compiled_knobs`` compiled in and the storage ``precision``."""
     description = knobs.compile_knobs(scheme.describe(graph, calibration), compiled_knobs)
     description.precision = precision
+    if precision == "float32":  # stored as the run stores them: 4 bytes per weight in this process too
+        for projection in description.projections:
+            projection.connections = dataclasses.replace(
+                projection.connections, weight=projection.connections.weight.astype(np.float32))
     return description
 
 

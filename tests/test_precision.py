@@ -75,6 +75,10 @@ def test_float32_is_stored_as_float32_and_float64_fingerprints_are_unchanged(den
     default.description.precision = "float64"  # the field's default adds nothing to the hash
     assert default.description.fingerprint(2) == brianconv.convert(model, "ttfs", calibration=x,
                                                                    t_max=T).description.fingerprint(2)
+    # the description keeps each weight as the run stores it: the float64 weight rounded once
+    for kept, exact in zip(single.description.projections, default.description.projections):
+        assert kept.connections.weight.dtype == np.float32
+        np.testing.assert_array_equal(kept.connections.weight, exact.connections.weight.astype(np.float32))
     objects = single.program("numpy").objects
     for syn in objects.synapses.values():
         if "w" in syn.variables:

@@ -179,7 +179,7 @@ def connect_in_python(syn, projection, dt):
     if shared_delay(projection) is None:
         syn.delay = synapse_delays(projection, order) * dt
     if "w" in syn.variables:
-        syn.w = c.weight[order] * projection.weight_unit
+        syn.w = c.weight[order].astype(np.float64) * projection.weight_unit  # rounded once, as in SynapseFiles
 
 
 def set_before_run(objects, description):

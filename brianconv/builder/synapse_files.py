@@ -62,7 +62,8 @@ class SynapseFiles:
         # each takes the values of the synapses at the given positions (a piece of the order)
         vectors = {"_synaptic_pre": lambda at: c.pre[at], "_synaptic_post": lambda at: c.post[at]}
         if "w" in syn.variables:
-            vectors["w"] = lambda at: c.weight[at] * float(projection.weight_unit)
+            # in float64, then rounded once to the stored type (as connect_in_python does)
+            vectors["w"] = lambda at: np.multiply(c.weight[at], float(projection.weight_unit), dtype=np.float64)
         if shared_delay(projection) is None:
             vectors["delay"] = lambda at: synapse_delays(projection, at) * float(dt)
         # a per-synapse delay belongs to the "pre" pathway (Brian2 registers it with the synapses)
