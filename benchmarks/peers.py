@@ -42,6 +42,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from provenance import versions_line  # noqa: E402  (commit of the brianconv imported)
 from speed import _cpu_seconds, _images  # noqa: E402  (CPU time of this process and its simulation processes)
 
 #: brianconv configurations measured: the issue's rate at 100 steps and ttfs with event integration.
@@ -195,12 +196,6 @@ def measure_model(name, x, labels, calibration, args, lines):
 
 
 def _header(args, n):
-    import torch
-
-    import brianconv
-
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     arguments = [("DIR" if previous in ("--build-dir", "--out") else argument)  # no paths of this machine
                  for previous, argument in zip([None] + sys.argv[1:], sys.argv[1:])]
@@ -208,8 +203,7 @@ def _header(args, n):
     return [f"command: {command.strip()}",
             f"data: the first {n:,} images of the MNIST test set; calibration: brianconv's bundled sample "
             "(the last 500 images of the MNIST training set)",
-            f"brianconv {brianconv.__version__}, commit {commit}; torch {torch.__version__}; "
-            f"{os.cpu_count()} CPU cores on the machine",
+            f"{versions_line()}; {os.cpu_count()} CPU cores on the machine",
             f"machine load at the start (uptime): {load}"]
 
 
