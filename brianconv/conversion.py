@@ -4,12 +4,11 @@
 into a layer graph, check it against the scheme, calibrate, describe.
 """
 
-import dataclasses
-
 import numpy as np
 
 from . import perturbations as knobs
 from . import schemes
+from .description import weights_stored_as
 from .errors import CalibrationError, DataNotFoundError, InvalidValueError
 from .folding import fold_affine_layers, fold_input_shift, input_shift_for, pool_branches_before_concatenation
 from .graph import trace
@@ -87,12 +86,10 @@ def convert(model, method="ttfs", calibration=None, input_shape=None, input_rang
 def describe(scheme, graph, calibration, compiled_knobs=(), precision="float64"):
     """The network description of a checked, calibrated ``graph``: the scheme's description with the
     perturbation knobs ``compiled_knobs`` compiled in and the storage ``precision``."""
-    description = knobs.compile_knobs(scheme.describe(graph, calibration), compiled_knobs)
+    # float32 weights are stored as the run stores them (4 bytes each) as soon as each projection exists
+    with weights_stored_as(np.float32 if precision == "float32" else None):
+        description = knobs.compile_knobs(scheme.describe(graph, calibration), compiled_knobs)
     description.precision = precision
-    if precision == "float32":  # stored as the run stores them: 4 bytes per weight in this process too
-        for projection in description.projections:
-            projection.connections = dataclasses.replace(
-                projection.connections, weight=projection.connections.weight.astype(np.float32))
     return description
 
 

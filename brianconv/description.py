@@ -17,6 +17,9 @@ attributed to images. Each population gets the shared variables ``window_start``
 first window has begun); see :data:`TIME_AXIS_EQUATIONS`.
 """
 
+import contextlib
+import contextvars
+import dataclasses
 import hashlib
 import json
 from dataclasses import MISSING, dataclass, field, fields
@@ -265,9 +268,30 @@ class Projection(_DefaultsForLaterFields):
     namespace: dict = field(default_factory=dict)
     before_run: tuple = ()
 
+    def __post_init__(self):
+        dtype = _STORED_WEIGHT_DTYPE.get()
+        if dtype is not None and self.connections.weight.dtype != dtype:  # rounded once, as it will be stored
+            self.connections = dataclasses.replace(self.connections, weight=self.connections.weight.astype(dtype))
+
     @property
     def n_synapses(self):
         return len(self.connections)
+
+
+#: The dtype projections made inside :func:`weights_stored_as` store their weights in (None: as given).
+_STORED_WEIGHT_DTYPE = contextvars.ContextVar("stored_weight_dtype", default=None)
+
+
+@contextlib.contextmanager
+def weights_stored_as(dtype):
+    """Every :class:`Projection` created inside keeps ``connections.weight`` as ``dtype`` (None: as
+    given): a float32 network holds 4 bytes per weight from the moment each projection exists, so
+    that converting it never holds all of its weights in float64."""
+    token = _STORED_WEIGHT_DTYPE.set(None if dtype is None else np.dtype(dtype))
+    try:
+        yield
+    finally:
+        _STORED_WEIGHT_DTYPE.reset(token)
 
 
 @dataclass
