@@ -269,9 +269,7 @@ class Projection(_DefaultsForLaterFields):
     before_run: tuple = ()
 
     def __post_init__(self):
-        dtype = _STORED_WEIGHT_DTYPE.get()
-        if dtype is not None and self.connections.weight.dtype != dtype:  # rounded once, as it will be stored
-            self.connections = dataclasses.replace(self.connections, weight=self.connections.weight.astype(dtype))
+        self.connections = stored_weights(self.connections)
 
     @property
     def n_synapses(self):
@@ -280,6 +278,16 @@ class Projection(_DefaultsForLaterFields):
 
 #: The dtype projections made inside :func:`weights_stored_as` store their weights in (None: as given).
 _STORED_WEIGHT_DTYPE = contextvars.ContextVar("stored_weight_dtype", default=None)
+
+
+def stored_weights(connections):
+    """``connections`` with its weights in the dtype of :func:`weights_stored_as` (the same object when
+    they are already, or outside it). A scheme that keeps its final weights before it makes their
+    projections calls it early, so that it never holds them in float64 all at once."""
+    dtype = _STORED_WEIGHT_DTYPE.get()
+    if dtype is None or connections.weight.dtype == dtype:
+        return connections
+    return dataclasses.replace(connections, weight=connections.weight.astype(dtype))  # rounded once
 
 
 @contextlib.contextmanager

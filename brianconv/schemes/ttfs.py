@@ -81,7 +81,7 @@ import numpy as np
 from brian2 import ms
 
 from ..calibration import activation_scale, calibrate
-from ..description import Kind, Membrane, NetworkDescription, Population, Projection, SpikeSchedule
+from ..description import Kind, Membrane, NetworkDescription, Population, Projection, SpikeSchedule, stored_weights
 from ..errors import AccuracyWarning, ConversionError, InvalidValueError
 from .base import RunSetup, Scheme, check_branch_activations, limit_scales_to_clips, register
 from .options import Options, SchemeState, dt_option, option, percentile_option, positive_number, v_unit_option
@@ -295,7 +295,8 @@ class TTFS(Scheme):
             scale = calibration.scales[layer.name] * v_unit
             population, on_pre = _layer_population(o.integration, kind, name, layer, scale, T, v_unit)
             populations.append(population)
-            incoming = merged_by_source(incoming)
+            # the weights as the projections will store them (ttfs uses them unscaled)
+            incoming = [(source, stored_weights(connections)) for source, connections in merged_by_source(incoming)]
             readers.append((name, kind, incoming, on_pre))
             layout.append((name, tuple(source for source, _ in incoming), kind))
         starts = _window_starts(layout, T)
