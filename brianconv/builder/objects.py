@@ -179,7 +179,8 @@ def connect_in_python(syn, projection, dt):
     if shared_delay(projection) is None:
         syn.delay = synapse_delays(projection, order) * dt
     if "w" in syn.variables:
-        syn.w = c.weight[order].astype(np.float64) * projection.weight_unit  # rounded once, as in SynapseFiles
+        # in float64, then rounded once to the stored type (as SynapseFiles does)
+        syn.w = np.asarray(c.weight[order], dtype=np.float64) * projection.weight_unit
 
 
 def set_before_run(objects, description):
@@ -225,8 +226,9 @@ def source_major_chunks(connections, chunk):
     Each piece holds the synapses of a range of source neurons (at most ``chunk`` synapses, or one
     source's, if it alone has more), found by a scan of ``pre`` and sorted on their own, so the
     pieces joined are the whole order while no array over all synapses is made (the whole order
-    and ``np.lexsort``'s work arrays would take 12 bytes per synapse). A piece and its sort take
-    about 30 bytes per synapse of the piece; each piece scans the projection once.
+    and ``np.lexsort``'s work arrays would take 12 bytes per synapse). A piece, its sort and the
+    values written from it take about 40 bytes per synapse of the piece; each piece scans the
+    projection once.
     """
     ends = np.cumsum(connections.fan_out())
     first = 0
