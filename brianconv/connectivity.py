@@ -19,7 +19,7 @@ import numpy as np
 from .errors import ConversionError
 
 __all__ = ["Connections", "make_connections", "connections_for", "linear", "conv2d", "pool2d", "one_to_one", "channel_broadcast",
-           "compose"]
+           "compose", "BLOCK", "blocks"]
 
 
 @dataclass
@@ -70,12 +70,22 @@ class Connections:
         return y
 
 
-def _count(indices, size, block=1 << 20):
-    """``np.bincount(indices, minlength=size)`` (int64), counted ``block`` indices at a time: bincount
-    copies its input to int64, 8 bytes per synapse of a whole projection at once."""
+#: Synapses a blocked pass over a projection's arrays handles at once (its temporaries: a few MB).
+BLOCK = 1 << 20
+
+
+def blocks(array, block=BLOCK):
+    """``(start, array[start:start + block])`` for consecutive blocks of ``array`` (views, no copies)."""
+    for start in range(0, len(array), block):
+        yield start, array[start:start + block]
+
+
+def _count(indices, size):
+    """``np.bincount(indices, minlength=size)`` (int64), counted a block at a time: bincount copies
+    its input to int64, 8 bytes per synapse of a whole projection at once."""
     counts = np.zeros(size, dtype=np.int64)
-    for start in range(0, len(indices), block):
-        counts += np.bincount(indices[start:start + block], minlength=size)
+    for _, part in blocks(indices):
+        counts += np.bincount(part, minlength=size)
     return counts
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from brian2 import Clock, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray, prefs
 
+from ..connectivity import BLOCK, blocks
+
 __all__ = ["MonitorRequest", "BrianObjects", "create_objects", "connect_in_python", "homogeneous_delay", "shared_delay",
            "synapse_delays", "set_before_run", "float_precision", "stimulus_rows", "source_major_order",
            "source_major_chunks"]
@@ -241,9 +243,8 @@ def source_major_chunks(connections, chunk):
         first = last
 
 
-def _positions_of_sources(pre, first, last, block=1 << 20):
+def _positions_of_sources(pre, first, last, block=BLOCK):
     """Ascending positions (int64) of the synapses whose source is in ``[first, last)``, found
     ``block`` synapses at a time (so the scan's masks take 3 bytes per synapse of a block)."""
     return np.concatenate([np.flatnonzero((part >= first) & (part < last)) + start
-                           for start, part in ((start, pre[start:start + block])
-                                               for start in range(0, len(pre), block))])
+                           for start, part in blocks(pre, block)])
